@@ -1,0 +1,57 @@
+"""mhe-transformers: Multiple Head Embeddings (MHE) attention for Hugging Face Transformers.
+
+Importing the package registers the MHE config and every model head with the Auto classes (so
+`AutoModel.from_pretrained(folder)` works locally without `trust_remote_code`), and registers each class for its
+Auto class so that `save_pretrained` / `push_to_hub` copy `configuration_mhe.py` and `modeling_mhe.py` next to the
+weights and write a complete `auto_map`: the checkpoint then loads anywhere with `trust_remote_code=True`.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForMultipleChoice,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from .configuration_mhe import ATTENTION_TYPES, MHEConfig
+from .modeling_mhe import (
+    MHEForMaskedLM,
+    MHEForMultipleChoice,
+    MHEForQuestionAnswering,
+    MHEForSequenceClassification,
+    MHEForTokenClassification,
+    MHEModel,
+    MHEPreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+MODEL_CLASSES = {
+    AutoModel: MHEModel,
+    AutoModelForMaskedLM: MHEForMaskedLM,
+    AutoModelForSequenceClassification: MHEForSequenceClassification,
+    AutoModelForTokenClassification: MHEForTokenClassification,
+    AutoModelForQuestionAnswering: MHEForQuestionAnswering,
+    AutoModelForMultipleChoice: MHEForMultipleChoice,
+}
+
+AutoConfig.register(MHEConfig.model_type, MHEConfig, exist_ok=True)
+MHEConfig.register_for_auto_class()
+for auto_class, model_class in MODEL_CLASSES.items():
+    auto_class.register(MHEConfig, model_class, exist_ok=True)
+    model_class.register_for_auto_class(auto_class.__name__)
+
+__all__ = [
+    "ATTENTION_TYPES",
+    "MHEConfig",
+    "MHEPreTrainedModel",
+    "MHEModel",
+    "MHEForMaskedLM",
+    "MHEForSequenceClassification",
+    "MHEForTokenClassification",
+    "MHEForQuestionAnswering",
+    "MHEForMultipleChoice",
+]

@@ -1,0 +1,129 @@
+# Copyright 2026 The mhe-transformers authors. Licensed under the Apache License, Version 2.0.
+"""Configuration of the MHE model family (remote code: imports only transformers and huggingface_hub).
+
+MHE (Multiple Head Embeddings; Xue & Aletras, Findings of EMNLP 2023, arXiv:2310.07911) replaces the per-head
+query/key/value projections of multi-head attention with one shared projection of the size of a single head plus a
+small learned embedding per head. The same configuration also builds the baselines MHE is compared against, so that
+every comparison is a single `attention_type` switch.
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+ATTENTION_TYPES = ("mhe_mul", "mhe_add", "mha", "mqa", "gqa", "sha")
+HEAD_EMBEDDING_INITS = ("default", "normal", "ones", "zeros")
+
+
+@strict
+class MHEConfig(PreTrainedConfig):
+    r"""
+    A BERT-style bidirectional encoder whose attention is one of:
+
+    - `"mhe_mul"`: shared Q/K/V projections of one head size, multiplied per head by learned embeddings (default);
+    - `"mhe_add"`: the same, with the per-head embeddings added;
+    - `"mha"`: standard multi-head attention; `"mqa"`: multi-query (one key/value head);
+    - `"gqa"`: grouped-query with `num_key_value_heads` key/value heads; `"sha"`: a single head of size `head_dim`.
+
+    Args:
+        head_dim (`int`, *optional*): size of each head; `hidden_size // num_attention_heads` when not given.
+        num_key_value_heads (`int`, *optional*): key/value heads of `"gqa"`; must divide `num_attention_heads`.
+            Ignored (and set to what the attention type implies) for the other types.
+        head_embedding_init (`str`): `"default"` draws MHE-ADD embeddings from `N(0, initializer_range)` and MHE-MUL
+            ones from `1 + N(0, initializer_range)` (so MUL starts close to a plain shared projection);
+            `"normal"` uses `N(0, initializer_range)` for both, `"ones"` / `"zeros"` set constants.
+        attention_bias (`bool`): bias in the Q/K/V and output projections (BERT uses biases).
+
+    The other fields mean what they mean in `BertConfig`.
+
+    Example:
+
+    ```python
+    >>> from mhe_transformers import MHEConfig, MHEModel
+    >>> model = MHEModel(MHEConfig(attention_type="mhe_mul"))
+    ```
+    """
+
+    model_type = "mhe"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    head_dim: int | None = None
+    attention_type: str = "mhe_mul"
+    num_key_value_heads: int | None = None
+    head_embedding_init: str = "default"
+    attention_bias: bool = True
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float | int = 0.1
+    attention_probs_dropout_prob: float | int = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int | None = 0
+    tie_word_embeddings: bool = True
+    classifier_dropout: float | int | None = None
+
+    def __post_init__(self, **kwargs):
+        # Checked here rather than in a `validate_*` hook so that bad values raise a plain ValueError.
+        self.validate_mhe()
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        self.num_key_value_heads = self.num_key_value_heads_for_type()
+        super().__post_init__(**kwargs)
+
+    def num_key_value_heads_for_type(self) -> int:
+        return {
+            "mha": self.num_attention_heads,
+            "gqa": self.num_key_value_heads,
+            "sha": 1,
+        }.get(self.attention_type, 1)  # mqa, mhe_add and mhe_mul share one key/value head
+
+    def validate_mhe(self):
+        """Raise a ValueError naming the first invalid field and what is allowed."""
+        if self.attention_type not in ATTENTION_TYPES:
+            raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {self.attention_type!r}.")
+        if self.head_embedding_init not in HEAD_EMBEDDING_INITS:
+            raise ValueError(
+                f"head_embedding_init must be one of {HEAD_EMBEDDING_INITS}, got {self.head_embedding_init!r}."
+            )
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if self.head_dim is not None and self.head_dim <= 0:
+            raise ValueError(f"head_dim must be a positive integer or None, got {self.head_dim}.")
+        if self.head_dim is None and self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads}) when head_dim is not given; set head_dim explicitly otherwise."
+            )
+        if self.attention_type == "gqa":
+            kv_heads = self.num_key_value_heads
+            if kv_heads is None or kv_heads <= 0 or self.num_attention_heads % kv_heads != 0:
+                raise ValueError(
+                    f"num_key_value_heads must be a positive divisor of num_attention_heads "
+                    f"({self.num_attention_heads}) for attention_type='gqa', got {kv_heads}."
+                )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value}.")
+        if self.initializer_range < 0:
+            raise ValueError(f"initializer_range must be non-negative, got {self.initializer_range}.")
+        if self.layer_norm_eps <= 0:
+            raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}.")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id must be None or in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}.")
+
+
+__all__ = ["MHEConfig"]

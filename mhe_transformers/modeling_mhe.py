@@ -1,0 +1,614 @@
+# Copyright 2026 The mhe-transformers authors. Licensed under the Apache License, Version 2.0.
+"""PyTorch MHE model: a BERT-style encoder with Multiple Head Embeddings attention (and its baselines).
+
+This file ships as remote code next to the weights: it imports only torch, transformers and the configuration file.
+
+MHE (Xue & Aletras, Findings of EMNLP 2023) keeps ONE query/key/value projection of the size of a single head and
+makes the heads differ by a learned embedding per head:
+
+    MHE-MUL:  Q_i = (X W^Q) * e_i^Q,   K_i = (X W^K) * e_i^K,   V_i = (X W^V) * e_i^V
+    MHE-ADD:  Q_i =  X W^Q  + e_i^Q,   K_i =  X W^K  + e_i^K,   V_i =  X W^V  + e_i^V
+
+Both are computed here with a single shared key/value head (the shape of multi-query attention), so the attention
+kernels of Transformers (eager, sdpa, flash-attention, flex-attention) apply unchanged:
+
+    MUL: Q_i K_i^T = ((X W^Q) * e_i^Q * e_i^K) (X W^K)^T     -> fold e^K into the query
+         A_i V_i   = (A_i X W^V) * e_i^V                      -> scale each head's output
+    ADD: Q_i K_i^T = (X W^Q + e_i^Q)(X W^K)^T + a term constant along the key axis, which softmax removes,
+         so e^K has no effect on the output (it is kept for fidelity and parameter counts; its gradient is zero);
+         A_i V_i   = A_i X W^V + e_i^V                        -> exact whenever each row of A_i sums to one.
+    Under attention dropout the rows of A_i no longer sum to one: the fused ADD path adds e_i^V undropped, which
+    equals the materialised computation in expectation (inverted dropout keeps each row's expected sum at one).
+"""
+
+from collections.abc import Callable
+
+import torch
+import transformers
+from packaging import version
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_mhe import MHEConfig
+
+# The attention interface, masking utilities and meta-device initialisation used below are Transformers 5 APIs.
+SUPPORTED_TRANSFORMERS = (version.parse("5.0.0"), version.parse("6.0.0"))
+if not SUPPORTED_TRANSFORMERS[0] <= version.parse(transformers.__version__) < SUPPORTED_TRANSFORMERS[1]:
+    raise ImportError(
+        f"The MHE model code supports transformers>={SUPPORTED_TRANSFORMERS[0]},<{SUPPORTED_TRANSFORMERS[1]}; "
+        f"transformers {transformers.__version__} is installed. Run `pip install 'transformers>=5,<6'`."
+    )
+
+MHE_TYPES = ("mhe_mul", "mhe_add")
+
+# Every Auto class a checkpoint of this family can be loaded with; written into `config.auto_map` on save.
+AUTO_MAP = {
+    "AutoConfig": "configuration_mhe.MHEConfig",
+    "AutoModel": "modeling_mhe.MHEModel",
+    "AutoModelForMaskedLM": "modeling_mhe.MHEForMaskedLM",
+    "AutoModelForSequenceClassification": "modeling_mhe.MHEForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_mhe.MHEForTokenClassification",
+    "AutoModelForQuestionAnswering": "modeling_mhe.MHEForQuestionAnswering",
+    "AutoModelForMultipleChoice": "modeling_mhe.MHEForMultipleChoice",
+}
+
+
+class MHEEmbeddings(nn.Module):
+    """Word, learned absolute position and token type embeddings, summed and layer-normalised as in BERT."""
+
+    def __init__(self, config: MHEConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        seq_length = inputs_embeds.shape[1]
+        if position_ids is None:
+            position_ids = torch.arange(seq_length, device=inputs_embeds.device).unsqueeze(0)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(batch, kv_heads, seq, dim) -> (batch, kv_heads * n_rep, seq, dim), each key/value head serving n_rep queries."""
+    batch, kv_heads, seq_length, head_dim = hidden_states.shape
+    if n_rep == 1:
+        return hidden_states
+    hidden_states = hidden_states[:, :, None].expand(batch, kv_heads, n_rep, seq_length, head_dim)
+    return hidden_states.reshape(batch, kv_heads * n_rep, seq_length, head_dim)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    key = repeat_kv(key, module.num_key_value_groups)
+    value = repeat_kv(value, module.num_key_value_groups)
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            attention_mask = torch.where(attention_mask, 0.0, torch.finfo(attn_weights.dtype).min)
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class MHEAttention(nn.Module):
+    """Self-attention of every type in `MHEConfig.attention_type`, through Transformers' attention interface.
+
+    Projection sizes (h = hidden_size, n = heads, d = head_dim, g = num_key_value_heads):
+
+        type     q_proj     k_proj/v_proj   o_proj     head embeddings
+        mha      h -> n*d   h -> n*d        n*d -> h   -
+        gqa      h -> n*d   h -> g*d        n*d -> h   -
+        mqa      h -> n*d   h -> d          n*d -> h   -
+        sha      h -> d     h -> d          d -> h     -
+        mhe_*    h -> d     h -> d          n*d -> h   3 x (n, d)
+    """
+
+    def __init__(self, config: MHEConfig, layer_idx: int | None = None):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.attention_type = config.attention_type
+        self.head_dim = config.head_dim
+        self.num_heads = 1 if self.attention_type == "sha" else config.num_attention_heads
+        self.num_key_value_heads = config.num_key_value_heads
+        self.num_key_value_groups = self.num_heads // self.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.is_causal = False
+
+        is_mhe = self.attention_type in MHE_TYPES
+        num_query_projections = 1 if is_mhe else self.num_heads
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, num_query_projections * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        if is_mhe:
+            shape = (self.num_heads, self.head_dim)
+            self.q_head_embeddings = nn.Parameter(torch.empty(shape))
+            self.k_head_embeddings = nn.Parameter(torch.empty(shape))
+            self.v_head_embeddings = nn.Parameter(torch.empty(shape))
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        # (batch, heads, seq, head_dim); for MHE the query has one head until the embeddings expand it to n.
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        if self.attention_type == "mhe_mul":
+            query = query * (self.q_head_embeddings * self.k_head_embeddings)[:, None, :]
+        elif self.attention_type == "mhe_add":
+            # `0 * e^K` keeps e^K in the graph with its true (zero) gradient, so distributed training does not
+            # report it as an unused parameter.
+            query = query + (self.q_head_embeddings + 0 * self.k_head_embeddings)[:, None, :]
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )  # attn_output: (batch, seq, heads, head_dim)
+
+        if self.attention_type == "mhe_mul":
+            attn_output = attn_output * self.v_head_embeddings
+        elif self.attention_type == "mhe_add":
+            attn_output = attn_output + self.v_head_embeddings
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
+        return self.o_proj(attn_output), attn_weights
+
+
+class MHEFeedForward(nn.Module):
+    def __init__(self, config: MHEConfig):
+        super().__init__()
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down_proj(self.act(self.up_proj(hidden_states))))
+
+
+class MHELayer(GradientCheckpointingLayer):
+    """A post-LayerNorm Transformer encoder layer, as in BERT."""
+
+    def __init__(self, config: MHEConfig, layer_idx: int | None = None):
+        super().__init__()
+        self.attention = MHEAttention(config, layer_idx)
+        self.attention_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.feed_forward = MHEFeedForward(config)
+        self.output_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.attention(hidden_states, attention_mask, **kwargs)
+        hidden_states = self.attention_norm(hidden_states + self.attention_dropout(attn_output))
+        hidden_states = self.output_norm(hidden_states + self.feed_forward(hidden_states))
+        return hidden_states, attn_weights
+
+
+class MHEPooler(nn.Module):
+    """BERT's pooler: a dense layer and tanh on the first ([CLS]) token."""
+
+    def __init__(self, config: MHEConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden_states[:, 0]))
+
+
+class MHEPreTrainedModel(PreTrainedModel):
+    config_class = MHEConfig
+    config: MHEConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MHEEmbeddings", "MHELayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # `save_pretrained` writes `auto_map` entries only for the saved class and its config; list every head so
+        # that, say, a masked-LM checkpoint loads with AutoModelForSequenceClassification(trust_remote_code=True).
+        if self._auto_class is not None:
+            self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _init_weights(self, module: nn.Module):
+        super()._init_weights(module)  # Linear / Embedding: N(0, initializer_range), biases 0, LayerNorm 1 and 0
+        if isinstance(module, MHEAttention) and module.attention_type in MHE_TYPES:
+            std = self.config.initializer_range
+            mode = self.config.head_embedding_init
+            for embeddings in (module.q_head_embeddings, module.k_head_embeddings, module.v_head_embeddings):
+                if mode == "ones":
+                    init.ones_(embeddings)
+                elif mode == "zeros":
+                    init.zeros_(embeddings)
+                elif mode == "default" and module.attention_type == "mhe_mul":
+                    init.normal_(embeddings, mean=1.0, std=std)  # near 1: starts as a plain shared projection
+                else:
+                    init.normal_(embeddings, mean=0.0, std=std)
+        elif isinstance(module, MHELMPredictionHead):
+            init.zeros_(module.bias)
+
+
+def _check_inputs(config: MHEConfig, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
+    """Turn the usual silent or cryptic failures (index errors deep inside torch) into errors that name the input."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+    if input_ids is not None:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}.")
+        shape = tuple(input_ids.shape)
+    else:
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.hidden_size:
+            raise ValueError(
+                f"inputs_embeds must have shape (batch, seq_len, hidden_size={config.hidden_size}), "
+                f"got {tuple(inputs_embeds.shape)}."
+            )
+        shape = tuple(inputs_embeds.shape[:2])
+    if shape[1] > config.max_position_embeddings:
+        raise ValueError(
+            f"Sequence length {shape[1]} exceeds max_position_embeddings={config.max_position_embeddings}; "
+            "truncate the inputs (e.g. tokenizer(..., truncation=True, max_length=...))."
+        )
+    if attention_mask is not None and attention_mask.dim() == 2 and tuple(attention_mask.shape) != shape:
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but the inputs have shape {shape}.")
+    if attention_mask is not None and attention_mask.dim() == 4:
+        if attention_mask.shape[0] != shape[0] or tuple(attention_mask.shape[-2:]) != (shape[1], shape[1]):
+            raise ValueError(
+                f"A 4D attention_mask must have shape ({shape[0]}, 1, {shape[1]}, {shape[1]}), "
+                f"got {tuple(attention_mask.shape)}."
+            )
+    if attention_mask is not None and attention_mask.dim() not in (2, 4):
+        raise ValueError(f"attention_mask must be 2D (batch, seq_len) or 4D, got {attention_mask.dim()}D.")
+    for name, ids, bound in (
+        ("token_type_ids", token_type_ids, config.type_vocab_size),
+        ("position_ids", position_ids, config.max_position_embeddings),
+    ):
+        if ids is not None and ids.shape[-1] != shape[1]:
+            raise ValueError(f"{name} has shape {tuple(ids.shape)} but the inputs have shape {shape}.")
+    if torch.compiler.is_compiling():
+        return  # the range checks below synchronise with the device and break graphs
+    for name, ids, bound in (
+        ("input_ids", input_ids, config.vocab_size),
+        ("token_type_ids", token_type_ids, config.type_vocab_size),
+        ("position_ids", position_ids, config.max_position_embeddings),
+    ):
+        if ids is not None and ids.numel() and (ids.min() < 0 or ids.max() >= bound):
+            raise ValueError(
+                f"{name} must lie in [0, {bound}), got values in [{int(ids.min())}, {int(ids.max())}]; "
+                "check that the tokenizer matches the model's configuration."
+            )
+
+
+class MHEModel(MHEPreTrainedModel):
+    """The bare MHE encoder, returning hidden states and (optionally) the pooled [CLS] output."""
+
+    def __init__(self, config: MHEConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        config.validate_mhe()  # a config edited after construction is checked again before weights are built
+        self.embeddings = MHEEmbeddings(config)
+        self.layers = nn.ModuleList([MHELayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)])
+        self.pooler = MHEPooler(config) if add_pooling_layer else None
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        """
+        Args:
+            input_ids: token ids, (batch, seq_len). attention_mask: 1 for real tokens, 0 for padding, (batch, seq_len).
+            token_type_ids: segment ids for sentence pairs. position_ids: absolute positions (default 0..seq_len-1).
+            output_attentions: return each layer's attention probabilities (needs attn_implementation="eager").
+            output_hidden_states: return the embedding output and every layer's output.
+        """
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        if output_attentions and self.config._attn_implementation != "eager":
+            raise ValueError(
+                f"output_attentions=True needs attn_implementation='eager', the model uses "
+                f"'{self.config._attn_implementation}'; load it with attn_implementation='eager'."
+            )
+        _check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+
+        hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+        attention_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
+        )
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, attn_weights = layer(hidden_states, attention_mask, **kwargs)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (attn_weights,)
+
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states,
+            pooler_output=self.pooler(hidden_states) if self.pooler is not None else None,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+
+
+class MHELMPredictionHead(nn.Module):
+    """BERT's masked-LM head: dense + activation + LayerNorm, then a decoder tied to the word embeddings."""
+
+    def __init__(self, config: MHEConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.LayerNorm(self.act(self.dense(hidden_states)))) + self.bias
+
+
+class MHEForMaskedLM(MHEPreTrainedModel):
+    _tied_weights_keys = {"lm_head.decoder.weight": "model.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: MHEConfig):
+        super().__init__(config)
+        self.model = MHEModel(config, add_pooling_layer=False)
+        self.lm_head = MHELMPredictionHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head.decoder = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        """labels: token ids to predict at masked positions, -100 elsewhere (as DataCollatorForLanguageModeling makes)."""
+        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs)
+        logits = self.lm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+
+class MHEForSequenceClassification(MHEPreTrainedModel):
+    """Pooled [CLS] -> dropout -> linear. Regression, single- and multi-label `problem_type`s as in BERT."""
+
+    def __init__(self, config: MHEConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = MHEModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs)
+        logits = self.classifier(self.dropout(outputs.pooler_output))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels, logits, self.config, **kwargs)
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class MHEForTokenClassification(MHEPreTrainedModel):
+    def __init__(self, config: MHEConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = MHEModel(config, add_pooling_layer=False)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs)
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, self.config, **kwargs)
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class MHEForQuestionAnswering(MHEPreTrainedModel):
+    """Extractive QA: start and end logits for every token."""
+
+    def __init__(self, config: MHEConfig):
+        super().__init__(config)
+        self.model = MHEModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.LongTensor | None = None,
+        end_positions: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> QuestionAnsweringModelOutput:
+        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs)
+        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(dim=-1)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions, **kwargs)
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits.contiguous(),
+            end_logits=end_logits.contiguous(),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class MHEForMultipleChoice(MHEPreTrainedModel):
+    """Inputs of shape (batch, num_choices, seq_len); one score per choice from the pooled [CLS] output."""
+
+    accepts_loss_kwargs = False  # plain mean cross-entropy over examples, not over tokens
+
+    def __init__(self, config: MHEConfig):
+        super().__init__(config)
+        self.model = MHEModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> MultipleChoiceModelOutput:
+        reference = input_ids if input_ids is not None else inputs_embeds
+        if reference is None or reference.dim() < 3:
+            raise ValueError("MHEForMultipleChoice expects inputs of shape (batch, num_choices, seq_len).")
+        num_choices = reference.shape[1]
+
+        def flatten(tensor):  # (batch, num_choices, seq_len, ...) -> (batch * num_choices, seq_len, ...)
+            return tensor.flatten(0, 1) if tensor is not None else None
+
+        outputs = self.model(
+            flatten(input_ids),
+            flatten(attention_mask),
+            flatten(token_type_ids),
+            flatten(position_ids),
+            flatten(inputs_embeds),
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output)).view(-1, num_choices)
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return MultipleChoiceModelOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+__all__ = [
+    "MHEPreTrainedModel",
+    "MHEModel",
+    "MHEForMaskedLM",
+    "MHEForSequenceClassification",
+    "MHEForTokenClassification",
+    "MHEForQuestionAnswering",
+    "MHEForMultipleChoice",
+]
