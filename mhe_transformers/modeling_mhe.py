@@ -284,8 +284,6 @@ class MHEPreTrainedModel(PreTrainedModel):
                     init.normal_(embeddings, mean=1.0, std=std)  # near 1: starts as a plain shared projection
                 else:
                     init.normal_(embeddings, mean=0.0, std=std)
-        elif isinstance(module, MHELMPredictionHead):
-            init.zeros_(module.bias)
 
 
 def _check_inputs(config: MHEConfig, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
@@ -415,11 +413,10 @@ class MHELMPredictionHead(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.act = ACT2FN[config.hidden_act]
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)  # weight tied, bias of its own
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.LayerNorm(self.act(self.dense(hidden_states)))) + self.bias
+        return self.decoder(self.LayerNorm(self.act(self.dense(hidden_states))))
 
 
 class MHEForMaskedLM(MHEPreTrainedModel):

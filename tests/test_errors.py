@@ -1,0 +1,81 @@
+"""Bad configuration values and bad inputs fail early with errors that name the problem."""
+
+import pytest
+import torch
+
+from mhe_transformers import MHEConfig, MHEForMaskedLM, MHEModel
+
+TINY = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+            max_position_embeddings=16)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"attention_type": "mhx"}, "attention_type"),
+        ({"head_embedding_init": "xavier"}, "head_embedding_init"),
+        ({"hidden_size": 30, "num_attention_heads": 4}, "hidden_size"),
+        ({"attention_type": "gqa", "num_attention_heads": 4, "num_key_value_heads": 3}, "num_key_value_heads"),
+        ({"attention_type": "gqa", "num_key_value_heads": None}, "num_key_value_heads"),
+        ({"vocab_size": 0}, "vocab_size"),
+        ({"num_hidden_layers": -1}, "num_hidden_layers"),
+        ({"num_attention_heads": 0}, "num_attention_heads"),
+        ({"intermediate_size": 0}, "intermediate_size"),
+        ({"head_dim": 0}, "head_dim"),
+        ({"hidden_dropout_prob": 1.0}, "hidden_dropout_prob"),
+        ({"attention_probs_dropout_prob": -0.1}, "attention_probs_dropout_prob"),
+        ({"classifier_dropout": 1.5}, "classifier_dropout"),
+        ({"layer_norm_eps": 0.0}, "layer_norm_eps"),
+        ({"initializer_range": -0.02}, "initializer_range"),
+        ({"pad_token_id": 50}, "pad_token_id"),
+    ],
+)
+def test_bad_config_values_raise_value_error_naming_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        MHEConfig(**{**TINY, **overrides})
+
+
+def test_explicit_head_dim_allows_any_hidden_size():
+    config = MHEConfig(**{**TINY, "hidden_size": 30, "num_attention_heads": 4, "head_dim": 8})
+    model = MHEModel(config)
+    assert model.layers[0].attention.o_proj.in_features == 32
+    assert model(torch.randint(0, 50, (1, 5))).last_hidden_state.shape == (1, 5, 30)
+
+
+def test_config_edited_after_construction_is_checked_when_building_a_model():
+    config = MHEConfig(**TINY)
+    config.attention_type = "unknown"
+    with pytest.raises(ValueError, match="attention_type"):
+        MHEModel(config)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return MHEForMaskedLM(MHEConfig(**TINY)).eval()
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        ({"input_ids": torch.tensor([[1, 2, 50]])}, r"input_ids must lie in \[0, 50\)"),
+        ({"input_ids": torch.tensor([[1, -2, 3]])}, "input_ids must lie in"),
+        ({"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 4)}, "attention_mask has shape"),
+        ({"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 1, 3)}, "2D .* or 4D"),
+        ({"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 1, 3, 4)}, "4D attention_mask"),
+        ({"input_ids": torch.tensor([[1, 2, 3]]), "token_type_ids": torch.tensor([[0, 2, 0]])}, "token_type_ids"),
+        ({"input_ids": torch.tensor([[1, 2, 3]]), "token_type_ids": torch.tensor([[0, 1]])}, "token_type_ids has shape"),
+        ({"input_ids": torch.ones(1, 17, dtype=torch.long)}, "max_position_embeddings=16"),
+        ({"input_ids": torch.tensor([1, 2, 3])}, r"shape \(batch, seq_len\)"),
+        ({}, "exactly one of input_ids or inputs_embeds"),
+        ({"inputs_embeds": torch.randn(1, 3, 8)}, "hidden_size=16"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(model, inputs, message):
+    with pytest.raises(ValueError, match=message):
+        model(**inputs)
+
+
+def test_output_attentions_needs_eager(model):
+    sdpa = MHEModel._from_config(MHEConfig(**TINY), attn_implementation="sdpa")
+    with pytest.raises(ValueError, match="attn_implementation='eager'"):
+        sdpa(torch.tensor([[1, 2, 3]]), output_attentions=True)

@@ -1,0 +1,274 @@
+"""The MHE attention against a straightforward per-head reference, and the model family's behaviour."""
+
+import math
+
+import pytest
+import torch
+from transformers.masking_utils import create_bidirectional_mask
+
+from mhe_transformers import (
+    ATTENTION_TYPES,
+    MHEConfig,
+    MHEForMaskedLM,
+    MHEForMultipleChoice,
+    MHEForQuestionAnswering,
+    MHEForSequenceClassification,
+    MHEForTokenClassification,
+    MHEModel,
+)
+
+TINY = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=64,
+    num_key_value_heads=2,
+)
+
+
+def tiny_config(attention_type="mhe_mul", **overrides) -> MHEConfig:
+    values = {**TINY, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, **overrides}
+    return MHEConfig(attention_type=attention_type, **values)
+
+
+def build(model_class, config, attn_implementation="eager", seed=0):
+    torch.manual_seed(seed)
+    return model_class._from_config(config, attn_implementation=attn_implementation).eval()
+
+
+def randomise_head_embeddings(model):
+    """Default MUL embeddings are close to 1; spread them so a bug in how they enter cannot hide."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "head_embeddings" in name:
+                param.copy_(torch.randn_like(param))
+
+
+def reference_mhe_attention(attention, hidden_states, padding_mask):
+    """Materialise every head's Q_i, K_i, V_i exactly as the paper writes them (DESIGN.md §1)."""
+    q, k, v = attention.q_proj(hidden_states), attention.k_proj(hidden_states), attention.v_proj(hidden_states)
+    combine = torch.mul if attention.attention_type == "mhe_mul" else torch.add
+    heads = []
+    for i in range(attention.num_heads):
+        q_i = combine(q, attention.q_head_embeddings[i])
+        k_i = combine(k, attention.k_head_embeddings[i])
+        v_i = combine(v, attention.v_head_embeddings[i])
+        scores = q_i @ k_i.transpose(-1, -2) / math.sqrt(attention.head_dim)
+        if padding_mask is not None:
+            scores = scores.masked_fill(~padding_mask.bool()[:, None, :], float("-inf"))
+        heads.append(scores.softmax(dim=-1) @ v_i)
+    return attention.o_proj(torch.cat(heads, dim=-1))
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("attention_type", ["mhe_mul", "mhe_add"])
+def test_fused_mhe_equals_per_head_reference(attention_type, padded, attn_implementation):
+    config = tiny_config(attention_type)
+    model = build(MHEModel, config, attn_implementation)
+    randomise_head_embeddings(model)
+    attention = model.layers[0].attention
+    torch.manual_seed(1)
+    hidden_states = torch.randn(3, 7, config.hidden_size)
+    padding_mask = torch.ones(3, 7, dtype=torch.long)
+    if padded:
+        padding_mask[1, 4:] = 0
+        padding_mask[2, 2:] = 0
+    mask = create_bidirectional_mask(config=model.config, inputs_embeds=hidden_states, attention_mask=padding_mask)
+
+    def outputs_and_grads(forward):
+        attention.zero_grad()
+        x = hidden_states.clone().requires_grad_(True)
+        out = forward(x)
+        # A fixed random projection of the output, so every output element contributes to the gradient.
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads = {name: p.grad.clone() for name, p in attention.named_parameters()}
+        return out.detach(), x.grad, grads
+
+    fused = outputs_and_grads(lambda x: attention(x, mask)[0])
+    reference = outputs_and_grads(lambda x: reference_mhe_attention(attention, x, padding_mask))
+
+    torch.testing.assert_close(fused[0], reference[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused[1], reference[1], atol=1e-5, rtol=1e-5)
+    for name in reference[2]:
+        torch.testing.assert_close(fused[2][name], reference[2][name], atol=1e-5, rtol=1e-5, msg=name)
+    if attention_type == "mhe_add":
+        # Softmax removes e^K entirely: its true gradient is zero (DESIGN.md §1).
+        assert torch.count_nonzero(fused[2]["k_head_embeddings"]) == 0
+        assert reference[2]["k_head_embeddings"].abs().max() < 1e-5
+
+
+def padded_batch(vocab_size, lengths, seq_length=9, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1, vocab_size, (len(lengths), seq_length), generator=generator)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, length in enumerate(lengths):
+        attention_mask[row, :length] = 1
+        input_ids[row, length:] = 0
+    return input_ids, attention_mask
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_sdpa_equals_eager(attention_type):
+    config = tiny_config(attention_type)
+    eager = build(MHEModel, config, "eager")
+    randomise_head_embeddings(eager)
+    sdpa = build(MHEModel, config, "sdpa")
+    sdpa.load_state_dict(eager.state_dict())
+    input_ids, attention_mask = padded_batch(config.vocab_size, [9, 5, 2])
+    with torch.no_grad():
+        expected = eager(input_ids, attention_mask).last_hidden_state
+        actual = sdpa(input_ids, attention_mask).last_hidden_state
+    real = attention_mask.bool()
+    torch.testing.assert_close(actual[real], expected[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_padded_batch_equals_each_sequence_alone(attention_type):
+    config = tiny_config(attention_type)
+    model = build(MHEModel, config, "sdpa")
+    randomise_head_embeddings(model)
+    lengths = [9, 6, 3]
+    input_ids, attention_mask = padded_batch(config.vocab_size, lengths)
+    with torch.no_grad():
+        batched = model(input_ids, attention_mask).last_hidden_state
+        for row, length in enumerate(lengths):
+            alone = model(input_ids[row : row + 1, :length]).last_hidden_state[0]
+            torch.testing.assert_close(batched[row, :length], alone, atol=1e-5, rtol=1e-5)
+
+
+def attention_parameters_formula(attention_type, h, n, d, g):
+    """Per-layer Q/K/V/O weights and biases plus head embeddings, from DESIGN.md §1."""
+    query_width = {"mha": n * d, "gqa": n * d, "mqa": n * d, "sha": d}.get(attention_type, d)
+    kv_width = {"mha": n * d, "gqa": g * d}.get(attention_type, d)
+    out_width = d if attention_type == "sha" else n * d
+    weights = h * query_width + 2 * h * kv_width + out_width * h
+    biases = query_width + 2 * kv_width + h
+    head_embeddings = 3 * n * d if attention_type.startswith("mhe") else 0
+    return weights + biases + head_embeddings
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_parameter_counts_match_closed_form(attention_type):
+    config = tiny_config(attention_type, num_hidden_layers=3)
+    h, n, d, g = config.hidden_size, config.num_attention_heads, config.head_dim, 2
+    model = MHEModel(config)
+    expected_attention = attention_parameters_formula(attention_type, h, n, d, g)
+    for layer in model.layers:
+        assert sum(p.numel() for p in layer.attention.parameters()) == expected_attention
+    layer_norms = 2 * 2 * h
+    feed_forward = 2 * h * config.intermediate_size + config.intermediate_size + h
+    embeddings = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * h + 2 * h
+    pooler = h * h + h
+    expected_total = embeddings + config.num_hidden_layers * (expected_attention + feed_forward + layer_norms) + pooler
+    assert model.num_parameters() == expected_total
+    if attention_type.startswith("mhe"):
+        # The paper's headline: MHE needs 3nd more Q/K/V parameters than a single head (weights only, no bias).
+        sha = MHEModel(tiny_config("sha")).layers[0].attention
+        mhe = model.layers[0].attention
+        qkv = lambda a: sum(p.numel() for n_, p in a.named_parameters() if n_[0] in "qkv" and "bias" not in n_)
+        assert qkv(mhe) - qkv(sha) == 3 * n * d
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    config = tiny_config("mhe_mul")
+    input_ids, attention_mask = padded_batch(config.vocab_size, [9, 4])
+
+    def gradients(checkpointing):
+        model = build(MHEForMaskedLM, config, "sdpa").train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        attention_calls = []
+        model.model.layers[0].attention.register_forward_hook(lambda *_: attention_calls.append(1))
+        model(input_ids, attention_mask, labels=input_ids).loss.backward()
+        return {name: p.grad for name, p in model.named_parameters()}, len(attention_calls)
+
+    (plain, plain_calls), (checkpointed, checkpointed_calls) = gradients(False), gradients(True)
+    assert (plain_calls, checkpointed_calls) == (1, 2)  # checkpointing recomputes the layer in the backward pass
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
+
+
+def test_bf16_autocast_forward_runs():
+    config = tiny_config("mhe_mul")
+    model = build(MHEForMaskedLM, config, "sdpa")
+    input_ids, attention_mask = padded_batch(config.vocab_size, [9, 4])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(input_ids, attention_mask).logits
+    assert logits.dtype == torch.bfloat16
+    assert torch.isfinite(logits.float()).all()
+    with torch.no_grad():
+        full_precision = model(input_ids, attention_mask).logits
+    assert (logits.float() - full_precision).abs().max() < 0.25
+
+
+def test_outputs_hidden_states_and_attentions_with_eager():
+    config = tiny_config("mhe_add")
+    model = build(MHEModel, config, "eager")
+    input_ids, attention_mask = padded_batch(config.vocab_size, [9, 4])
+    out = model(input_ids, attention_mask, output_attentions=True, output_hidden_states=True)
+    assert len(out.hidden_states) == config.num_hidden_layers + 1
+    torch.testing.assert_close(out.hidden_states[-1], out.last_hidden_state)
+    assert len(out.attentions) == config.num_hidden_layers
+    assert out.attentions[0].shape == (2, config.num_attention_heads, 9, 9)
+    torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(2, config.num_attention_heads, 9))
+    assert out.attentions[0][1, :, :, 4:].abs().max() == 0  # padded keys get no attention
+    as_tuple = model(input_ids, attention_mask, return_dict=False)
+    torch.testing.assert_close(as_tuple[0], out.last_hidden_state)
+
+
+def test_heads_give_the_right_shapes_and_losses():
+    config = tiny_config("mhe_mul", num_labels=3)
+    input_ids, attention_mask = padded_batch(config.vocab_size, [9, 4])
+
+    mlm = build(MHEForMaskedLM, config)
+    assert mlm.lm_head.decoder.weight is mlm.model.embeddings.word_embeddings.weight
+    labels = torch.full_like(input_ids, -100)
+    labels[:, 1] = input_ids[:, 1]
+    out = mlm(input_ids, attention_mask, labels=labels)
+    assert out.logits.shape == (2, 9, config.vocab_size)
+    expected = torch.nn.functional.cross_entropy(out.logits.view(-1, config.vocab_size), labels.view(-1))
+    torch.testing.assert_close(out.loss, expected)
+
+    classifier = build(MHEForSequenceClassification, config)
+    out = classifier(input_ids, attention_mask, labels=torch.tensor([0, 2]))
+    assert out.logits.shape == (2, 3) and classifier.config.problem_type == "single_label_classification"
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 2])))
+
+    multi_label = build(MHEForSequenceClassification, tiny_config(num_labels=3, problem_type="multi_label_classification"))
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    out = multi_label(input_ids, attention_mask, labels=targets)
+    torch.testing.assert_close(out.loss, torch.nn.functional.binary_cross_entropy_with_logits(out.logits, targets))
+
+    regression = build(MHEForSequenceClassification, tiny_config(num_labels=1))
+    out = regression(input_ids, attention_mask, labels=torch.tensor([0.5, -1.0]))
+    assert regression.config.problem_type == "regression"
+    torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(out.logits.squeeze(), torch.tensor([0.5, -1.0])))
+
+    tagger = build(MHEForTokenClassification, config)
+    tags = torch.randint(0, 3, input_ids.shape)
+    out = tagger(input_ids, attention_mask, labels=tags)
+    assert out.logits.shape == (2, 9, 3)
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits.view(-1, 3), tags.view(-1)))
+
+    qa = build(MHEForQuestionAnswering, config)
+    out = qa(input_ids, attention_mask, start_positions=torch.tensor([1, 2]), end_positions=torch.tensor([3, 3]))
+    assert out.start_logits.shape == out.end_logits.shape == (2, 9) and out.loss > 0
+
+    choice = build(MHEForMultipleChoice, config)
+    choices = input_ids[None].expand(3, -1, -1).transpose(0, 1)  # (batch=2, choices=3, seq)
+    out = choice(choices, attention_mask[:, None].expand(-1, 3, -1), labels=torch.tensor([0, 2]))
+    assert out.logits.shape == (2, 3)
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 2])))
+
+
+def test_head_embedding_initialisation_follows_the_config():
+    mul = MHEModel(tiny_config("mhe_mul", initializer_range=0.02)).layers[0].attention.q_head_embeddings
+    add = MHEModel(tiny_config("mhe_add", initializer_range=0.02)).layers[0].attention.q_head_embeddings
+    assert abs(mul.mean().item() - 1.0) < 0.02 and 0 < mul.std().item() < 0.05
+    assert abs(add.mean().item()) < 0.02 and 0 < add.std().item() < 0.05
+    ones = MHEModel(tiny_config("mhe_add", head_embedding_init="ones")).layers[0].attention.v_head_embeddings
+    assert torch.equal(ones, torch.ones_like(ones))

@@ -1,0 +1,91 @@
+"""Saving, reloading, and loading as remote code in a process where mhe_transformers cannot be imported."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+from transformers import AutoModel, AutoModelForSequenceClassification
+
+from mhe_transformers import MHEConfig, MHEForMaskedLM, MHEForSequenceClassification
+from mhe_transformers.modeling_mhe import AUTO_MAP
+
+CONFIG = dict(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
+              max_position_embeddings=32, attention_type="mhe_mul")
+INPUT_IDS = [[2, 5, 9, 11, 3, 0], [2, 7, 3, 0, 0, 0]]
+ATTENTION_MASK = [[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]]
+
+# Run in a fresh interpreter: a meta-path finder refuses `mhe_transformers`, so only the code copied next to the
+# weights can define the model.
+REMOTE_LOAD = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+    class BlockMHE(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "mhe_transformers" or name.startswith("mhe_transformers."):
+                raise ImportError("mhe_transformers is blocked in this process")
+    sys.meta_path.insert(0, BlockMHE())
+    import torch
+    from transformers import AutoModel, AutoModelForSequenceClassification
+    folder, input_ids, attention_mask = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+    inputs = dict(input_ids=torch.tensor(input_ids), attention_mask=torch.tensor(attention_mask))
+    base = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    classifier = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True, num_labels=3)
+    try:
+        import mhe_transformers
+        blocked = False
+    except ImportError:
+        blocked = True
+    with torch.no_grad():
+        hidden = base(**inputs).last_hidden_state
+    print(json.dumps({
+        "blocked": blocked,
+        "base_class": f"{type(base).__module__}.{type(base).__name__}",
+        "classifier_class": f"{type(classifier).__module__}.{type(classifier).__name__}",
+        "classifier_logits_shape": list(classifier(**inputs).logits.shape),
+        "hidden": hidden.tolist(),
+    }))
+    """
+)
+
+
+def test_save_and_reload_gives_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = MHEForSequenceClassification(MHEConfig(**CONFIG, num_labels=3)).eval()
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert type(reloaded) is MHEForSequenceClassification
+    inputs = dict(input_ids=torch.tensor(INPUT_IDS), attention_mask=torch.tensor(ATTENTION_MASK))
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, reloaded(**inputs).logits)
+
+
+def test_masked_lm_checkpoint_loads_as_remote_code_for_every_head(tmp_path):
+    torch.manual_seed(0)
+    model = MHEForMaskedLM(MHEConfig(**CONFIG)).eval()
+    model.save_pretrained(tmp_path)
+
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["auto_map"] == AUTO_MAP
+    assert {"configuration_mhe.py", "modeling_mhe.py", "model.safetensors"} <= set(os.listdir(tmp_path))
+
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_LOAD, str(tmp_path), json.dumps(INPUT_IDS), json.dumps(ATTENTION_MASK)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["blocked"]
+    assert report["base_class"].startswith("transformers_modules.") and report["base_class"].endswith(".MHEModel")
+    assert report["classifier_class"].endswith(".MHEForSequenceClassification")
+    assert report["classifier_logits_shape"] == [2, 3]
+
+    with torch.no_grad():
+        expected = AutoModel.from_pretrained(tmp_path).eval()(
+            input_ids=torch.tensor(INPUT_IDS), attention_mask=torch.tensor(ATTENTION_MASK)
+        ).last_hidden_state
+    torch.testing.assert_close(torch.tensor(report["hidden"]), expected)
