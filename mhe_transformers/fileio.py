@@ -1,0 +1,40 @@
+"""Small file-system helpers shared by the data and tokenizer preparation code."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_directory(output_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory that replaces `output_dir` only if the block succeeds.
+
+    The temporary directory is a sibling of `output_dir` (same file system), so the final
+    step is a rename: readers see either the old complete output or the new complete output,
+    never a half-written one. On error the temporary directory is removed and `output_dir`
+    is left untouched.
+    """
+    output_dir = Path(output_dir).resolve()
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        yield tmp_dir
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    # mkdtemp creates the directory with mode 0700; give the result the usual permissions.
+    tmp_dir.chmod(0o755)
+    # os.replace cannot overwrite a non-empty directory, so move the old one aside first.
+    old_dir = None
+    if output_dir.exists():
+        old_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
+        os.replace(output_dir, old_dir / output_dir.name)
+    os.replace(tmp_dir, output_dir)
+    if old_dir is not None:
+        shutil.rmtree(old_dir, ignore_errors=True)
+

@@ -1,0 +1,95 @@
+"""Train a BERT-style WordPiece tokenizer from local text files or any iterator of text.
+
+The result is a `PreTrainedTokenizerFast` saved with `save_pretrained`, so
+`AutoTokenizer.from_pretrained(output_dir)` loads it offline.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Union
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+from .fileio import atomic_directory
+
+SPECIAL_TOKENS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+
+# Text files, or texts: an iterator of strings or of batches (lists) of strings, such as
+# `dataset[i : i + 1000]["text"]` slices of a `datasets.Dataset`.
+TextSource = Union[str, os.PathLike, Iterable[Union[str, os.PathLike]], Iterable[Iterable[str]]]
+
+
+def train_wordpiece_tokenizer(
+    files_or_iterator: TextSource,
+    vocab_size: int,
+    output_dir: str | os.PathLike,
+    lowercase: bool = True,
+    min_frequency: int = 2,
+    model_max_length: int = 512,
+) -> PreTrainedTokenizerFast:
+    """Train a WordPiece vocabulary of `vocab_size` tokens and save the tokenizer to `output_dir`.
+
+    `files_or_iterator` is a path, a list of paths (text files, one or more documents per line),
+    or an iterator of strings / batches of strings. A list counts as paths only if every entry
+    is a path object or names an existing file; otherwise it is read as texts.
+    Special tokens, normalization (BERT: clean text, CJK spacing, optional lowercasing and accent
+    stripping) and the `[CLS] A [SEP] B [SEP]` template with token_type_ids 0/1 follow BERT.
+    """
+    tokenizer = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        # Listed first, so they get ids 0..4 in this order ([PAD] = 0, as models expect).
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
+    files = _as_files(files_or_iterator)
+    if files is not None:
+        missing = [str(f) for f in files if not Path(f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"Training text file(s) not found: {', '.join(missing)}")
+        tokenizer.train([str(f) for f in files], trainer)
+    else:
+        tokenizer.train_from_iterator(files_or_iterator, trainer)
+
+    cls, sep = SPECIAL_TOKENS["cls_token"], SPECIAL_TOKENS["sep_token"]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} $B:1 {sep}:1",  # ":1" = token_type_id of the second segment
+        special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))],
+    )
+
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        model_max_length=model_max_length,
+        do_lower_case=lowercase,
+        # Without this the fast tokenizer would not return the template's token_type_ids.
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+        **SPECIAL_TOKENS,
+    )
+    with atomic_directory(output_dir) as tmp_dir:
+        wrapped.save_pretrained(tmp_dir)
+    return wrapped
+
+
+def _as_files(source: TextSource) -> list[str | os.PathLike] | None:
+    """The file paths in `source`, or None if `source` holds texts."""
+    if isinstance(source, (str, os.PathLike)):
+        return [source]
+    if isinstance(source, (list, tuple)) and source:
+        if all(isinstance(item, os.PathLike) or (isinstance(item, str) and Path(item).is_file()) for item in source):
+            return list(source)
+    return None

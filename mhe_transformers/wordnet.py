@@ -1,0 +1,220 @@
+"""Offline text data from the WordNet 3.0 database (see DESIGN.md §3).
+
+WordNet is read at run time from its installed data files (Debian/Ubuntu package
+`wordnet-base`, files in /usr/share/wordnet, format in `man 5 wndb`); none of its text is
+stored in this repository. It gives two things:
+
+* a small pretraining corpus: the gloss definitions and example sentences, and
+* a real 45-class text classification task, "gloss -> supersense": predict the
+  lexicographer file of a synset (e.g. `noun.animal`, `verb.motion`) from its definition.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from .fileio import atomic_directory
+
+DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
+
+# The 45 lexicographer file names in lex_filenum order (lexnames(5WN)). A synset's data
+# line stores the number; the name is its supersense, used here as the class label.
+SUPERSENSES: tuple[str, ...] = (
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal",
+    "noun.artifact", "noun.attribute", "noun.body", "noun.cognition", "noun.communication",
+    "noun.event", "noun.feeling", "noun.food", "noun.group", "noun.location", "noun.motive",
+    "noun.object", "noun.person", "noun.phenomenon", "noun.plant", "noun.possession",
+    "noun.process", "noun.quantity", "noun.relation", "noun.shape", "noun.state",
+    "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition",
+    "verb.communication", "verb.competition", "verb.consumption", "verb.contact",
+    "verb.creation", "verb.emotion", "verb.motion", "verb.perception", "verb.possession",
+    "verb.social", "verb.stative", "verb.weather", "adj.ppl",
+)  # fmt: skip
+
+# data.<file suffix> -> part-of-speech letter used in synset ids. Adjective satellites
+# ('s' in the data line) live in data.adj and get "a" like other adjectives.
+DATA_FILES = {"noun": "n", "verb": "v", "adj": "a", "adv": "r"}
+
+SPLITS = ("train", "validation", "test")
+
+# Adjectives may carry a syntactic marker such as "(p)" or "(ip)" glued to the word.
+_ADJECTIVE_MARKER = re.compile(r"\([a-z]+\)$")
+
+
+@dataclass(frozen=True)
+class Synset:
+    synset_id: str  # part-of-speech letter + 8-digit byte offset, e.g. "n00001740"
+    lexname: str  # supersense, e.g. "noun.Tops"
+    words: tuple[str, ...]  # lemmas with spaces instead of underscores
+    definition: str
+    examples: tuple[str, ...]
+
+
+def find_wordnet_dir(wordnet_dir: str | os.PathLike | None = None) -> Path:
+    """Return the WordNet dictionary directory: `wordnet_dir`, else $WNSEARCHDIR, else /usr/share/wordnet."""
+    directory = Path(wordnet_dir or os.environ.get("WNSEARCHDIR") or DEFAULT_WORDNET_DIR)
+    missing = [f"data.{suffix}" for suffix in DATA_FILES if not (directory / f"data.{suffix}").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"WordNet 3.0 data files not found in {directory} (missing: {', '.join(missing)}). "
+            "Install them with `apt-get install -y wordnet-base` (Debian/Ubuntu), or point to a "
+            "directory holding data.noun/data.verb/data.adj/data.adv with the WNSEARCHDIR "
+            "environment variable or --wordnet-dir."
+        )
+    return directory
+
+
+def iter_synsets(wordnet_dir: str | os.PathLike | None = None) -> Iterator[Synset]:
+    """Yield every synset of data.noun, data.verb, data.adj and data.adv, in file order."""
+    directory = find_wordnet_dir(wordnet_dir)
+    for suffix, pos in DATA_FILES.items():
+        with open(directory / f"data.{suffix}", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("  "):  # license header
+                    continue
+                if line.strip():
+                    yield parse_data_line(line, pos)
+
+
+def parse_data_line(line: str, pos: str) -> Synset:
+    """Parse one wndb data line:
+    `offset lex_filenum ss_type w_cnt word lex_id [word lex_id...] p_cnt [ptr...] [frames...] | gloss`.
+    Only the fields before the pointers and the gloss are needed."""
+    fields, _, gloss = line.partition("|")
+    offset, lex_filenum, _ss_type, w_cnt, *rest = fields.split()
+    word_fields = rest[: 2 * int(w_cnt, 16)]  # w_cnt is hexadecimal
+    words = tuple(_ADJECTIVE_MARKER.sub("", word).replace("_", " ") for word in word_fields[::2])
+    definition, examples = split_gloss(gloss)
+    return Synset(f"{pos}{offset}", SUPERSENSES[int(lex_filenum)], words, definition, examples)
+
+
+def split_gloss(gloss: str) -> tuple[str, tuple[str, ...]]:
+    """Split a gloss into its definition and its double-quoted example sentences.
+
+    Glosses look like `definition; "example one"; "example two"`. Splitting on semicolons
+    outside quotes and treating the parts that start with a quote as examples keeps quotes
+    that belong to the definition (`as in the expression "on the job"`) in the definition.
+    Attributions after an example (`"..."- Shakespeare`) are dropped.
+    """
+    definition_parts, examples = [], []
+    for part in _split_outside_quotes(gloss.strip(), ";"):
+        if part.startswith('"'):
+            closing = part.rfind('"')
+            example = part[1:closing] if closing > 0 else part[1:]  # a few quotes are unbalanced
+            if example.strip():
+                examples.append(example.strip())
+        else:
+            definition_parts.append(part)
+    return "; ".join(definition_parts), tuple(examples)
+
+
+def _split_outside_quotes(text: str, separator: str) -> list[str]:
+    parts, current, in_quote = [], [], False
+    for char in text:
+        if char == '"':
+            in_quote = not in_quote
+        if char == separator and not in_quote:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _hash_fraction(text: str) -> float:
+    """A number in [0, 1) fixed by `text` alone; unlike hash(), stable across processes."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_of(synset_id: str) -> str:
+    """The split a synset belongs to: "train" (80%), "validation" (10%) or "test" (10%).
+
+    Fixed by the id alone, so it does not change with subsampling, file order or WordNet
+    directory, and a synset can never move between train and test.
+    """
+    fraction = _hash_fraction(synset_id)
+    if fraction < 0.8:
+        return "train"
+    return "validation" if fraction < 0.9 else "test"
+
+
+def prepare_wordnet(
+    output_dir: str | os.PathLike,
+    wordnet_dir: str | os.PathLike | None = None,
+    *,
+    max_synsets: int | None = None,
+    corpus_splits: Sequence[str] = ("train",),
+    include_examples: bool = True,
+) -> dict[str, int | float]:
+    """Write the WordNet pretraining corpus and supersense classification data to `output_dir`.
+
+    Output (the directory is replaced atomically, so an interrupted run leaves nothing half-written):
+
+    * `corpus.txt`: one gloss definition or example sentence per line. By default only synsets
+      of the train split contribute, so a model pretrained on it has not seen the glosses it
+      is later evaluated on (validation/test) — the held-out numbers stay honest. Pass
+      `corpus_splits=SPLITS` to pretrain on every gloss.
+    * `supersense/{train,validation,test}.jsonl`: `{"id", "text" (definition), "label" (lexname)}`.
+    * `supersense/labels.json`: the 45 lexnames (`SUPERSENSES`), in lexfile-number order.
+    * `counts.json`: the counts returned.
+
+    `max_synsets` keeps a deterministic pseudo-random subset of that many synsets (the ones
+    with the smallest hash of their id), for fast tests and demos; each split keeps its share.
+    """
+    unknown = set(corpus_splits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"Unknown corpus split(s) {sorted(unknown)}; choose from {SPLITS}.")
+    synsets = list(iter_synsets(wordnet_dir))
+    if max_synsets is not None and max_synsets < len(synsets):
+        # A second salt keeps the sample independent of the split assignment.
+        ranked = sorted(synsets, key=lambda synset: _hash_fraction("sample:" + synset.synset_id))
+        keep = {synset.synset_id for synset in ranked[:max_synsets]}
+        synsets = [synset for synset in synsets if synset.synset_id in keep]  # back in file order
+
+    examples_by_split = {split: [] for split in SPLITS}
+    corpus_lines = []
+    for synset in synsets:
+        split = split_of(synset.synset_id)
+        if synset.definition:
+            example = {"id": synset.synset_id, "text": synset.definition, "label": synset.lexname}
+            examples_by_split[split].append(example)
+        if split in corpus_splits:
+            corpus_lines += [synset.definition] if synset.definition else []
+            corpus_lines += list(synset.examples) if include_examples else []
+
+    train_labels = collections.Counter(example["label"] for example in examples_by_split["train"])
+    majority_label = train_labels.most_common(1)[0][0] if train_labels else None
+    test_examples = examples_by_split["test"]
+    counts = {
+        "synsets": len(synsets),
+        "corpus_lines": len(corpus_lines),
+        **{split: len(examples) for split, examples in examples_by_split.items()},
+        "labels": len(SUPERSENSES),
+        # Accuracy on test of always predicting the most frequent train label: the floor to beat.
+        "test_majority_share": (
+            sum(example["label"] == majority_label for example in test_examples) / len(test_examples)
+            if test_examples
+            else 0.0
+        ),
+    }
+
+    with atomic_directory(output_dir) as tmp_dir:
+        (tmp_dir / "corpus.txt").write_text("".join(line + "\n" for line in corpus_lines), encoding="utf-8")
+        supersense_dir = tmp_dir / "supersense"
+        supersense_dir.mkdir()
+        for split, examples in examples_by_split.items():
+            with open(supersense_dir / f"{split}.jsonl", "w", encoding="utf-8") as f:
+                for example in examples:
+                    f.write(json.dumps(example) + "\n")
+        (supersense_dir / "labels.json").write_text(json.dumps(list(SUPERSENSES), indent=1) + "\n", encoding="utf-8")
+        (tmp_dir / "counts.json").write_text(json.dumps(counts, indent=1) + "\n", encoding="utf-8")
+    return counts
