@@ -7,8 +7,19 @@ small learned embedding per head. The same configuration also builds the baselin
 every comparison is a single `attention_type` switch.
 """
 
+import transformers
 from huggingface_hub.dataclasses import strict
+from packaging import version
 from transformers import PreTrainedConfig
+
+# Checked here, the first file a loader imports: on older releases the dataclass config below fails with an obscure
+# error. 5.4 is the oldest release the two code files were verified on (5.0-5.3 lack dataclass configs).
+SUPPORTED_TRANSFORMERS = (version.parse("5.4.0"), version.parse("6.0.0"))
+if not SUPPORTED_TRANSFORMERS[0] <= version.parse(transformers.__version__) < SUPPORTED_TRANSFORMERS[1]:
+    raise ImportError(
+        f"The MHE model code supports transformers>={SUPPORTED_TRANSFORMERS[0]},<{SUPPORTED_TRANSFORMERS[1]}; "
+        f"transformers {transformers.__version__} is installed. Run `pip install 'transformers>=5.4,<6'`."
+    )
 
 ATTENTION_TYPES = ("mhe_mul", "mhe_add", "mha", "mqa", "gqa", "sha")
 HEAD_EMBEDDING_INITS = ("default", "normal", "ones", "zeros")

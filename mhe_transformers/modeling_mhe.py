@@ -24,8 +24,6 @@ kernels of Transformers (eager, sdpa, flash-attention, flex-attention) apply unc
 from collections.abc import Callable
 
 import torch
-import transformers
-from packaging import version
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -43,14 +41,6 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_mhe import MHEConfig
-
-# The attention interface, masking utilities and meta-device initialisation used below are Transformers 5 APIs.
-SUPPORTED_TRANSFORMERS = (version.parse("5.0.0"), version.parse("6.0.0"))
-if not SUPPORTED_TRANSFORMERS[0] <= version.parse(transformers.__version__) < SUPPORTED_TRANSFORMERS[1]:
-    raise ImportError(
-        f"The MHE model code supports transformers>={SUPPORTED_TRANSFORMERS[0]},<{SUPPORTED_TRANSFORMERS[1]}; "
-        f"transformers {transformers.__version__} is installed. Run `pip install 'transformers>=5,<6'`."
-    )
 
 MHE_TYPES = ("mhe_mul", "mhe_add")
 

@@ -1,0 +1,538 @@
+"""Share MHE checkpoints on the Hugging Face Hub: model card, pre-upload verification, upload.
+
+A shared checkpoint is loaded by people who have Transformers and PyTorch but not this package, through
+`trust_remote_code=True`. So before anything is sent, `verify_checkpoint` checks the file set and loads the folder in a
+fresh Python process in which `mhe_transformers` cannot be imported, exactly as such a user would.
+
+    write_model_card(checkpoint_dir, task="fill-mask", datasets=["wordnet"])  # README.md from the folder's files
+    verify_checkpoint(checkpoint_dir)                                         # raises CheckpointError on problems
+    push_checkpoint(checkpoint_dir, "user/mhe-mul-tiny")                      # verify, create repo, one commit
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import huggingface_hub
+import torch
+import transformers
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import filter_repo_objects, validate_repo_id
+
+from . import modeling_mhe
+from .configuration_mhe import SUPPORTED_TRANSFORMERS, MHEConfig
+from .modeling_mhe import AUTO_MAP, MHE_TYPES, MHEAttention
+
+logger = logging.getLogger(__name__)
+
+# Shipped inside the package (pyproject's package-data takes *.jinja), so pip-installed users have it too.
+TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md.jinja")
+
+# Pipeline task -> (model class written in config.architectures, the Auto class that loads it).
+TASKS = {
+    "fill-mask": ("MHEForMaskedLM", "AutoModelForMaskedLM"),
+    "text-classification": ("MHEForSequenceClassification", "AutoModelForSequenceClassification"),
+}
+
+REQUIRED_FILES = (
+    "config.json",
+    "configuration_mhe.py",
+    "modeling_mhe.py",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "training_args.json",
+    "all_results.json",
+    "README.md",
+)
+
+# Never uploaded: Trainer's intermediate checkpoints, TensorBoard logs, resume-only state, the pickled
+# TrainingArguments (training_args.json records the same), hidden files and caches.
+IGNORE_PATTERNS = [
+    ".*",
+    "*/.*",
+    "_*",
+    "__pycache__/",
+    "*/__pycache__/",
+    "checkpoint-*/",
+    "runs/",
+    "training_args.bin",
+    "optimizer.pt",
+    "scheduler.pt",
+    "scaler.pt",
+    "rng_state*.pth",
+]
+
+# Trainer.save_metrics keys that describe the run's speed or size rather than the model's quality.
+NON_QUALITY_METRICS = {
+    "runtime",
+    "samples_per_second",
+    "steps_per_second",
+    "samples",
+    "epoch",
+    "jit_compilation_time",
+    "model_preparation_time",
+    "total_flos",
+    "num_tokens",
+}
+# Metric-key prefix written by Trainer -> the split it was measured on.
+METRIC_SPLITS = {"eval_": "validation", "test_": "test", "predict_": "test"}
+
+# Hyperparameters shown in the card, in this order, when training_args.json records them.
+HYPERPARAMETERS = (
+    "learning_rate",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "warmup_steps",
+    "weight_decay",
+    "optim",
+    "max_grad_norm",
+    "mlm_probability",
+    "max_seq_length",
+    "seed",
+    "fp16",
+    "bf16",
+)
+
+# Local data files named in `datasets` (never Hub ids, although "data/corpus.txt" would pass as "user/name").
+DATA_FILE_SUFFIXES = {".txt", ".text", ".csv", ".tsv", ".json", ".jsonl", ".parquet", ".arrow"}
+
+SMALL_MODEL_PARAMETERS = 10_000_000  # below this the card says the model is a demonstration, not a usable model
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is incomplete or does not load; the message lists every problem found."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parameter counts
+
+
+def parameter_counts(config: MHEConfig, architecture: str | None = None) -> dict[str, int]:
+    """Total and attention-only parameters of `config`'s model and of the MHA model of the same size.
+
+    `architecture` is a class name in modeling_mhe (default: `config.architectures[0]`, else `MHEModel`). Models are
+    built on the meta device, so this is instant and allocates nothing even for large configs. Tied weights count
+    once; "attention" is every attention module's Q/K/V/O projections (and biases) plus MHE's head embeddings.
+    """
+    architecture = architecture or (config.architectures or ["MHEModel"])[0]
+    model_class = getattr(modeling_mhe, architecture)
+    mha_config = MHEConfig.from_dict({**config.to_dict(), "attention_type": "mha", "num_key_value_heads": None})
+
+    def count(cfg: MHEConfig) -> tuple[int, int]:
+        with torch.device("meta"):
+            model = model_class(cfg)
+        attention = sum(p.numel() for m in model.modules() if isinstance(m, MHEAttention) for p in m.parameters())
+        return sum(p.numel() for p in model.parameters()), attention
+
+    total, attention = count(config)
+    mha_total, mha_attention = count(mha_config)
+    return {"total": total, "attention": attention, "mha_total": mha_total, "mha_attention": mha_attention}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model card
+
+
+def write_model_card(
+    checkpoint_dir: str | os.PathLike,
+    *,
+    task: str,
+    datasets: str | list[str] | None = None,
+    base_model: str | None = None,
+    license: str = "apache-2.0",
+    training_args: dict | None = None,
+    metrics: dict | None = None,
+    model_name: str | None = None,
+) -> ModelCard:
+    """Render README.md for the checkpoint in `checkpoint_dir` from what the folder holds, and write it atomically.
+
+    `training_args` and `metrics` default to the folder's training_args.json and all_results.json (else
+    eval_results.json). Every number in the card comes from these or from the config; a field without a value is left
+    out. The `model-index` holds the evaluation metrics (eval_* on the validation split, test_* on the test split),
+    filed under the first Hub dataset of `datasets`, else the folder of its local files (no datasets, no model-index).
+    Local paths given as `datasets` or `base_model` are named in the text but kept out of the metadata, which the Hub
+    reads as Hub ids. `model_name` (default: the folder name) is the card's title and the id in its loading snippet:
+    pass the Hub repo id, e.g. "user/mhe-mul-wordnet", to make the snippet copy-pasteable.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}.")
+    if not (checkpoint_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint_dir} has no config.json; save the model there first.")
+    config = MHEConfig.from_pretrained(checkpoint_dir)
+    architecture = TASKS[task][0]
+    if config.architectures and config.architectures[0] != architecture:
+        raise ValueError(
+            f"task={task!r} needs a {architecture} checkpoint, but {checkpoint_dir} holds {config.architectures[0]}."
+        )
+    if training_args is None:
+        training_args = _read_json(checkpoint_dir / "training_args.json") or {}
+    if metrics is None:
+        metrics = _read_json(checkpoint_dir / "all_results.json") or _read_json(checkpoint_dir / "eval_results.json")
+        metrics = metrics or {}
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
+    model_name = model_name or checkpoint_dir.resolve().name
+
+    eval_results = _eval_results(metrics, task, _dataset_id(datasets)) if datasets else []
+    hub_datasets = [name for name in datasets if _is_hub_id(name)]
+    hub_base_model = base_model if base_model and _is_hub_id(base_model) else None
+    card_data = ModelCardData(
+        library_name="transformers",
+        license=license,
+        tags=["mhe", config.attention_type, "custom_code"],
+        pipeline_tag=task,
+        datasets=hub_datasets or None,
+        base_model=hub_base_model,
+        eval_results=eval_results or None,
+        model_name=model_name if eval_results else None,
+    )
+    counts = parameter_counts(config, architecture)
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE_PATH),
+        model_name=model_name,
+        task=task,
+        auto_class=TASKS[task][1],
+        config=config,
+        is_mhe=config.attention_type in MHE_TYPES,
+        counts=counts,
+        small_model=counts["total"] < SMALL_MODEL_PARAMETERS,
+        training_datasets=datasets,
+        hub_datasets=hub_datasets,
+        base_model=base_model,
+        hub_base_model=hub_base_model,
+        hyperparameters=_hyperparameters(training_args),
+        results=_results_table(metrics),
+        labels=_labels(config) if task == "text-classification" else [],
+        example_input=_example_input(checkpoint_dir, task),
+        versions={
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "huggingface_hub": huggingface_hub.__version__,
+        },
+        supported_transformers=f">={SUPPORTED_TRANSFORMERS[0]},<{SUPPORTED_TRANSFORMERS[1]}",
+    )
+    _write_text_atomically(checkpoint_dir / "README.md", str(card) + "\n")
+    return card
+
+
+def _eval_results(metrics: dict, task: str, dataset: str) -> list[EvalResult]:
+    """The model-quality numbers among Trainer's metrics (eval_*, test_*, predict_*, perplexity) as EvalResults."""
+    results = []
+    for key, value in metrics.items():
+        if not _is_number(value):
+            continue
+        split, metric = next(((s, key[len(p) :]) for p, s in METRIC_SPLITS.items() if key.startswith(p)), (None, key))
+        if split is None and key != "perplexity":  # run_mlm.py stores the evaluation perplexity without a prefix
+            continue
+        if metric in NON_QUALITY_METRICS:
+            continue
+        results.append(
+            EvalResult(
+                task_type=task,
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_split=split or "validation",
+                metric_type=metric,
+                metric_value=value,
+            )
+        )
+    return results
+
+
+def _results_table(metrics: dict) -> list[tuple[str, str]]:
+    """Every number in the metrics file (training and evaluation), formatted for the card."""
+    return [(key, _format_number(value)) for key, value in metrics.items() if _is_number(value)]
+
+
+def _hyperparameters(training_args: dict) -> list[tuple[str, str]]:
+    # Scripts may record their argument groups nested ({"training_args": {...}, "data_args": {...}}): flatten them.
+    flat = {}
+    for key, value in training_args.items():
+        flat.update(value if isinstance(value, dict) else {key: value})
+    rows = []
+    for name in HYPERPARAMETERS:
+        value = flat.get(name)
+        if value is None or value == "" or (name == "max_steps" and _is_number(value) and value <= 0):
+            continue  # max_steps=-1 means "train by epochs": no value of its own
+        rows.append((name, _format_number(value) if _is_number(value) else str(value)))
+    return rows
+
+
+def _labels(config: MHEConfig) -> list[str]:
+    return [config.id2label[i] for i in sorted(config.id2label)]
+
+
+def _example_input(checkpoint_dir: Path, task: str) -> str:
+    if task == "text-classification":
+        return "a small domesticated carnivorous mammal with soft fur"
+    mask_token = (_read_json(checkpoint_dir / "tokenizer_config.json") or {}).get("mask_token") or "[MASK]"
+    return f"a small domesticated carnivorous {mask_token} with soft fur"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _format_number(value) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.4g}"
+
+
+def _is_hub_id(name: str) -> bool:
+    """Whether `name` reads as a Hub repo id ("user/name" or "name") rather than a local file or folder."""
+    if os.path.exists(name) or Path(name).suffix in DATA_FILE_SUFFIXES:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _dataset_id(datasets: list[str]) -> str:
+    """Where the model-index files the metrics: the first Hub dataset, else the folder of the local data files."""
+    hub_datasets = [name for name in datasets if _is_hub_id(name)]
+    if hub_datasets:
+        return hub_datasets[0]
+    common = Path(os.path.commonpath([os.path.abspath(name) for name in datasets]))
+    is_file = common.is_file() or common.suffix in DATA_FILE_SUFFIXES
+    return (common.parent if is_file else common).name or "local-data"
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    # Same directory, then rename: a reader never sees a half-written README.
+    prefix = f".{path.name}."
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=prefix, delete=False) as f:
+        temporary = Path(f.name)
+        try:
+            f.write(text)
+        except BaseException:
+            f.close()
+            temporary.unlink()
+            raise
+    temporary.chmod(0o644)  # NamedTemporaryFile creates it private
+    os.replace(temporary, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Verification
+
+
+@dataclass
+class VerificationReport:
+    checkpoint_dir: Path
+    task: str
+    files: list[str]  # what push_checkpoint would upload, relative to checkpoint_dir
+    loaded_classes: dict[str, str] = field(default_factory=dict)  # Auto class -> module.Class as loaded remotely
+    warnings: list[str] = field(default_factory=list)
+
+
+def verify_checkpoint(checkpoint_dir: str | os.PathLike, task: str | None = None) -> VerificationReport:
+    """Check that `checkpoint_dir` is a complete, loadable MHE checkpoint; raise CheckpointError listing what is wrong.
+
+    Checks the required files, a config whose `auto_map` names every head and whose architecture fits `task` (default:
+    the task of `config.architectures[0]`), a model card that says what the model is, and finally loads the folder
+    with `trust_remote_code=True` in a fresh process in which `mhe_transformers` cannot be imported, offline.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    if task is not None and task not in TASKS:
+        raise CheckpointError(f"task must be one of {sorted(TASKS)}, got {task!r}.")
+    if not checkpoint_dir.is_dir():
+        raise CheckpointError(f"{checkpoint_dir} is not a directory.")
+    problems = [f"missing {name}" for name in REQUIRED_FILES if not (checkpoint_dir / name).is_file()]
+    try:
+        config = _read_json(checkpoint_dir / "config.json") or {}
+    except json.JSONDecodeError as error:
+        config = {}
+        problems.append(f"config.json is not valid JSON: {error}")
+
+    auto_map = config.get("auto_map") or {}
+    wrong = sorted(name for name, reference in AUTO_MAP.items() if auto_map.get(name) != reference)
+    if config and wrong:
+        problems.append(
+            f"config.json auto_map lacks or misnames {', '.join(wrong)} "
+            "(mhe_transformers' save_pretrained writes them all)"
+        )
+    if config and config.get("model_type") != MHEConfig.model_type:
+        problems.append(f"config.json has model_type {config.get('model_type')!r}, expected 'mhe'")
+
+    architecture = (config.get("architectures") or [None])[0]
+    task_of_architecture = next((t for t, (arch, _) in TASKS.items() if arch == architecture), None)
+    if config and task_of_architecture is None:
+        expected = [arch for arch, _ in TASKS.values()]
+        problems.append(f"config.json architectures is {architecture!r}; expected one of {expected}")
+    if task is not None and task_of_architecture is not None and task != task_of_architecture:
+        problems.append(f"task {task!r} needs {TASKS[task][0]}, but the checkpoint holds {architecture}")
+    task = task or task_of_architecture
+
+    if (checkpoint_dir / "README.md").is_file() and config and task:
+        problems += _card_problems(checkpoint_dir / "README.md", task, config.get("attention_type"))
+    if problems:
+        raise CheckpointError(f"{checkpoint_dir} is not ready to share:\n- " + "\n- ".join(problems))
+
+    report = VerificationReport(checkpoint_dir, task, files_to_upload(checkpoint_dir))
+    report.loaded_classes = _load_without_package(checkpoint_dir, TASKS[task][1])
+    package_dir = Path(__file__).parent
+    for name in ("configuration_mhe.py", "modeling_mhe.py"):
+        if (checkpoint_dir / name).read_bytes() != (package_dir / name).read_bytes():
+            report.warnings.append(f"{name} differs from the installed mhe_transformers (saved by another version?)")
+    return report
+
+
+def _card_problems(readme: Path, task: str, attention_type: str | None) -> list[str]:
+    try:
+        data = ModelCard.load(readme).data
+    except Exception as error:  # a card the Hub cannot parse is as bad as none
+        return [f"README.md does not parse as a model card: {error}"]
+    problems = []
+    if data.get("library_name") != "transformers":
+        problems.append("README.md metadata lacks library_name: transformers")
+    if data.get("pipeline_tag") != task:
+        problems.append(f"README.md metadata pipeline_tag is {data.get('pipeline_tag')!r}, expected {task!r}")
+    missing_tags = {"mhe", "custom_code", attention_type} - set(data.get("tags") or [])
+    if missing_tags:
+        problems.append(f"README.md metadata lacks the tags {sorted(missing_tags)}")
+    return problems
+
+
+# Runs in the fresh process. The finder refuses mhe_transformers (an editable or pip install would otherwise make it
+# importable, and locally registered classes win over the checkpoint's auto_map).
+_BLOCK_PACKAGE = """
+import importlib.abc, sys
+class _BlockMHETransformers(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "mhe_transformers" or name.startswith("mhe_transformers."):
+            raise ImportError("mhe_transformers is blocked: this process checks loading with remote code only")
+sys.meta_path.insert(0, _BlockMHETransformers())
+"""
+
+_LOAD_SCRIPT = """
+import json, sys
+import torch, transformers
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
+folder, auto_class_name = sys.argv[1], sys.argv[2]
+config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=True)
+tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+loaded = {"AutoConfig": f"{type(config).__module__}.{type(config).__name__}"}
+for name, reference in config.auto_map.items():  # every head the card and auto_map promise must resolve
+    cls = get_class_from_dynamic_module(reference, folder)
+    loaded[name] = f"{cls.__module__}.{cls.__name__}"
+model, info = getattr(transformers, auto_class_name).from_pretrained(
+    folder, trust_remote_code=True, output_loading_info=True
+)
+loaded[auto_class_name] = f"{type(model).__module__}.{type(model).__name__}"
+with torch.no_grad():
+    logits = model.eval()(**tokenizer(["a small test sentence"], return_tensors="pt")).logits
+problems = [f"{kind}: {info[kind]}" for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[kind]]
+problems += [f"{name} came from {where}, not from the checkpoint's code" for name, where in loaded.items()
+             if not where.startswith("transformers_modules")]
+if not torch.isfinite(logits).all():
+    problems.append("the model's outputs are not finite")
+if "mhe_transformers" in sys.modules:
+    problems.append("mhe_transformers was imported")
+print("RESULT " + json.dumps({"loaded": loaded, "problems": problems}))
+"""
+
+
+def run_without_package(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh, isolated (`python -I`) interpreter where `mhe_transformers` cannot be imported.
+
+    Offline (HF_HUB_OFFLINE=1), in an empty working directory, with a fresh Transformers module cache, so the only
+    MHE code it can run is what a checkpoint folder carries.
+    """
+    with tempfile.TemporaryDirectory(prefix="mhe-clean-") as workdir:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": os.path.join(workdir, "modules")}
+        return subprocess.run(
+            [sys.executable, "-I", "-c", _BLOCK_PACKAGE + textwrap.dedent(code), *map(str, args)],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def _load_without_package(checkpoint_dir: Path, auto_class_name: str) -> dict[str, str]:
+    process = run_without_package(_LOAD_SCRIPT, str(checkpoint_dir.resolve()), auto_class_name)
+    lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
+    if process.returncode != 0 or not lines:
+        tail = "\n".join(process.stderr.strip().splitlines()[-15:])
+        raise CheckpointError(
+            f"{checkpoint_dir} does not load with trust_remote_code=True without mhe_transformers installed "
+            f"(exit code {process.returncode}):\n{tail}"
+        )
+    result = json.loads(lines[-1][len("RESULT ") :])
+    if result["problems"]:
+        raise CheckpointError(f"{checkpoint_dir} loads, but:\n- " + "\n- ".join(result["problems"]))
+    return result["loaded"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Upload
+
+
+def files_to_upload(checkpoint_dir: str | os.PathLike) -> list[str]:
+    """Files of `checkpoint_dir` (relative POSIX paths, sorted) that a push sends: all but IGNORE_PATTERNS."""
+    checkpoint_dir = Path(checkpoint_dir)
+    files = (p.relative_to(checkpoint_dir).as_posix() for p in checkpoint_dir.rglob("*") if p.is_file())
+    return sorted(filter_repo_objects(files, ignore_patterns=IGNORE_PATTERNS))
+
+
+def push_checkpoint(
+    checkpoint_dir: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    commit_message: str = "Upload MHE checkpoint",
+    api: HfApi | None = None,
+):
+    """Verify `checkpoint_dir`, then upload it to the model repo `repo_id` (created if needed) in one commit.
+
+    Nothing is sent if verification fails. Authentication is huggingface_hub's own: the HF_TOKEN environment variable
+    or the token saved by `hf auth login`. Returns the CommitInfo (its `.commit_url` links to the commit).
+    """
+    report = verify_checkpoint(checkpoint_dir)
+    if repo_id not in (Path(checkpoint_dir) / "README.md").read_text(encoding="utf-8"):
+        logger.warning(
+            "README.md never mentions %s, so its loading snippet names another repo; rewrite it with "
+            "write_model_card(..., model_name=%r) before pushing if that is not intended.",
+            repo_id,
+            repo_id,
+        )
+    api = api or HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    operations = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(checkpoint_dir) / name)) for name in report.files
+    ]
+    return api.create_commit(repo_id, operations=operations, commit_message=commit_message)
+
+
+__all__ = [
+    "CheckpointError",
+    "VerificationReport",
+    "files_to_upload",
+    "parameter_counts",
+    "push_checkpoint",
+    "run_without_package",
+    "verify_checkpoint",
+    "write_model_card",
+]
