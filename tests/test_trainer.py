@@ -48,7 +48,7 @@ def test_trainer_classification_loss_goes_down(tmp_path):
     data = Dataset.from_dict({"input_ids": input_ids.tolist(), "labels": labels.tolist()})
     torch.manual_seed(0)
     model = MHEForSequenceClassification(MHEConfig(**CONFIG, num_labels=2))
-    trainer = Trainer(model=model, args=training_args(tmp_path, 40), train_dataset=data)
+    trainer = Trainer(model=model, args=training_args(tmp_path, 60), train_dataset=data)
     trainer.train()
     history = losses(trainer)
-    assert sum(history[-5:]) / 5 < 0.7 * sum(history[:5]) / 5
+    assert sum(history[-5:]) / 5 < 0.5 * sum(history[:5]) / 5
