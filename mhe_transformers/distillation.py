@@ -1,0 +1,199 @@
+# Copyright 2026 The mhe-transformers authors. Licensed under the Apache License, Version 2.0.
+"""Recovery training after conversion: distil a teacher's hidden states into a student with `Trainer`.
+
+A converted MHE model keeps every weight of the original except the query/key/value projections, which are only
+least-squares fits (mhe_transformers.conversion). Training the student to reproduce the original's hidden states
+on unlabelled text (mean squared error over real tokens) brings back what the fit lost, without any labels.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import datasets
+import torch
+from transformers import DataCollatorWithPadding, PreTrainedModel, Trainer, TrainingArguments
+
+DISTILLED_LAYERS = ("last", "all")
+
+
+@dataclass
+class RecoveryArguments:
+    """Options of the recovery training (`--recover_*` on the command line)."""
+
+    recover_steps: int = field(default=0, metadata={"help": "Optimizer steps of hidden-state distillation (0: none)."})
+    recover_learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate (AdamW, linear decay)."})
+    recover_batch_size: int = field(default=32, metadata={"help": "Texts per optimizer step."})
+    recover_max_length: int = field(default=64, metadata={"help": "Tokens per text (longer texts are truncated)."})
+    recover_warmup_ratio: float = field(default=0.1, metadata={"help": "Share of the steps with linear warm-up."})
+    recover_layers: str = field(
+        default="last",
+        metadata={"help": "Hidden states to match: 'last' layer only, or 'all' layers.", "choices": DISTILLED_LAYERS},
+    )
+    recover_logging_steps: int = field(default=25, metadata={"help": "Log the distillation loss every N steps."})
+
+    def __post_init__(self):
+        if self.recover_layers not in DISTILLED_LAYERS:
+            raise ValueError(f"recover_layers must be one of {DISTILLED_LAYERS}, got {self.recover_layers!r}.")
+        if self.recover_steps < 0:
+            raise ValueError(f"recover_steps must be 0 (no recovery) or positive, got {self.recover_steps}.")
+        for name in ("recover_batch_size", "recover_max_length", "recover_logging_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if not 0 <= self.recover_warmup_ratio < 1:
+            raise ValueError(f"recover_warmup_ratio must be in [0, 1), got {self.recover_warmup_ratio}.")
+        if self.recover_learning_rate <= 0:
+            raise ValueError(f"recover_learning_rate must be positive, got {self.recover_learning_rate}.")
+
+
+def hidden_state_mse(
+    student_states: Sequence[torch.Tensor],
+    teacher_states: Sequence[torch.Tensor],
+    attention_mask: torch.Tensor,
+    layers: str = "last",
+) -> torch.Tensor:
+    """Mean squared error between hidden states over real (unpadded) tokens, averaged over the chosen layers.
+
+    The state tuples are the models' `hidden_states` outputs: the embedding output, then one entry per layer.
+    """
+    if len(student_states) != len(teacher_states):
+        raise ValueError(f"The student has {len(student_states) - 1} layers, the teacher {len(teacher_states) - 1}.")
+    pairs = list(zip(student_states, teacher_states))
+    pairs = pairs[-1:] if layers == "last" else pairs[1:]
+    mask = attention_mask.unsqueeze(-1).to(student_states[-1].dtype)
+    num_values = mask.sum() * student_states[-1].shape[-1]
+    losses = [(((student - teacher) ** 2) * mask).sum() / num_values for student, teacher in pairs]
+    return torch.stack(losses).mean()
+
+
+def wordnet_texts(split: str, include_examples: bool = False, wordnet_dir=None) -> list[str]:
+    """Gloss definitions (and, if asked, example sentences) of one split of `mhe_transformers.wordnet`, read at
+    run time from the installed WordNet database. The splits are fixed by synset id, so "train" texts never
+    include a "test" gloss."""
+    from .wordnet import SPLITS, iter_synsets, split_of
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    texts = []
+    for synset in iter_synsets(wordnet_dir):
+        if split_of(synset.synset_id) == split:
+            texts += [synset.definition] if synset.definition else []
+            texts += list(synset.examples) if include_examples else []
+    return texts
+
+
+# datasets' packaged builders for local files, by file extension.
+FILE_BUILDERS = {".txt": "text", ".text": "text", ".csv": "csv", ".json": "json", ".jsonl": "json"}
+
+
+def load_texts(
+    data_file: str | None = None,
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    split: str = "train",
+    text_column: str = "text",
+) -> list[str]:
+    """The non-empty texts of a local file (.txt: one text per line; .csv/.json/.jsonl: `text_column`) or of a
+    `datasets.load_dataset` name (a Hub dataset when a network exists): the same code path for both."""
+    if (data_file is None) == (dataset_name is None):
+        raise ValueError("Give exactly one of data_file or dataset_name.")
+    if data_file is not None:
+        suffix = os.path.splitext(data_file)[1]
+        if suffix not in FILE_BUILDERS:
+            raise ValueError(f"{data_file}: unsupported extension {suffix!r}; use one of {sorted(FILE_BUILDERS)}.")
+        if not os.path.isfile(data_file):
+            raise FileNotFoundError(f"Text file not found: {data_file}")
+        dataset = datasets.load_dataset(FILE_BUILDERS[suffix], data_files=data_file, split="train")
+    else:
+        dataset = datasets.load_dataset(dataset_name, dataset_config_name, split=split)
+    if text_column not in dataset.column_names:
+        raise ValueError(f"Column {text_column!r} not found; the data has columns {dataset.column_names}.")
+    return [text for text in dataset[text_column] if text and text.strip()]
+
+
+class HiddenStateDistillationTrainer(Trainer):
+    """A Trainer whose loss is `hidden_state_mse` between the model being trained and a frozen teacher."""
+
+    # The loss is a mean over the batch's tokens: Trainer divides it by the gradient accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, teacher: PreTrainedModel, layers: str = "last", **kwargs):
+        super().__init__(*args, **kwargs)
+        # Only the student goes through accelerate; the teacher is frozen and just needs the same device.
+        self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
+        self.layers = layers
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        with torch.no_grad():
+            # The base model skips the teacher's task head, which the loss does not read.
+            teacher_states = self.teacher.base_model(**inputs, output_hidden_states=True).hidden_states
+        outputs = model(**inputs, output_hidden_states=True)
+        loss = hidden_state_mse(outputs.hidden_states, teacher_states, inputs["attention_mask"], self.layers)
+        return (loss, outputs) if return_outputs else loss
+
+
+def distill_hidden_states(
+    student: PreTrainedModel,
+    teacher: PreTrainedModel,
+    tokenizer,
+    texts: Sequence[str],
+    args: RecoveryArguments,
+    seed: int = 0,
+) -> dict:
+    """Train `student` in place to reproduce `teacher`'s hidden states on `texts`; return a summary for reports.
+
+    Runs `args.recover_steps` optimizer steps of `args.recover_batch_size` texts (cycling over `texts` when there
+    are fewer). Trainer writes nothing that outlives the call: its output folder is temporary.
+    """
+    texts = [text for text in texts if text and text.strip()]
+    if not texts:
+        raise ValueError("Recovery training needs at least one non-empty text.")
+    # Only the texts the steps will see are tokenised: cheap even for a large corpus.
+    dataset = datasets.Dataset.from_dict({"text": texts}).shuffle(seed=seed)
+    dataset = dataset.select(range(min(len(dataset), args.recover_steps * args.recover_batch_size)))
+    dataset = dataset.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=args.recover_max_length),
+        batched=True,
+        remove_columns=["text"],
+    )
+    with tempfile.TemporaryDirectory(prefix="mhe-recovery-") as output_dir:
+        training_args = TrainingArguments(
+            output_dir=output_dir,
+            max_steps=args.recover_steps,
+            per_device_train_batch_size=args.recover_batch_size,
+            learning_rate=args.recover_learning_rate,
+            warmup_steps=args.recover_warmup_ratio,
+            weight_decay=0.01,
+            logging_steps=args.recover_logging_steps,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            seed=seed,
+            label_names=[],
+        )
+        trainer = HiddenStateDistillationTrainer(
+            model=student,
+            args=training_args,
+            train_dataset=dataset,
+            data_collator=DataCollatorWithPadding(tokenizer),  # pads on the right, as RoBERTa's positions need
+            teacher=teacher,
+            layers=args.recover_layers,
+        )
+        start = time.perf_counter()
+        result = trainer.train()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {
+        "steps": result.global_step,
+        "batch_size": args.recover_batch_size,
+        "learning_rate": args.recover_learning_rate,
+        "layers": args.recover_layers,
+        "train_texts": len(texts),
+        "first_logged_loss": losses[0] if losses else None,
+        "last_logged_loss": losses[-1] if losses else None,
+        "train_loss": result.training_loss,
+        "seconds": round(time.perf_counter() - start, 1),
+    }

@@ -1,0 +1,462 @@
+"""Fine-tuning for text classification and regression (GLUE, or local csv/json files), after transformers'
+examples/pytorch/text-classification/run_glue.py.
+
+    python scripts/finetune.py --config configs/finetune/rte.yaml --model_name_or_path outputs/pretrain-mhe_mul
+    python scripts/finetune.py --config configs/finetune/wordnet-supersense.yaml [--field value ...]
+
+A GLUE `--task_name` fixes the text columns, the label names and the metric; its data comes from the Hub
+(`nyu-mll/glue`) or, offline, from local files shaped like it (`--train_file` ...). Local files of any other task
+name their columns (`--text_column`, `--text_pair_column`, `--label_column`) and may list the label names in a JSON
+file (`--label_list_file`); string labels are looked up in that list, integer labels are indices into it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainerCallback,
+    set_seed,
+)
+
+from . import training_utils
+from .metrics import load_metric
+from .training_utils import MHETrainingArguments
+
+logger = logging.getLogger(__name__)
+
+GLUE_DATASET = "nyu-mll/glue"
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    text_column: str
+    text_pair_column: str | None
+    label_names: tuple[str, ...] | None  # None: regression
+    metrics: tuple[str, ...]  # module names of mhe_transformers.metrics
+    validation_splits: tuple[str, ...] = ("validation",)  # the first is the one training evaluates on
+    test_split: str = "test"
+
+
+# Columns, label names (as in the Hub dataset's ClassLabel features) and metrics of the GLUE benchmark.
+GLUE_TASKS = {
+    "cola": GlueTask("sentence", None, ("unacceptable", "acceptable"), ("matthews_correlation",)),
+    "sst2": GlueTask("sentence", None, ("negative", "positive"), ("accuracy",)),
+    "mrpc": GlueTask("sentence1", "sentence2", ("not_equivalent", "equivalent"), ("accuracy", "f1")),
+    "qqp": GlueTask("question1", "question2", ("not_duplicate", "duplicate"), ("accuracy", "f1")),
+    "stsb": GlueTask("sentence1", "sentence2", None, ("pearsonr", "spearmanr")),
+    "mnli": GlueTask(
+        "premise",
+        "hypothesis",
+        ("entailment", "neutral", "contradiction"),
+        ("accuracy",),
+        validation_splits=("validation_matched", "validation_mismatched"),
+        test_split="test_matched",
+    ),
+    "qnli": GlueTask("question", "sentence", ("entailment", "not_entailment"), ("accuracy",)),
+    "rte": GlueTask("sentence1", "sentence2", ("entailment", "not_entailment"), ("accuracy",)),
+    "wnli": GlueTask("sentence1", "sentence2", ("not_entailment", "entailment"), ("accuracy",)),
+}
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Checkpoint folder or Hub id to fine-tune."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: model_name_or_path)."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache Hub models and datasets."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow a Hub checkpoint's own modeling code (not needed for MHE models)."}
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=False, metadata={"help": "Re-initialise a classifier trained with another number of labels."}
+    )
+
+
+@dataclass
+class DataArguments:
+    task_name: str | None = field(default=None, metadata={"help": f"A GLUE task: {', '.join(GLUE_TASKS)}."})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": f"Hub dataset (default for a GLUE task: {GLUE_DATASET})."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    train_file: str | None = field(default=None, metadata={"help": "Local training file (.csv, .json, .jsonl)."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation file."})
+    test_file: str | None = field(default=None, metadata={"help": "Local test file (labels optional)."})
+    text_column: str | None = field(default=None, metadata={"help": "Text column (default: the task's, else 'text')."})
+    text_pair_column: str | None = field(default=None, metadata={"help": "Second text column of sentence-pair tasks."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (default: 'label')."})
+    label_list_file: str | None = field(
+        default=None, metadata={"help": "JSON list of the label names, e.g. data/wordnet/supersense/labels.json."}
+    )
+    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Train on a random subset of this many examples (the same for every run)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on a random subset of this many examples (the same for every run)."}
+    )
+    max_predict_samples: int | None = field(
+        default=None, metadata={"help": "Predict a random subset of this many test examples (the same for every run)."}
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without improvement (needs load_best_model_at_end)."},
+    )
+    predictions_format: str = field(
+        default="tsv", metadata={"help": "Format of the --do_predict output: tsv or jsonl."}
+    )
+
+    def __post_init__(self):
+        if self.task_name is not None:
+            self.task_name = self.task_name.lower()
+            if self.task_name not in GLUE_TASKS:
+                raise ValueError(f"Unknown task_name {self.task_name!r}; known GLUE tasks: {', '.join(GLUE_TASKS)}.")
+        if self.predictions_format not in ("tsv", "jsonl"):
+            raise ValueError(f"predictions_format must be 'tsv' or 'jsonl', got {self.predictions_format!r}.")
+        if self.max_seq_length < 2:
+            raise ValueError(f"max_seq_length must be at least 2, got {self.max_seq_length}.")
+
+
+@dataclass
+class TaskSetup:
+    """Where the data comes from and how to read it, resolved from the arguments alone (no data needed)."""
+
+    dataset_name: str | None
+    dataset_config_name: str | None
+    data_files: dict[str, str]
+    text_column: str
+    text_pair_column: str | None
+    label_column: str
+    label_names: tuple[str, ...] | None  # None: read them from the data
+    metrics: tuple[str, ...] | None  # None: accuracy, or pearsonr/spearmanr for regression
+    splits: dict[str, list[str]]  # role ("train", "validation", "test") -> split names
+
+
+def resolve_task(data_args: DataArguments) -> TaskSetup:
+    task = GLUE_TASKS.get(data_args.task_name) if data_args.task_name else None
+    data_files = {
+        split: file
+        for split, file in (
+            ("train", data_args.train_file),
+            ("validation", data_args.validation_file),
+            ("test", data_args.test_file),
+        )
+        if file
+    }
+    dataset_name = data_args.dataset_name
+    if task is not None and not data_files and dataset_name is None:
+        dataset_name = GLUE_DATASET
+    if dataset_name is None and not data_files:
+        raise ValueError(
+            "No data: pass --task_name (GLUE), --dataset_name, or --train_file/--validation_file/--test_file."
+        )
+    from_hub_glue = task is not None and not data_files
+    if data_args.label_list_file:
+        label_names = read_label_list(data_args.label_list_file)
+    else:
+        label_names = task.label_names if task else None
+    splits = {
+        "train": ["train"],
+        "validation": list(task.validation_splits) if from_hub_glue else ["validation"],
+        "test": [task.test_split] if from_hub_glue else ["test"],
+    }
+    return TaskSetup(
+        dataset_name=dataset_name,
+        dataset_config_name=data_args.dataset_config_name
+        or (data_args.task_name if dataset_name == GLUE_DATASET else None),
+        data_files=data_files,
+        text_column=data_args.text_column or (task.text_column if task else "text"),
+        text_pair_column=data_args.text_pair_column or (task.text_pair_column if task else None),
+        label_column=data_args.label_column or "label",
+        label_names=label_names,
+        metrics=task.metrics if task else None,
+        splits=splits,
+    )
+
+
+def read_label_list(path: str) -> tuple[str, ...]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"Label list file not found: {path}")
+    labels = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
+        raise ValueError(f"{path} must hold a non-empty JSON list of label names (strings).")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{path} lists some label names twice.")
+    return tuple(labels)
+
+
+def infer_label_names(train_dataset, label_column: str) -> tuple[str, ...] | None:
+    """Label names from the data: a ClassLabel feature's names; None (regression) for float labels; "0" to "<max>"
+    for integer labels (they are indices); else the sorted distinct string labels."""
+    import datasets
+
+    feature = train_dataset.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return tuple(feature.names)
+    dtype = getattr(feature, "dtype", None)
+    if dtype in ("float16", "float32", "float64"):
+        return None
+    values = train_dataset.unique(label_column)
+    if dtype in ("int8", "int16", "int32", "int64"):
+        return tuple(str(i) for i in range(max(values) + 1))
+    return tuple(sorted(str(value) for value in values))
+
+
+def check_labels(dataset, label_column: str, label_names: tuple[str, ...] | None, split: str) -> bool:
+    """Raise naming any label outside `label_names` (strings are names, integers indices). Returns False when the
+    split is unlabelled (GLUE's test splits mark hidden labels with -1)."""
+    values = dataset.unique(label_column)
+    if values == [-1]:
+        return False
+    if label_names is None:
+        bad = [value for value in values if not isinstance(value, (int, float)) or isinstance(value, bool)]
+        if bad:
+            raise ValueError(
+                f"Regression labels must be numbers; the {split} split has {bad[0]!r} in column {label_column!r}."
+            )
+        return True
+    for value in values:
+        known = (
+            value in label_names if isinstance(value, str) else isinstance(value, int) and 0 <= value < len(label_names)
+        )
+        if not known:
+            raise ValueError(
+                f"Label {value!r} in column {label_column!r} of the {split} split is not in the label list "
+                f"({len(label_names)} labels: {', '.join(label_names[:10])}{', ...' if len(label_names) > 10 else ''})."
+            )
+    return True
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, MHETrainingArguments)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Fine-tune from `[--config FILE.yaml] [--field value ...]`; returns the final metrics (all_results.json)."""
+    return run(*training_utils.parse_args(ARGUMENT_CLASSES, argv))
+
+
+def run(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: MHETrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> dict:
+    # Every check that needs no data comes first, so that a bad command fails in seconds.
+    if not model_args.model_name_or_path:
+        raise ValueError("Pass --model_name_or_path: the pretrained checkpoint (folder or Hub id) to fine-tune.")
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
+    if data_args.early_stopping_patience is not None and not training_args.load_best_model_at_end:
+        raise ValueError(
+            "--early_stopping_patience needs --load_best_model_at_end true (with eval_strategy = save_strategy)."
+        )
+    setup = resolve_task(data_args)
+    training_utils.check_launch(training_args)
+    resume_checkpoint = training_utils.resolve_resume_checkpoint(training_args)
+    training_utils.prepare_output_dir(training_args, resume_checkpoint)
+
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
+    )
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    set_seed(training_args.seed)
+
+    raw_datasets = training_utils.load_raw_datasets(
+        setup.dataset_name, setup.dataset_config_name, setup.data_files, cache_dir=model_args.cache_dir
+    )
+    wanted = {
+        "train": training_args.do_train,
+        "validation": training_args.do_eval or (training_args.do_train and training_args.eval_strategy != "no"),
+        "test": training_args.do_predict,
+    }
+    splits = {}  # split name -> (role, dataset)
+    for role, needed in wanted.items():
+        if not needed:
+            continue
+        for name in setup.splits[role]:
+            if name not in raw_datasets:
+                option = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}[role]
+                raise ValueError(
+                    f"No {role} data: the dataset has splits {list(raw_datasets)}, not {name!r}; pass {option}."
+                )
+            splits[name] = (role, raw_datasets[name])
+
+    # Label names: --label_list_file, else the GLUE task's, else the training data's, else (evaluating or predicting
+    # only) the model's own, in its own order.
+    label_names = setup.label_names
+    if label_names is None and setup.metrics is None:
+        if training_args.do_train:
+            training_utils.check_columns(splits["train"][1], {"--label_column": setup.label_column}, "train")
+            label_names = infer_label_names(splits["train"][1], setup.label_column)
+        else:
+            config = AutoConfig.from_pretrained(
+                model_args.model_name_or_path,
+                cache_dir=model_args.cache_dir,
+                trust_remote_code=model_args.trust_remote_code,
+            )
+            regression = config.problem_type == "regression" or config.num_labels == 1
+            label_names = None if regression else tuple(config.id2label[i] for i in range(config.num_labels))
+    is_regression = label_names is None
+    labelled = {}
+    for name, (role, dataset) in splits.items():
+        columns = {"--text_column": setup.text_column, "--text_pair_column": setup.text_pair_column}
+        if role != "test" or setup.label_column in dataset.column_names:
+            columns["--label_column"] = setup.label_column
+        training_utils.check_columns(dataset, columns, name)
+        training_utils.check_not_empty(dataset, f"{name} split")
+        labelled[name] = "--label_column" in columns and check_labels(dataset, setup.label_column, label_names, name)
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.tokenizer_name or model_args.model_name_or_path,
+        cache_dir=model_args.cache_dir,
+        trust_remote_code=model_args.trust_remote_code,
+    )
+    label_kwargs = (
+        {"num_labels": 1}
+        if is_regression
+        else {
+            "num_labels": len(label_names),
+            "id2label": dict(enumerate(label_names)),
+            "label2id": {label: i for i, label in enumerate(label_names)},
+        }
+    )
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_args.model_name_or_path,
+        cache_dir=model_args.cache_dir,
+        trust_remote_code=model_args.trust_remote_code,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        **label_kwargs,
+    )
+
+    label2id = label_kwargs.get("label2id", {})
+
+    def preprocess(batch):
+        pairs = (batch[setup.text_column],) + ((batch[setup.text_pair_column],) if setup.text_pair_column else ())
+        encoded = tokenizer(*pairs, truncation=True, max_length=data_args.max_seq_length)
+        if setup.label_column in batch:
+            labels = batch[setup.label_column]
+            encoded["labels"] = [
+                float(v) if is_regression else label2id[v] if isinstance(v, str) else v for v in labels
+            ]
+        return encoded
+
+    encoded = {}
+    limits = {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "test": data_args.max_predict_samples,
+    }
+    for name, (role, dataset) in splits.items():
+        if role == "test":  # the test file's row numbers, for the predictions file
+            test_rows = training_utils.subsample_indices(len(dataset), limits[role])
+        dataset = training_utils.subsample(dataset, limits[role])
+        if not labelled[name] and setup.label_column in dataset.column_names:
+            dataset = dataset.remove_columns(setup.label_column)  # hidden test labels (-1)
+        with training_args.main_process_first(desc=f"tokenizing {name}"):
+            encoded[name] = dataset.map(preprocess, batched=True, remove_columns=dataset.column_names)
+    train_name, validation_name, *other_validation = setup.splits["train"] + setup.splits["validation"]
+    test_name = setup.splits["test"][0]
+
+    metric_names = setup.metrics or (("pearsonr", "spearmanr") if is_regression else ("accuracy",))
+    metrics_modules = [load_metric(name) for name in metric_names]
+
+    def compute_metrics(eval_prediction):
+        logits = (
+            eval_prediction.predictions[0]
+            if isinstance(eval_prediction.predictions, tuple)
+            else eval_prediction.predictions
+        )
+        predictions = np.squeeze(logits, axis=-1) if is_regression else np.argmax(logits, axis=-1)
+        result = {}
+        for metric in metrics_modules:
+            result.update(metric.compute(predictions=predictions, references=eval_prediction.label_ids))
+        if len(result) > 1:
+            result["combined_score"] = float(np.mean(list(result.values())))
+        return result
+
+    callbacks = list(callbacks or [])
+    if data_args.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=encoded.get(train_name),
+        eval_dataset=encoded.get(validation_name),
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+    )
+
+    metrics, extra_files = {}, {}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
+        metrics["train"] = {**train_result.metrics, "train_samples": len(encoded[train_name])}
+        trainer.log_metrics("train", metrics["train"])
+    if training_args.do_eval:
+        metrics["eval"] = {**trainer.evaluate(), "eval_samples": len(encoded[validation_name])}
+        for name in other_validation:  # MNLI's mismatched validation set
+            suffix = name.removeprefix("validation_")
+            metrics["eval"].update(trainer.evaluate(encoded[name], metric_key_prefix=f"eval_{suffix}"))
+        trainer.log_metrics("eval", metrics["eval"])
+    if training_args.do_predict:
+        test_dataset = encoded[test_name]
+        output = trainer.predict(test_dataset, metric_key_prefix="test")
+        if labelled[test_name]:
+            metrics["test"] = {**output.metrics, "test_samples": len(test_dataset)}
+            trainer.log_metrics("test", metrics["test"])
+        name, text = format_predictions(output.predictions, test_rows, label_names, data_args.predictions_format)
+        extra_files[name] = text
+
+    training_utils.save_final_checkpoint(
+        trainer,
+        tokenizer,
+        training_args.output_dir,
+        metrics,
+        args_to_record=training_utils.record_args(model_args, data_args, training_args),
+        card_info={
+            "task": "text-classification",
+            "datasets": [
+                f"{setup.dataset_name}/{setup.dataset_config_name}" if setup.dataset_config_name else setup.dataset_name
+            ]
+            if setup.dataset_name
+            else list(setup.data_files.values()),
+            "base_model": model_args.model_name_or_path,
+            "labels": list(label_names) if label_names else None,
+        },
+        extra_files=extra_files,
+    )
+    return {k: v for split_metrics in metrics.values() for k, v in split_metrics.items()}
+
+
+def format_predictions(
+    logits, rows: list[int], label_names: tuple[str, ...] | None, file_format: str
+) -> tuple[str, str]:
+    """Predictions as GLUE's submission TSV (`index<TAB>prediction`) or JSON lines, by row of the test file, with
+    label names."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    if label_names is None:
+        predictions = [float(value) for value in np.squeeze(logits, axis=-1)]
+    else:
+        predictions = [label_names[i] for i in np.argmax(logits, axis=-1)]
+    if file_format == "jsonl":
+        lines = [json.dumps({"index": row, "prediction": prediction}) for row, prediction in zip(rows, predictions)]
+        return "predictions.jsonl", "".join(line + "\n" for line in lines)
+    lines = [f"{row}\t{prediction}" for row, prediction in zip(rows, predictions)]
+    return "predictions.tsv", "index\tprediction\n" + "".join(line + "\n" for line in lines)
+
+
+__all__ = ["GLUE_TASKS", "GlueTask", "ModelArguments", "DataArguments", "TaskSetup", "resolve_task", "main", "run"]

@@ -1,0 +1,329 @@
+"""Masked-language-model pretraining of an MHE encoder (or any AutoModelForMaskedLM), after transformers'
+examples/pytorch/language-modeling/run_mlm.py.
+
+    python scripts/pretrain_mlm.py --config configs/pretrain/wordnet-tiny.yaml [--field value ...]
+    accelerate launch --multi_gpu --num_processes 8 scripts/pretrain_mlm.py --config ...
+
+Texts are tokenized, concatenated and cut into blocks of `max_seq_length` tokens (run_mlm's group_texts);
+BatchSeededMLMCollator masks them on the fly. Evaluation reports the MLM loss, its perplexity and the
+accuracy on masked tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+
+import numpy as np
+import torch
+import transformers
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    Trainer,
+    TrainerCallback,
+    set_seed,
+)
+
+from . import training_utils
+from .configuration_mhe import ATTENTION_TYPES
+from .training_utils import MHETrainingArguments
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model_config: str | None = field(
+        default=None, metadata={"help": "JSON model configuration (configs/model/*.json) of a NEW model to pretrain."}
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Checkpoint folder or Hub id of a model to CONTINUE pretraining."}
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer folder or Hub id (default: model_name_or_path)."}
+    )
+    attention_type: str | None = field(
+        default=None,
+        metadata={"help": "Override the model config's attention_type (mhe_mul, mhe_add, mha, mqa, gqa, sha)."},
+    )
+    config_overrides: str | None = field(
+        default=None, metadata={"help": "Override model config fields of a new model: 'num_hidden_layers=4,...'."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache Hub models and datasets."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow a Hub checkpoint's own modeling code (not needed for MHE models)."}
+    )
+
+    def __post_init__(self):
+        if self.attention_type is not None and self.attention_type not in ATTENTION_TYPES:
+            raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {self.attention_type!r}.")
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset name, e.g. wikitext."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    train_files: list[str] | None = field(
+        default=None, metadata={"help": "Local training text files (.txt: one text a line; .csv; .json(l))."}
+    )
+    validation_files: list[str] | None = field(default=None, metadata={"help": "Local validation files."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the texts."})
+    validation_split_percentage: int = field(
+        default=5, metadata={"help": "Percentage of train held out for validation when there is no validation split."}
+    )
+    max_seq_length: int = field(default=128, metadata={"help": "Tokens per training block."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens to mask."})
+    streaming: bool = field(
+        default=False, metadata={"help": "Stream the dataset instead of downloading it (needs max_steps)."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Train on a random subset of this many blocks (the same for every run)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on a random subset of this many blocks (the same for every run)."}
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+
+    def __post_init__(self):
+        if not 0 < self.validation_split_percentage < 100:
+            raise ValueError(
+                f"validation_split_percentage must be in (0, 100), got {self.validation_split_percentage}."
+            )
+        if not 0 < self.mlm_probability < 1:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}.")
+        if self.max_seq_length < 2:
+            raise ValueError(f"max_seq_length must be at least 2, got {self.max_seq_length}.")
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, MHETrainingArguments)
+
+
+@dataclass
+class BatchSeededMLMCollator(DataCollatorForLanguageModeling):
+    """DataCollatorForLanguageModeling whose masks depend only on the seed and on what the batch holds.
+
+    Masks drawn from the global RNG, or from one generator that runs on, differ between a resumed run and an
+    uninterrupted one: Trainer restores the RNG state only after fetching the first batch of the resumed run, and
+    accelerate's dataloader collates one batch ahead. Seeding each batch from its contents makes resuming exact,
+    leaves the global RNG to dropout (which then resumes exactly too), still masks a block differently whenever it
+    comes back in another shuffled batch (dynamic masking), and masks an evaluation set the same way every time.
+    """
+
+    def torch_call(self, examples):
+        digest = hashlib.sha256(str(self.seed).encode())
+        for example in examples:
+            digest.update(np.asarray(example["input_ids"], dtype=np.int64).tobytes())
+        self.generator = torch.Generator().manual_seed(int.from_bytes(digest.digest()[:8], "little"))
+        self._generator_pid = os.getpid()  # tells the parent class to use this generator as it is
+        return super().torch_call(examples)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Pretrain from `[--config FILE.yaml] [--field value ...]`; returns the final metrics (all_results.json)."""
+    return run(*training_utils.parse_args(ARGUMENT_CLASSES, argv))
+
+
+def run(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: MHETrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> dict:
+    # Every check that needs no data comes first, so that a bad command fails in seconds.
+    training_utils.check_model_source(
+        model_args.model_config,
+        model_args.model_name_or_path,
+        attention_type=model_args.attention_type,
+        config_overrides=model_args.config_overrides,
+    )
+    if not (training_args.do_train or training_args.do_eval):
+        raise ValueError("Nothing to do: pass --do_train and/or --do_eval.")
+    if data_args.streaming and training_args.do_train and training_args.max_steps <= 0:
+        raise ValueError("--streaming has no length to count epochs with: set --max_steps.")
+    tokenizer_name = model_args.tokenizer_name or model_args.model_name_or_path
+    if tokenizer_name is None:
+        raise ValueError(
+            "A new model needs a tokenizer: pass --tokenizer_name (e.g. one trained with scripts/train_tokenizer.py)."
+        )
+    training_utils.check_launch(training_args)
+    resume_checkpoint = training_utils.resolve_resume_checkpoint(training_args)
+    training_utils.prepare_output_dir(training_args, resume_checkpoint)
+
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
+    )
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    set_seed(training_args.seed)
+
+    raw_datasets = training_utils.load_raw_datasets(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        {"train": data_args.train_files, "validation": data_args.validation_files},
+        cache_dir=model_args.cache_dir,
+        streaming=data_args.streaming,
+    )
+    for split, dataset in raw_datasets.items():
+        training_utils.check_columns(dataset, {"--text_column": data_args.text_column}, split)
+        with training_args.main_process_first(desc=f"dropping blank lines of {split}"):
+            raw_datasets[split] = dataset.filter(
+                lambda text: bool(text and not text.isspace()), input_columns=data_args.text_column
+            )
+        training_utils.check_not_empty(raw_datasets[split], f"{split} split (blank lines left out)")
+    if training_args.do_train and "train" not in raw_datasets:
+        raise ValueError(f"--do_train needs a train split; the data has {list(raw_datasets)}: pass --train_files.")
+    raw_datasets = _with_validation_split(raw_datasets, data_args, training_args)
+    needed = ["train"] * training_args.do_train + ["validation"] * training_args.do_eval
+    raw_datasets = {split: raw_datasets[split] for split in needed}
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        tokenizer_name, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
+    )
+    if tokenizer.mask_token is None:
+        raise ValueError(f"The tokenizer {tokenizer_name} has no mask token, which masked-language modelling needs.")
+    if model_args.model_config:
+        config = training_utils.build_config(
+            model_args.model_config, tokenizer, model_args.attention_type, model_args.config_overrides
+        )
+        model = AutoModelForMaskedLM.from_config(config, trust_remote_code=model_args.trust_remote_code)
+    else:
+        model = AutoModelForMaskedLM.from_pretrained(
+            model_args.model_name_or_path,
+            cache_dir=model_args.cache_dir,
+            trust_remote_code=model_args.trust_remote_code,
+        )
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer))
+    max_positions = getattr(model.config, "max_position_embeddings", None)
+    if max_positions is not None and data_args.max_seq_length > max_positions:
+        raise ValueError(
+            f"--max_seq_length {data_args.max_seq_length} exceeds the model's max_position_embeddings "
+            f"({max_positions})."
+        )
+
+    blocks = _tokenize_and_group(raw_datasets, tokenizer, data_args, training_args)
+    train_dataset = eval_dataset = None
+    if training_args.do_train:
+        train_dataset = training_utils.subsample(blocks["train"], data_args.max_train_samples)
+        training_utils.check_not_empty(train_dataset, f"train split, cut into {data_args.max_seq_length}-token blocks,")
+    if training_args.do_eval:
+        eval_dataset = training_utils.subsample(blocks["validation"], data_args.max_eval_samples)
+        training_utils.check_not_empty(
+            eval_dataset, f"validation split, cut into {data_args.max_seq_length}-token blocks,"
+        )
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=BatchSeededMLMCollator(
+            tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed
+        ),
+        compute_metrics=masked_token_accuracy if training_args.do_eval else None,
+        preprocess_logits_for_metrics=_argmax_logits if training_args.do_eval else None,
+        callbacks=callbacks,
+    )
+
+    metrics = {}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
+        metrics["train"] = {**train_result.metrics, "train_samples": _length(train_dataset)}
+        trainer.log_metrics("train", metrics["train"])
+    if training_args.do_eval:
+        eval_metrics = trainer.evaluate()
+        try:
+            eval_metrics["perplexity"] = math.exp(eval_metrics["eval_loss"])
+        except OverflowError:
+            eval_metrics["perplexity"] = math.inf
+        metrics["eval"] = {**eval_metrics, "eval_samples": _length(eval_dataset)}
+        trainer.log_metrics("eval", metrics["eval"])
+
+    datasets_used = [data_args.dataset_name] if data_args.dataset_name else list(data_args.train_files or [])
+    training_utils.save_final_checkpoint(
+        trainer,
+        tokenizer,
+        training_args.output_dir,
+        metrics,
+        args_to_record=training_utils.record_args(model_args, data_args, training_args),
+        card_info={
+            "task": "fill-mask",
+            "datasets": datasets_used,
+            "dataset_config_name": data_args.dataset_config_name,
+            "base_model": model_args.model_name_or_path,
+            "labels": None,
+        },
+    )
+    return {k: v for split_metrics in metrics.values() for k, v in split_metrics.items()}
+
+
+def _with_validation_split(raw_datasets, data_args: DataArguments, training_args: MHETrainingArguments):
+    """Hold out validation_split_percentage of train when the data has no validation split (as run_mlm does)."""
+    if "validation" in raw_datasets or not training_args.do_eval:
+        return raw_datasets
+    if data_args.streaming:
+        raise ValueError(
+            "With --streaming, evaluation needs a validation split: pass --validation_files or a dataset that has one."
+        )
+    # Shuffled with a fixed seed: corpora are often sorted (WordNet: nouns first), and every process must agree.
+    split = raw_datasets["train"].train_test_split(
+        test_size=data_args.validation_split_percentage / 100, seed=training_args.seed
+    )
+    raw_datasets["train"], raw_datasets["validation"] = split["train"], split["test"]
+    return raw_datasets
+
+
+def _tokenize_and_group(raw_datasets, tokenizer, data_args: DataArguments, training_args: MHETrainingArguments):
+    block_size = data_args.max_seq_length
+    text_column = data_args.text_column
+
+    def tokenize(batch):
+        # The special-tokens mask saves DataCollatorForLanguageModeling from recomputing it.
+        return tokenizer(batch[text_column], return_special_tokens_mask=True, verbose=False)
+
+    def group_texts(batch):
+        # Concatenate, then cut into full blocks; the remainder of each batch of texts is dropped (run_mlm).
+        concatenated = {key: list(chain(*values)) for key, values in batch.items()}
+        total = len(concatenated["input_ids"]) // block_size * block_size
+        return {
+            key: [values[i : i + block_size] for i in range(0, total, block_size)]
+            for key, values in concatenated.items()
+        }
+
+    map_kwargs = {} if data_args.streaming else {"num_proc": data_args.preprocessing_num_workers}
+    blocks = {}
+    for split, dataset in raw_datasets.items():
+        # One process tokenizes and fills the datasets cache; the others then read it.
+        with training_args.main_process_first(desc=f"tokenizing {split}"):
+            tokenized = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, **map_kwargs)
+            blocks[split] = tokenized.map(group_texts, batched=True, **map_kwargs)
+    return blocks
+
+
+def masked_token_accuracy(eval_prediction) -> dict[str, float]:
+    """Accuracy of the predicted token ids (already argmax-ed by _argmax_logits) at the masked positions only."""
+    predictions, labels = eval_prediction.predictions, eval_prediction.label_ids
+    masked = labels != -100
+    # Plain numpy: an evaluate module would copy millions of tokens through Arrow for one mean.
+    return {"accuracy": float((predictions[masked] == labels[masked]).mean()) if masked.any() else 0.0}
+
+
+def _argmax_logits(logits, labels):
+    # Keeps only the predicted token ids: accumulating the full (batch, seq, vocab) logits would not fit in memory.
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def _length(dataset) -> int | None:
+    return len(dataset) if hasattr(dataset, "__len__") else None
+
+
+__all__ = ["ModelArguments", "DataArguments", "main", "run"]

@@ -1,0 +1,134 @@
+"""The benchmark's formulas against instantiated models, its memory method, and a seconds-long run of the script."""
+
+import json
+import runpy
+import sys
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import BertModel
+
+from mhe_transformers import ATTENTION_TYPES, MHEConfig, MHEModel
+from mhe_transformers.benchmark import (
+    BenchmarkArguments,
+    attention_parameter_formula,
+    build_bert,
+    count_parameters,
+    encoder_matmul_flops,
+    encoder_parameter_formula,
+    peak_step_memory,
+)
+
+TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
+
+
+def tiny_config(attention_type, **overrides):
+    kv_heads = 2 if attention_type == "gqa" else None
+    return MHEConfig(**{**TINY, **overrides}, attention_type=attention_type, num_key_value_heads=kv_heads)
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+@pytest.mark.parametrize("overrides", [{}, {"attention_bias": False}, {"head_dim": 6}], ids=["bias", "no-bias", "head_dim"])
+def test_parameter_formulas_equal_instantiated_models(attention_type, overrides):
+    config = tiny_config(attention_type, **overrides)
+    counts = count_parameters(MHEModel(config, add_pooling_layer=False))
+    per_layer = attention_parameter_formula(
+        attention_type, config.hidden_size, config.num_attention_heads, config.head_dim, config.num_key_value_heads,
+        bias=config.attention_bias,
+    )
+    assert counts["attention"] == config.num_hidden_layers * per_layer
+    assert counts["total"] == encoder_parameter_formula(config)
+    with_pooler = sum(p.numel() for p in MHEModel(config, add_pooling_layer=True).parameters())
+    assert with_pooler == encoder_parameter_formula(config, add_pooling_layer=True)
+
+
+def test_bert_has_the_counts_of_mha():
+    config = tiny_config("mha")
+    assert count_parameters(build_bert(config)) == count_parameters(MHEModel(config, add_pooling_layer=False))
+
+
+@pytest.mark.parametrize("n, d", [(12, 64), (4, 8)])
+def test_formula_reproduces_the_papers_headline_count(n, d):
+    # Xue & Aletras: with h = n·d, MHA needs (3n² − 3n)d² − 3nd more Q/K/V parameters than MHE; the output
+    # projection is the same in both, and bias=False leaves only weights and head embeddings.
+    h = n * d
+    difference = attention_parameter_formula("mha", h, n, d, bias=False) - attention_parameter_formula("mhe_mul", h, n, d, bias=False)
+    assert difference == (3 * n**2 - 3 * n) * d**2 - 3 * n * d
+    assert attention_parameter_formula("mhe_add", h, n, d, bias=False) - h * h == 3 * n * d**2 + 3 * n * d
+
+
+def test_gqa_formula_needs_its_key_value_heads():
+    with pytest.raises(ValueError, match="key/value heads"):
+        attention_parameter_formula("gqa", 32, 4, 8)
+    with pytest.raises(ValueError, match="attention_type"):
+        attention_parameter_formula("mla", 32, 4, 8)
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_flop_formula_equals_counted_matmuls(attention_type):
+    config = tiny_config(attention_type, attn_implementation="eager")  # eager: every matmul is a visible aten op
+    model = MHEModel(config, add_pooling_layer=False).eval()
+    batch, seq_len = 2, 10
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(input_ids=torch.randint(1, 100, (batch, seq_len)))
+    assert counter.get_total_flops() == batch * encoder_matmul_flops(config, seq_len)
+
+
+def test_flop_ratio_of_bert_base_dims():
+    mha = MHEConfig(attention_type="mha")
+    mhe = MHEConfig(attention_type="mhe_mul")
+    ratio = encoder_matmul_flops(mha, 128) / encoder_matmul_flops(mhe, 128)
+    assert 1.25 < ratio < 1.30  # MHE shrinks only the Q/K/V projections, about a quarter of BERT-base's matmuls
+
+
+def test_peak_step_memory_sees_what_a_step_holds_at_once():
+    n = 1 << 20  # 4 MiB of float32
+
+    def sequential():
+        for _ in range(3):
+            torch.ones(n).sum()
+
+    def simultaneous():
+        tensors = [torch.ones(n) for _ in range(3)]
+        return sum(t.sum() for t in tensors)
+
+    cpu = torch.device("cpu")
+    assert 4 * n <= peak_step_memory(sequential, cpu) < 2 * 4 * n
+    assert 3 * 4 * n <= peak_step_memory(simultaneous, cpu) < 4 * 4 * n
+
+
+def test_bad_arguments_fail_before_any_model_is_built():
+    with pytest.raises(ValueError, match="--sizes"):
+        BenchmarkArguments(sizes=["huge"])
+    with pytest.raises(ValueError, match="--seq_lens"):
+        BenchmarkArguments(seq_lens=[1024])
+    with pytest.raises(ValueError, match="--attention_types"):
+        BenchmarkArguments(attention_types=["mha", "mla"])
+
+
+def test_script_writes_json_markdown_and_png(tmp_path, monkeypatch):
+    output_dir = tmp_path / "bench"
+    argv = ["benchmark.py", "--micro", "--vocab_size", "128", "--seq_lens", "8", "--batch_size", "2",
+            "--repeats", "1", "--warmup", "0", "--output_dir", str(output_dir)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path("scripts/benchmark.py", run_name="__main__")
+
+    assert sorted(p.name for p in output_dir.iterdir()) == ["benchmark.json", "benchmark.md", "benchmark.png"]
+    results = json.loads((output_dir / "benchmark.json").read_text())
+    assert set(results) == {"environment", "settings", "parameters", "speed"}
+    assert [row["attention_type"] for row in results["speed"]] == list(ATTENTION_TYPES)
+    for row in results["parameters"]:
+        assert row["total"] == row["total_formula"] and row["attention"] == row["attention_formula"]
+    for row in results["speed"]:
+        for mode in ("forward", "train"):
+            assert row[mode]["tokens_per_s"] > 0 and row[mode]["speed_ratio"] > 0
+            # Parameters are part of the peak; a training step also holds gradients and activations.
+            assert row[mode]["peak_memory_bytes"] > 0
+        assert row["train"]["peak_memory_bytes"] > row["forward"]["peak_memory_bytes"]
+    markdown = (output_dir / "benchmark.md").read_text()
+    for attention_type in ATTENTION_TYPES:
+        assert f"| micro | {attention_type} |" in markdown
+        assert f"| micro | 8 | float32/sdpa | {attention_type} |" in markdown
+    assert (output_dir / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind

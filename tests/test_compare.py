@@ -1,0 +1,222 @@
+"""The attention comparison's orchestration, aggregation and reports, with the pipelines' entry points faked (the
+pipelines have their own tests); the shipped configs are checked against the real argument parsers."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mhe_transformers import ATTENTION_TYPES, MHEConfig
+from mhe_transformers.compare import (
+    Pipeline,
+    check_arguments,
+    choose_wordnet_dir,
+    finetune_argv,
+    load_config,
+    main,
+    prepare_data,
+    pretrain_argv,
+    run_comparison,
+    to_argv,
+)
+from mhe_transformers.finetuning import ARGUMENT_CLASSES as FINETUNE_ARGUMENTS
+from mhe_transformers.pretraining import ARGUMENT_CLASSES as PRETRAIN_ARGUMENTS
+from mhe_transformers.training_utils import parse_args
+
+# Fine-tuning score each fake model gets, before a per-seed offset.
+SCORES = {"mha": 0.80, "mhe_add": 0.76, "mhe_mul": 0.78, "mqa": 0.79, "gqa": 0.795, "sha": 0.60}
+
+
+def option(argv, name):
+    return argv[argv.index(f"--{name}") + 1]
+
+
+class FakePipeline(Pipeline):
+    """Records its calls; pretraining saves a tiny config (all the comparison reads from a checkpoint)."""
+
+    def __init__(self):
+        self.calls = []
+        super().__init__(pretrain=self.fake_pretrain, finetune=self.fake_finetune)
+
+    def fake_pretrain(self, argv):
+        attention_type, seed = option(argv, "attention_type"), int(option(argv, "seed"))
+        self.calls.append(("pretrain", attention_type, seed))
+        config = MHEConfig(
+            vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+            attention_type=attention_type, num_key_value_heads=2 if attention_type == "gqa" else None,
+        )
+        config.save_pretrained(option(argv, "output_dir"))
+        return {"eval_accuracy": 0.3 + seed / 1000, "perplexity": 50.0}
+
+    def fake_finetune(self, argv):
+        model_dir, seed = Path(option(argv, "model_name_or_path")), int(option(argv, "seed"))
+        attention_type = json.loads((model_dir / "config.json").read_text())["attention_type"]
+        self.calls.append(("finetune", attention_type, seed))
+        offset = {"rte": 0.0, "sst2": 0.05}[option(argv, "task_name")]
+        return {"eval_accuracy": SCORES[attention_type] + offset + (seed - 42) / 100, "eval_loss": 1.0}
+
+
+def write_config(tmp_path, **changes):
+    values = {
+        "output_dir": str(tmp_path / "report"),
+        "runs_dir": str(tmp_path / "runs"),
+        "attention_types": list(ATTENTION_TYPES),
+        "seeds": [42, 43],
+        "pretrain": {
+            "config": "configs/pretrain/wordnet-tiny.yaml",
+            "args": {"model_config": "configs/model/mha-tiny.json", "max_steps": 2},
+            "metrics": ["eval_accuracy"],
+        },
+        "finetune": {
+            task: {"config": "configs/finetune/wordnet-supersense.yaml", "metric": "eval_accuracy",
+                   "args": {"task_name": task, "max_train_samples": 8}}
+            for task in ("rte", "sst2")
+        },
+        **changes,
+    }
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_comparison_reports_scores_spread_and_prr(tmp_path):
+    pipeline = FakePipeline()
+    report = main(["--config", str(write_config(tmp_path))], pipeline=pipeline)
+
+    # Every type pretrained once per seed, and each model fine-tuned on every task with its own seed.
+    assert sorted(c for c in pipeline.calls if c[0] == "pretrain") == sorted(
+        ("pretrain", t, s) for t in ATTENTION_TYPES for s in (42, 43)
+    )
+    assert len([c for c in pipeline.calls if c[0] == "finetune"]) == len(ATTENTION_TYPES) * 2 * 2
+
+    output_dir = tmp_path / "report"
+    assert sorted(p.name for p in output_dir.iterdir()) == ["comparison.json", "comparison.md", "comparison.png"]
+    saved = json.loads((output_dir / "comparison.json").read_text())
+    assert set(saved) == {"config", "environment", "data", "parameters", "runs", "summary"}
+    assert saved["summary"] == report["summary"]
+
+    summary = report["summary"]
+    for attention_type, expected in SCORES.items():
+        rte = summary[attention_type]["tasks"]["rte"]
+        assert rte["mean"] == pytest.approx(expected + 0.005)  # seeds 42 and 43 add 0.00 and 0.01
+        assert rte["std"] == pytest.approx(0.01 / 2**0.5)
+        assert rte["prr"] == pytest.approx((expected + 0.005) / (SCORES["mha"] + 0.005))
+        average = summary[attention_type]["tasks"]["average"]
+        assert average["mean"] == pytest.approx(expected + 0.025 + 0.005)
+        assert average["prr"] == pytest.approx((expected + 0.03) / (SCORES["mha"] + 0.03))
+        assert summary[attention_type]["pretrain"]["eval_accuracy"]["mean"] == pytest.approx(0.3425)
+    assert summary["mha"]["tasks"]["average"]["prr"] == 1.0 and summary["mha"]["tasks"]["average"]["prr_std"] == 0.0
+
+    # Parameter counts come from the saved checkpoints: MHE's attention is much smaller than MHA's.
+    parameters = report["parameters"]
+    assert parameters["mhe_mul"]["attention"] < parameters["mqa"]["attention"] < parameters["mha"]["attention"]
+
+    markdown = (output_dir / "comparison.md").read_text()
+    for attention_type in ATTENTION_TYPES:
+        assert f"| {attention_type} | {parameters[attention_type]['total']:,} |" in markdown
+    assert (output_dir / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_skips_finished_runs_and_reruns_changed_ones(tmp_path):
+    config = load_config(write_config(tmp_path, attention_types=["mha", "mhe_mul"], seeds=[42]))
+    first = run_comparison(config, FakePipeline())
+    again = FakePipeline()
+    assert run_comparison(config, again)["summary"] == first["summary"]
+    assert again.calls == []
+
+    config.seeds = [42, 43]
+    config.tasks[0].args["max_train_samples"] = 16  # rte's recipe changed: its runs are redone, sst2's are not
+    again = FakePipeline()
+    run_comparison(config, again)
+    assert sorted(again.calls) == sorted(
+        [("pretrain", t, 43) for t in ("mha", "mhe_mul")]
+        + [("finetune", t, s) for t in ("mha", "mhe_mul") for s in (42, 43)]  # rte for both seeds
+        + [("finetune", t, 43) for t in ("mha", "mhe_mul")]  # sst2 for the new seed
+    )
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"attention_types": ["mhe_mul", "mqa"]}, "must include 'mha'"),
+        ({"attention_types": ["mha", "mla"]}, "unknown"),
+        ({"seeds": []}, "seeds"),
+        ({"finetune": {"rte": {"config": "configs/finetune/wordnet-supersense.yaml"}}}, "needs a `metric`"),
+        ({"finetune": {"rte": {"config": "configs/finetune/nope.yaml", "metric": "eval_accuracy"}}}, "not found"),
+        ({"finetune": {"rte": {"metric": "eval_accuracy", "args": {"seed": 1}}}}, "set by the comparison"),
+        ({"warmup": 3}, "Unknown key"),
+    ],
+)
+def test_bad_configs_fail_before_anything_runs(tmp_path, changes, message):
+    pipeline = FakePipeline()
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        main(["--config", str(write_config(tmp_path, **changes))], pipeline=pipeline)
+    assert pipeline.calls == []
+
+
+def test_a_typo_in_a_task_argument_fails_before_pretraining(tmp_path):
+    finetune = {"rte": {"config": "configs/finetune/wordnet-supersense.yaml", "metric": "eval_accuracy",
+                        "args": {"max_train_smaples": 8}}}
+    pipeline = FakePipeline()
+    with pytest.raises(ValueError, match="max_train_smaples"):
+        main(["--config", str(write_config(tmp_path, finetune=finetune))], pipeline=pipeline)
+    assert pipeline.calls == []
+
+
+def test_a_missing_metric_names_the_available_ones(tmp_path):
+    finetune = {"rte": {"config": "configs/finetune/wordnet-supersense.yaml", "metric": "eval_f1",
+                        "args": {"task_name": "rte"}}}
+    with pytest.raises(KeyError, match="eval_accuracy"):
+        main(["--config", str(write_config(tmp_path, finetune=finetune, seeds=[42]))], pipeline=FakePipeline())
+    assert not (tmp_path / "report").exists()  # no report from a failed comparison
+
+
+def test_shipped_configs_parse_with_the_pipelines_parsers(tmp_path):
+    offline = load_config("configs/compare/wordnet-tiny.yaml")
+    assert sorted(offline.attention_types) == sorted(ATTENTION_TYPES) and len(offline.seeds) >= 3
+    check_arguments(offline)
+    assert "{" not in " ".join(pretrain_argv(offline, "mha", 42, tmp_path))  # every placeholder resolved
+
+    # The GPU config asks for bf16, which TrainingArguments refuses on a CPU-only machine: check the rest.
+    full = load_config("configs/compare/glue-base.yaml")
+    assert len(full.tasks) == 8 and full.finetune_seeds == [42, 43, 44]
+    full.pretrain_args.pop("bf16")
+    parse_args(PRETRAIN_ARGUMENTS, pretrain_argv(full, "mhe_mul", 42, tmp_path))
+    for task in full.tasks:
+        task.args.pop("bf16")
+        parse_args(FINETUNE_ARGUMENTS, finetune_argv(task, tmp_path, 42, tmp_path))
+
+
+def test_to_argv_writes_what_hf_argument_parser_reads():
+    assert to_argv({"max_steps": 10, "train_files": ["a", "b"], "do_train": True, "skip": None}) == [
+        "--max_steps", "10", "--train_files", "a", "b", "--do_train", "true"
+    ]
+
+
+def test_prepared_wordnet_is_reused_and_a_missing_tokenizer_trained(tmp_path):
+    subset, full = tmp_path / "subset", tmp_path / "full"
+    for folder, synsets in ((subset, 500), (full, 117_659)):
+        folder.mkdir()
+        (folder / "counts.json").write_text(json.dumps({"synsets": synsets}))
+    assert choose_wordnet_dir([str(subset), str(full), "x"], None) == str(full)
+    assert choose_wordnet_dir([str(subset), str(full), "x"], 500) == str(subset)
+    assert choose_wordnet_dir([str(tmp_path / "missing"), "x"], None) == "x"
+
+    (full / "corpus.txt").write_text("the cat sat on the mat\na dog ran in the park\n" * 20)
+    tokenizer_dir = tmp_path / "tokenizer"
+    counts = prepare_data({"wordnet_dir": str(full), "tokenizer_dir": str(tokenizer_dir), "vocab_size": 60})
+    assert counts == {"synsets": 117_659}
+    assert (tokenizer_dir / "tokenizer.json").is_file()
+
+
+def test_prepared_data_of_another_size_is_an_error(tmp_path):
+    wordnet_dir = tmp_path / "wordnet"
+    wordnet_dir.mkdir()
+    (wordnet_dir / "counts.json").write_text(json.dumps({"synsets": 500}))
+    with pytest.raises(ValueError, match="holds 500 WordNet synsets"):
+        prepare_data({"wordnet_dir": str(wordnet_dir), "max_synsets": 1000})
+    (wordnet_dir / "corpus.txt").write_text("the cat sat on the mat\na dog ran in the park\n" * 20)
+    prepare_data({"wordnet_dir": str(wordnet_dir), "max_synsets": 500, "tokenizer_dir": str(tmp_path / "tok"), "vocab_size": 60})
+    with pytest.raises(ValueError, match="tokenizer"):
+        prepare_data({"wordnet_dir": str(wordnet_dir), "max_synsets": 500, "tokenizer_dir": str(tmp_path / "tok"), "vocab_size": 10})

@@ -1,0 +1,244 @@
+"""The MLM pretraining pipeline (mhe_transformers.pretraining) end to end on a tiny corpus, offline."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import QUICK_TRAINING_ARGS, REPO_ROOT, TINY_MODEL_ARGS
+from safetensors.torch import load_file
+from transformers import AutoModelForMaskedLM, AutoTokenizer, EvalPrediction, TrainerCallback
+
+from mhe_transformers import pretraining, training_utils
+
+FINAL_FILES = [
+    "config.json", "configuration_mhe.py", "modeling_mhe.py", "model.safetensors", "tokenizer.json",
+    "tokenizer_config.json", "training_args.json", "all_results.json", "train_results.json", "eval_results.json",
+]  # fmt: skip
+
+
+def test_pretraining_writes_a_complete_final_checkpoint(tiny_pretrained_dir, tiny_tokenizer_dir):
+    folder = tiny_pretrained_dir
+    assert [name for name in FINAL_FILES if not (folder / name).is_file()] == []
+    config = json.loads((folder / "config.json").read_text())
+    assert {"AutoConfig", "AutoModelForMaskedLM", "AutoModelForSequenceClassification"} <= set(config["auto_map"])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    # A new model takes its vocabulary size and padding id from the tokenizer, not from the JSON config.
+    assert (config["vocab_size"], config["pad_token_id"]) == (len(tokenizer), tokenizer.pad_token_id) != (30522, None)
+    assert (config["hidden_size"], config["attention_type"]) == (32, "mhe_mul")  # --config_overrides applied
+
+    results = json.loads((folder / "all_results.json").read_text())
+    assert results == json.loads((folder.parent / "returned_metrics.json").read_text())  # what main() returned
+    assert results["perplexity"] == pytest.approx(math.exp(results["eval_loss"]))
+    assert 0 <= results["eval_accuracy"] <= 1 and results["train_loss"] > 0
+    assert "train_loss" not in json.loads((folder / "eval_results.json").read_text())
+    assert "eval_loss" not in json.loads((folder / "train_results.json").read_text())
+
+    recorded = (folder / "training_args.json").read_text()
+    assert "hf_not_a_real_token_123" not in recorded
+    recorded = json.loads(recorded)
+    assert recorded["DataArguments"]["max_seq_length"] == 32
+    assert recorded["MHETrainingArguments"]["max_steps"] == 4
+    assert recorded["ModelArguments"]["model_config"].endswith("mhe_mul-tiny.json")
+
+    # Trainer's checkpoints stay next to the final model; no temporary folder is left behind.
+    assert sorted(path.name for path in folder.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert [path.name for path in folder.parent.iterdir() if path.name.startswith(".")] == []
+    model = AutoModelForMaskedLM.from_pretrained(folder)
+    assert torch.equal(model.lm_head.decoder.weight, model.model.embeddings.word_embeddings.weight)  # still tied
+
+
+def test_masked_token_accuracy_counts_masked_positions_only():
+    predictions = np.array([[5, 6, 7, 8]])
+    labels = np.array([[5, -100, 9, -100]])  # position 1 would be wrong, but it is not masked
+    assert pretraining.masked_token_accuracy(EvalPrediction(predictions, labels)) == {"accuracy": 0.5}
+
+
+def test_masks_depend_on_the_batch_only(tiny_tokenizer_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    collator = pretraining.BatchSeededMLMCollator(tokenizer, mlm_probability=0.5, seed=0)
+    batch = [{"input_ids": tokenizer("the quick dog jumps over a small boat")["input_ids"]} for _ in range(4)]
+    torch.manual_seed(1)
+    first = collator(batch)
+    state = torch.get_rng_state()
+    torch.manual_seed(2)  # another global RNG state: same masks
+    second = collator(batch)
+    assert torch.equal(first["input_ids"], second["input_ids"]) and torch.equal(first["labels"], second["labels"])
+    assert (first["labels"] != -100).any()
+    assert not torch.equal(collator(batch[:3])["labels"], first["labels"][:3])  # another batch, other masks
+    torch.manual_seed(1)
+    collator(batch)
+    assert torch.equal(torch.get_rng_state(), state)  # dropout's RNG is left alone
+
+
+# --- interrupting and resuming ----------------------------------------------------------------------------------
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+class CrashAfterStep(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise SimulatedCrash(f"stopped after step {self.step}")
+
+
+def resumable_argv(tiny_corpus, tiny_tokenizer_dir, output_dir) -> list[str]:
+    # Dropout stays on and masking is random: resuming must restore the RNG states too, not only the weights.
+    return [
+        *TINY_MODEL_ARGS, *QUICK_TRAINING_ARGS, "--tokenizer_name", str(tiny_tokenizer_dir),
+        "--train_files", str(tiny_corpus), "--output_dir", str(output_dir), "--max_seq_length", "32",
+        "--do_train", "true", "--max_steps", "6", "--save_steps", "3", "--logging_steps", "1",
+        "--per_device_train_batch_size", "8",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_dir(tmp_path_factory, tiny_corpus, tiny_tokenizer_dir):
+    output_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    pretraining.main(resumable_argv(tiny_corpus, tiny_tokenizer_dir, output_dir))
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def interrupted_dir(tmp_path_factory, tiny_corpus, tiny_tokenizer_dir):
+    """A run that crashed after step 5, its last checkpoint being step 3's."""
+    output_dir = tmp_path_factory.mktemp("interrupted") / "run"
+    args = training_utils.parse_args(
+        pretraining.ARGUMENT_CLASSES, resumable_argv(tiny_corpus, tiny_tokenizer_dir, output_dir)
+    )
+    with pytest.raises(SimulatedCrash):
+        pretraining.run(*args, callbacks=[CrashAfterStep(5)])
+    return output_dir
+
+
+def test_interrupted_run_leaves_loadable_checkpoints_and_no_final_model(interrupted_dir):
+    assert sorted(path.name for path in interrupted_dir.iterdir()) == ["checkpoint-3"]
+    assert [path.name for path in interrupted_dir.parent.iterdir()] == ["run"]  # no half-written final folder
+    model = AutoModelForMaskedLM.from_pretrained(interrupted_dir / "checkpoint-3")
+    assert json.loads((interrupted_dir / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
+    assert model.config.hidden_size == 32
+
+
+def test_resuming_reaches_the_uninterrupted_result(
+    uninterrupted_dir, interrupted_dir, tmp_path, tiny_corpus, tiny_tokenizer_dir
+):
+    resumed_dir = tmp_path / "run"
+    shutil.copytree(interrupted_dir, resumed_dir)
+    argv = resumable_argv(tiny_corpus, tiny_tokenizer_dir, resumed_dir) + ["--resume_from_checkpoint", "true"]
+    pretraining.main(argv)
+
+    expected, resumed = load_file(uninterrupted_dir / "model.safetensors"), load_file(resumed_dir / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+    def losses(folder):
+        history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
+        return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+
+    assert losses(resumed_dir) == pytest.approx(losses(uninterrupted_dir), rel=1e-5)
+    assert sorted(losses(resumed_dir)) == [1, 2, 3, 4, 5, 6]
+
+
+# --- distributed ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_corpus, tiny_tokenizer_dir):
+    """Two processes training together (DDP over gloo) through `accelerate launch`. On CPUs, accelerate's `--cpu`
+    flag starts ONE process unless MPI is set up; its torch.distributed launcher (`--multi_gpu`) starts two, and
+    `--use_cpu true` (in QUICK_TRAINING_ARGS) makes Transformers join them on the CPU."""
+    output_dir = tmp_path / "ddp"
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    command = [
+        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "scripts/pretrain_mlm.py", *TINY_MODEL_ARGS, *QUICK_TRAINING_ARGS,
+        "--tokenizer_name", str(tiny_tokenizer_dir), "--train_files", str(tiny_corpus), "--output_dir", str(output_dir),
+        "--max_seq_length", "32", "--do_train", "true", "--do_eval", "true", "--max_steps", "3", "--save_steps", "3",
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr[-3000:]
+
+    results = json.loads((output_dir / "all_results.json").read_text())
+    # Two processes of 4 blocks each: an epoch takes half as many steps as it would in one process.
+    steps_per_epoch = math.ceil(results["train_samples"] / (2 * 4))
+    assert results["epoch"] == pytest.approx(3 / steps_per_epoch)
+    assert "eval_accuracy" in results
+    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-3"]
+    assert [path.name for path in output_dir.parent.iterdir()] == ["ddp"]
+    AutoModelForMaskedLM.from_pretrained(output_dir)
+
+
+# --- bad input fails before any training --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def base_argv(tmp_path, tiny_corpus, tiny_tokenizer_dir):
+    return [
+        *TINY_MODEL_ARGS, *QUICK_TRAINING_ARGS, "--tokenizer_name", str(tiny_tokenizer_dir),
+        "--train_files", str(tiny_corpus), "--output_dir", str(tmp_path / "out"), "--do_train", "true",
+        "--max_seq_length", "32", "--max_steps", "1",
+    ]  # fmt: skip
+
+
+def without(argv: list[str], option: str) -> list[str]:
+    i = argv.index(option)
+    return argv[:i] + argv[i + 2 :]
+
+
+def test_bad_input_fails_before_training(tmp_path, base_argv, tiny_corpus):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n \n")  # lines, but no text: nothing to train on
+    wrong_column = tmp_path / "wrong_column.csv"
+    wrong_column.write_text("id,body\n1,some text\n")
+    unknown_key = tmp_path / "unknown_key.yaml"
+    unknown_key.write_text("learning_rat: 0.1\n")
+    cases = [
+        (without(base_argv, "--model_config"), ValueError, "exactly one of --model_config .* got neither"),
+        (base_argv + ["--model_name_or_path", str(tmp_path)], ValueError, "exactly one of .* got both"),
+        (base_argv + ["--train_files", str(tmp_path / "missing.txt")], FileNotFoundError, "missing.txt"),
+        (base_argv + ["--train_files", str(empty)], ValueError, "empty: .*empty.txt"),
+        (base_argv + ["--train_files", str(blank)], ValueError, "train.* is empty"),
+        (base_argv + ["--train_files", str(wrong_column)], ValueError, r"'text' \(--text_column\).*\['id', 'body'\]"),
+        (base_argv + ["--attention_type", "bogus"], ValueError, "attention_type must be one of"),
+        (base_argv + ["--max_seq_length", "65"], ValueError, "max_position_embeddings"),
+        (base_argv + ["--resume_from_checkpoint", "true"], ValueError, "no checkpoint-N folder"),
+        (base_argv + ["--do_train", "false"], ValueError, "Nothing to do"),
+        (["--config", str(unknown_key)] + base_argv, ValueError, "Unknown argument.*learning_rat"),
+        (["--config", str(tmp_path / "missing.yaml")] + base_argv, FileNotFoundError, "missing.yaml"),
+    ]
+    for argv, error, message in cases:
+        with pytest.raises(error, match=message):
+            pretraining.main(argv)
+        assert not (tmp_path / "out").exists(), argv  # nothing was trained or written
+
+    # A trained model keeps its configuration.
+    continued = without(base_argv, "--model_config") + ["--model_name_or_path", str(tmp_path)]
+    with pytest.raises(ValueError, match="--config_overrides only apply to a new model"):
+        pretraining.main(continued)
+    with pytest.raises(ValueError, match="--attention_type only apply to a new model"):
+        pretraining.main(without(continued, "--config_overrides") + ["--attention_type", "mha"])
+
+
+def test_an_earlier_run_is_neither_mixed_in_nor_lost(tmp_path, base_argv):
+    earlier = tmp_path / "out" / "checkpoint-7"
+    earlier.mkdir(parents=True)
+    with pytest.raises(ValueError, match="already holds an earlier run"):
+        pretraining.main(base_argv)
+    assert earlier.is_dir()
+    pretraining.main(base_argv + ["--overwrite_output_dir", "true", "--save_strategy", "no"])
+    assert not earlier.exists() and (tmp_path / "out" / "model.safetensors").is_file()
