@@ -22,10 +22,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # The main demo: WordNet data -> tokenizer -> pretrain a tiny MHE-MUL encoder -> fine-tune on gloss -> supersense ->
-# test -> reload the checkpoint in a fresh process -> results table (mhe_transformers/demo.py). About 10 minutes on an
-# idle 2-core CPU; offline (installs Debian's wordnet-base first if WordNet is missing and we are root).
+# test -> reload the checkpoint in a fresh process -> results table (mhe_transformers/demo.py). Offline; installs
+# Debian's wordnet-base first if WordNet is missing and we are root. OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads
+# spinning while they wait make a tiny model several times slower on a CPU that other processes share.
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py $(DEMO_ARGS)
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) scripts/demo.py $(DEMO_ARGS)
 
 # Parameters, speed and memory of every attention type against BertModel (docs/results.md). Hours on a 2-core CPU;
 # `make benchmark BENCHMARK_ARGS="--sizes base --seq_lens 128"` for the headline setting only.

@@ -8,8 +8,8 @@ Every run goes through the pipelines' own entry points, `mhe_transformers.pretra
 `mhe_transformers.finetuning.main(argv)`, with the recipe of the comparison config plus `--attention_type`,
 `--seed` and `--output_dir` (see configs/compare/*.yaml for the format). Checkpoints go to `runs_dir`; the report
 (comparison.json, comparison.md, comparison.png) to `output_dir`, written to a temporary folder that then replaces
-it. A run whose record exists in `runs_dir/records` with the same arguments is not run again, so an interrupted
-comparison continues where it stopped.
+it. A run whose record exists in `runs_dir/records` with the same arguments and recipe file is not run again, so an
+interrupted comparison continues where it stopped.
 
 Scores are aggregated over seeds: for each attention type and task, the mean and standard deviation (n-1) of the
 score over every (pretraining seed, fine-tuning seed) run. PRR is the ratio of the mean scores to MHA's; its spread
@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 EntryPoint = Callable[[list[str]], dict]
 REFERENCE_TYPE = "mha"
 FULL_WORDNET_SYNSETS = 117_659  # WordNet 3.0: noun, verb, adjective and adverb synsets
+# The top-level keys of a comparison config (configs/compare/*.yaml).
+CONFIG_KEYS = ("output_dir", "runs_dir", "attention_types", "seeds", "finetune_seeds", "prepare", "pretrain", "finetune")
 
 
 @dataclasses.dataclass
@@ -82,10 +84,9 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a mapping, got {type(values).__name__}.")
     values.update({key: value for key, value in (overrides or {}).items() if value is not None})
-    fields = {field.name for field in dataclasses.fields(CompareConfig)}
-    unknown = sorted(set(values) - fields - {"pretrain", "finetune"})
+    unknown = sorted(set(values) - set(CONFIG_KEYS))
     if unknown:
-        raise ValueError(f"Unknown key(s) in {path}: {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}.")
+        raise ValueError(f"Unknown key(s) in {path}: {', '.join(unknown)}; allowed: {', '.join(CONFIG_KEYS)}.")
     pretrain = values.pop("pretrain", None) or {}
     finetune = values.pop("finetune", None) or {}
     if not pretrain:
@@ -242,18 +243,19 @@ def finetune_argv(task: TaskConfig, model_dir: Path, seed: int, output_dir: Path
 
 
 def run_once(entry_point: EntryPoint, argv: list[str], output_dir: Path, record_path: Path) -> dict:
-    """Run `entry_point(argv)` unless `record_path` already holds the record of a run with the same argv.
-    Returns the record: {"argv", "metrics", "seconds"}."""
+    """Run `entry_point(argv)` unless `record_path` already holds the record of a run with the same argv and the
+    same recipe file contents. Returns the record: {"argv", "recipe", "metrics", "seconds"}."""
+    recipe = Path(argv[argv.index("--config") + 1]).read_text(encoding="utf-8") if "--config" in argv else None
     if record_path.is_file():
         record = json.loads(record_path.read_text(encoding="utf-8"))
-        if record.get("argv") == argv:
+        if record.get("argv") == argv and record.get("recipe") == recipe:
             logger.info("Reusing %s", record_path)
             return record
     # A folder without a record is an interrupted or outdated run: start it over.
     overwrite = ["--overwrite_output_dir", "true"] if output_dir.exists() else []
     started = time.time()
     metrics = entry_point(argv + overwrite)
-    record = {"argv": argv, "metrics": metrics, "seconds": time.time() - started}
+    record = {"argv": argv, "recipe": recipe, "metrics": metrics, "seconds": time.time() - started}
     record_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = record_path.with_suffix(".tmp")
     tmp_path.write_text(json.dumps(record, indent=1, default=float) + "\n", encoding="utf-8")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import shlex
@@ -92,56 +93,45 @@ def main(argv: Sequence[str] | None = None) -> dict:
     seconds = {}
     start = time.perf_counter()
 
+    @contextlib.contextmanager
     def stage(name: str):
         print(f"\n=== {name} ===", flush=True)
-        seconds[name] = -time.perf_counter()
+        stage_start = time.perf_counter()
+        yield
+        seconds[name] = time.perf_counter() - stage_start
 
-    def done(name: str):
-        seconds[name] += time.perf_counter()
+    with stage("WordNet data"):
+        counts = prepare_wordnet(data_dir, ensure_wordnet(args.wordnet_dir), max_synsets=args.max_synsets)
+        print(json.dumps(counts))
 
-    stage("WordNet data")
-    wordnet_dir = ensure_wordnet(args.wordnet_dir)
-    counts = prepare_wordnet(data_dir, wordnet_dir, max_synsets=args.max_synsets)
-    print(json.dumps(counts))
-    done("WordNet data")
+    with stage("tokenizer"):
+        train_wordpiece_tokenizer(data_dir / "corpus.txt", vocab_size=args.vocab_size, output_dir=tokenizer_dir)
 
-    stage("tokenizer")
-    train_wordpiece_tokenizer(data_dir / "corpus.txt", vocab_size=args.vocab_size, output_dir=tokenizer_dir)
-    done("tokenizer")
+    with stage("MLM pretraining"):
+        pretrain_metrics = pretraining.main([
+            "--config", PRETRAIN_CONFIG, "--train_files", str(data_dir / "corpus.txt"),
+            "--tokenizer_name", str(tokenizer_dir),
+            "--output_dir", str(pretrained_dir), "--overwrite_output_dir", "true", *shlex.split(args.pretrain_args),
+        ])  # fmt: skip
 
-    stage("MLM pretraining")
-    pretrain_metrics = pretraining.main(
-        [
-            "--config",
-            PRETRAIN_CONFIG,
-            "--train_files",
-            str(data_dir / "corpus.txt"),
-            "--tokenizer_name",
-            str(tokenizer_dir),
-        ]
-        + ["--output_dir", str(pretrained_dir), "--overwrite_output_dir", "true", *shlex.split(args.pretrain_args)]
-    )
-    done("MLM pretraining")
+    with stage("fine-tuning + test"):
+        finetune_metrics = finetuning.main([
+            "--config", FINETUNE_CONFIG, "--model_name_or_path", str(pretrained_dir),
+            "--train_file", str(supersense / "train.jsonl"), "--validation_file", str(supersense / "validation.jsonl"),
+            "--test_file", str(supersense / "test.jsonl"), "--label_list_file", str(supersense / "labels.json"),
+            "--output_dir", str(finetuned_dir), "--overwrite_output_dir", "true", *shlex.split(args.finetune_args),
+        ])  # fmt: skip
 
-    stage("fine-tuning + test")
-    finetune_metrics = finetuning.main(
-        ["--config", FINETUNE_CONFIG, "--model_name_or_path", str(pretrained_dir), "--output_dir", str(finetuned_dir)]
-        + ["--train_file", str(supersense / "train.jsonl"), "--validation_file", str(supersense / "validation.jsonl")]
-        + ["--test_file", str(supersense / "test.jsonl"), "--label_list_file", str(supersense / "labels.json")]
-        + ["--overwrite_output_dir", "true", *shlex.split(args.finetune_args)]
-    )
-    done("fine-tuning + test")
-
-    stage("reload in a fresh process")
-    max_seq_length = json.loads((finetuned_dir / "training_args.json").read_text())["DataArguments"]["max_seq_length"]
-    process = run_without_package(
-        RELOAD_AND_TEST, finetuned_dir.resolve(), (supersense / "test.jsonl").resolve(), max_seq_length, timeout=900
-    )
-    if process.returncode != 0:
-        raise SystemExit(f"Reloading {finetuned_dir} in a fresh process failed:\n{process.stderr}")
-    reloaded = json.loads(process.stdout.splitlines()[-1])
-    print(json.dumps(reloaded))
-    done("reload in a fresh process")
+    with stage("reload in a fresh process"):
+        # The same truncation as in fine-tuning, read from the checkpoint's record of its arguments.
+        recorded = json.loads((finetuned_dir / "training_args.json").read_text())
+        max_seq_length = recorded["DataArguments"]["max_seq_length"]
+        test_file = (supersense / "test.jsonl").resolve()
+        process = run_without_package(RELOAD_AND_TEST, finetuned_dir.resolve(), test_file, max_seq_length, timeout=900)
+        if process.returncode != 0:
+            raise SystemExit(f"Reloading {finetuned_dir} in a fresh process failed:\n{process.stderr}")
+        reloaded = json.loads(process.stdout.splitlines()[-1])
+        print(json.dumps(reloaded))
 
     majority_label, majority_accuracy = majority_baseline(supersense / "train.jsonl", supersense / "test.jsonl")
     results = {

@@ -429,8 +429,7 @@ def run(
         card_info={
             "task": "text-classification",
             "datasets": [
-                f"{setup.dataset_name}/{setup.dataset_config_name}" if setup.dataset_config_name else setup.dataset_name
-            ]
+setup.dataset_name]
             if setup.dataset_name
             else list(setup.data_files.values()),
             "base_model": model_args.model_name_or_path,
@@ -453,9 +452,12 @@ def format_predictions(
     else:
         predictions = [label_names[i] for i in np.argmax(logits, axis=-1)]
     if file_format == "jsonl":
-        lines = [json.dumps({"index": row, "prediction": prediction}) for row, prediction in zip(rows, predictions)]
+        lines = [
+            json.dumps({"index": row, "prediction": prediction})
+            for row, prediction in zip(rows, predictions, strict=True)
+        ]
         return "predictions.jsonl", "".join(line + "\n" for line in lines)
-    lines = [f"{row}\t{prediction}" for row, prediction in zip(rows, predictions)]
+    lines = [f"{row}\t{prediction}" for row, prediction in zip(rows, predictions, strict=True)]
     return "predictions.tsv", "index\tprediction\n" + "".join(line + "\n" for line in lines)
 
 

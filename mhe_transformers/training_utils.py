@@ -23,6 +23,8 @@ import yaml
 from transformers import AutoConfig, HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from .hub import push_checkpoint, write_model_card
+
 logger = logging.getLogger(__name__)
 
 # datasets' packaged builders for local files, by file extension.
@@ -349,7 +351,13 @@ def save_final_checkpoint(
             )
             for name, text in (extra_files or {}).items():
                 (tmp_dir / name).write_text(text, encoding="utf-8")
-            # The model card (hub.write_model_card) belongs here, from card_info, once it exists.
+            write_model_card(
+                tmp_dir,
+                task=card_info["task"],
+                datasets=card_info.get("datasets"),
+                base_model=card_info.get("base_model"),
+                model_name=trainer.args.hub_model_id or output_dir.name,
+            )
             tmp_dir.chmod(0o755)  # mkdtemp makes it private
         except BaseException:
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -358,12 +366,9 @@ def save_final_checkpoint(
         logger.info("Saved the final checkpoint to %s", output_dir)
     trainer.accelerator.wait_for_everyone()
 
-    if trainer.args.push_to_hub:
-        trainer.push_to_hub(
-            finetuned_from=card_info.get("base_model"),
-            tasks=card_info.get("task"),
-            dataset=card_info.get("datasets"),
-        )
+    if trainer.args.push_to_hub and trainer.is_world_process_zero():
+        # Our verified push, not Trainer's: Trainer's would replace the card with a generic one and check nothing.
+        push_checkpoint(output_dir, trainer.args.hub_model_id or output_dir.name, private=bool(trainer.args.hub_private_repo))
 
 
 def _replace_dir_keeping_artefacts(new_dir: Path, output_dir: Path) -> None:

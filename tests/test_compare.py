@@ -120,20 +120,28 @@ def test_comparison_reports_scores_spread_and_prr(tmp_path):
 
 def test_rerun_skips_finished_runs_and_reruns_changed_ones(tmp_path):
     config = load_config(write_config(tmp_path, attention_types=["mha", "mhe_mul"], seeds=[42]))
+    recipe = tmp_path / "rte.yaml"
+    recipe.write_text(Path(config.tasks[0].config).read_text())
+    config.tasks[0].config = str(recipe)
     first = run_comparison(config, FakePipeline())
     again = FakePipeline()
     assert run_comparison(config, again)["summary"] == first["summary"]
     assert again.calls == []
 
     config.seeds = [42, 43]
-    config.tasks[0].args["max_train_samples"] = 16  # rte's recipe changed: its runs are redone, sst2's are not
+    config.tasks[1].args["max_train_samples"] = 16  # sst2's args changed: its runs are redone
     again = FakePipeline()
     run_comparison(config, again)
     assert sorted(again.calls) == sorted(
         [("pretrain", t, 43) for t in ("mha", "mhe_mul")]
-        + [("finetune", t, s) for t in ("mha", "mhe_mul") for s in (42, 43)]  # rte for both seeds
-        + [("finetune", t, 43) for t in ("mha", "mhe_mul")]  # sst2 for the new seed
+        + [("finetune", t, s) for t in ("mha", "mhe_mul") for s in (42, 43)]  # sst2 for both seeds
+        + [("finetune", t, 43) for t in ("mha", "mhe_mul")]  # rte for the new seed
     )
+
+    recipe.write_text(recipe.read_text() + "learning_rate: 5.0e-4\n")  # rte's recipe file changed
+    again = FakePipeline()
+    run_comparison(config, again)
+    assert sorted(again.calls) == sorted(("finetune", t, s) for t in ("mha", "mhe_mul") for s in (42, 43))
 
 
 @pytest.mark.parametrize(
