@@ -428,10 +428,7 @@ def run(
         args_to_record=training_utils.record_args(model_args, data_args, training_args),
         card_info={
             "task": "text-classification",
-            "datasets": [
-setup.dataset_name]
-            if setup.dataset_name
-            else list(setup.data_files.values()),
+            "datasets": [setup.dataset_name] if setup.dataset_name else list(setup.data_files.values()),
             "base_model": model_args.model_name_or_path,
             "labels": list(label_names) if label_names else None,
         },

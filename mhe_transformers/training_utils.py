@@ -368,7 +368,9 @@ def save_final_checkpoint(
 
     if trainer.args.push_to_hub and trainer.is_world_process_zero():
         # Our verified push, not Trainer's: Trainer's would replace the card with a generic one and check nothing.
-        push_checkpoint(output_dir, trainer.args.hub_model_id or output_dir.name, private=bool(trainer.args.hub_private_repo))
+        push_checkpoint(
+            output_dir, trainer.args.hub_model_id or output_dir.name, private=bool(trainer.args.hub_private_repo)
+        )
 
 
 def _replace_dir_keeping_artefacts(new_dir: Path, output_dir: Path) -> None:

@@ -4,6 +4,7 @@ and a tiny pretrained MHE checkpoint. Everything is generated here, offline, in 
 import json
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,13 +12,21 @@ from pathlib import Path
 # keep the datasets cache (and the map() caches written next to it) out of the user's home.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="mhe-tests-datasets-"))
+DATASETS_CACHE = None  # created here, removed when the session ends
+if "HF_DATASETS_CACHE" not in os.environ:
+    DATASETS_CACHE = os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="mhe-tests-datasets-")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tiny models gain nothing from several threads, and on a busy machine OpenMP threads spinning against other
 # processes make them several times slower. Subprocesses (accelerate launch, remote-code checks) inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if DATASETS_CACHE is not None:
+        shutil.rmtree(DATASETS_CACHE, ignore_errors=True)
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +95,9 @@ def tiny_classification_dir(tmp_path_factory) -> Path:
             rows.append({"id": f"{split}-{i}", "text": make_sentence(rng, label), "label": label})
         (directory / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     # Deliberately not sorted: the file's order, not an alphabetical one, must become the model's label ids.
-    (directory / "labels.json").write_text(json.dumps(["verb.motion", "noun.animal", "noun.artifact"]), encoding="utf-8")
+    (directory / "labels.json").write_text(
+        json.dumps(["verb.motion", "noun.animal", "noun.artifact"]), encoding="utf-8"
+    )
     return directory
 
 
