@@ -459,8 +459,6 @@ def speed_rows(
                 # Median over repeats of the paired ratio (time of the BERT steps around ours / ours).
                 "speed_ratio": statistics.median(ours["speedups"]),
                 "speed_ratios": ours["speedups"],
-                # The least disturbed steps of each: a second estimate where the machine is busy.
-                "speed_ratio_of_fastest": min(bert["seconds"]) / min(ours["seconds"]),
                 "seconds": ours["seconds"],
                 "bert_seconds": bert["seconds"],
                 "peak_memory_bytes": ours["peak_memory_bytes"],
@@ -518,6 +516,14 @@ def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:,.1f}"
 
 
+def _quartiles(values: list[float]) -> str:
+    """The spread of the per-repeat ratios, "[first quartile–third quartile]", a hint of how busy the machine was."""
+    if len(values) < 2:
+        return ""
+    first, _, third = statistics.quantiles(values, n=4, method="inclusive")
+    return f"[{first:.2f}–{third:.2f}]"
+
+
 def markdown_report(results: dict) -> str:
     env = results["environment"]
     lines = [
@@ -545,8 +551,8 @@ def markdown_report(results: dict) -> str:
         "",
         "## Speed and peak memory, ratios ours / BertModel",
         "",
-        "Speed: median over repeats of BERT's step time (the BERT steps just before and after) / ours; above 1 = "
-        "faster than BERT. FLOP limit: BERT's matmul FLOPs / ours. Memory: peak-memory ratio (below 1 = less than "
+        "Speed: median over repeats of BERT's step time (the BERT steps just before and after) / ours, [quartiles]; "
+        "above 1 = faster than BERT. FLOP limit: BERT's matmul FLOPs / ours. Memory: peak-memory ratio (below 1 = less than "
         f"BERT). {results['settings']['repeats']} repeats, batch {results['settings']['batch_size']}, "
         "random ids without padding.",
         "",
@@ -568,7 +574,7 @@ def markdown_report(results: dict) -> str:
             memory_ratio = "-" if m["memory_ratio"] is None else f"{m['memory_ratio']:.3f}"
             cells += [
                 f"{m['tokens_per_s']:,.0f} (BERT {m['bert_tokens_per_s']:,.0f})",
-                f"{m['speed_ratio']:.3f}",
+                f"{m['speed_ratio']:.3f} {_quartiles(m['speed_ratios'])}",
                 f"{_mib(m['peak_memory_bytes'])} (BERT {_mib(m['bert_peak_memory_bytes'])})",
                 memory_ratio,
             ]
