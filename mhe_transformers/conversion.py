@@ -1,5 +1,5 @@
 # Copyright 2026 The mhe-transformers authors. Licensed under the Apache License, Version 2.0.
-"""Convert a pretrained BERT-family (multi-head attention) checkpoint into an MHE model (DESIGN.md §5).
+"""Convert a pretrained BERT-family (multi-head attention) checkpoint into an MHE model (docs/conversion.md).
 
 Everything except the query/key/value projections maps one to one and is copied bit for bit. Each layer's per-head
 Q/K/V weights are replaced by one shared projection plus per-head embeddings fitted by least squares, after a
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,8 +49,6 @@ from .modeling_mhe import (
     MHEModel,
     MHEPreTrainedModel,
 )
-
-logger = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 TARGET_ATTENTION_TYPES = ("mhe_mul", "mhe_add")
@@ -126,7 +123,7 @@ def merge_heads(heads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class SharedProjection:
-    """MHE's projection: `weight` (hidden + 1, head_dim), the shared `[W; b]`, and `head_embeddings` (heads, head_dim)."""
+    """MHE's projection: `weight` (hidden + 1, head_dim), the shared `[W; b]`; `head_embeddings` (heads, head_dim)."""
 
     weight: torch.Tensor
     head_embeddings: torch.Tensor
@@ -143,10 +140,11 @@ class SharedProjection:
 def fit_shared_projection(heads: torch.Tensor, attention_type: str) -> SharedProjection:
     """The least-squares optimum of `sum_i ||heads[i] - fitted_i||_F^2` over the MHE projections of `attention_type`.
 
-    MUL: the objective splits over columns j: `||M_j - w_j e_j^T||^2` with `M_j = [heads[0][:, j], ..., heads[n-1][:, j]]`
-    of shape (hidden + 1, heads), a best rank-1 approximation, solved exactly by M_j's top singular pair
-    (Eckart-Young). Alternating least squares converges to the same point; this is its fixed point in one step.
-    The scale between w_j and e_j is free: e_j is set to root-mean-square 1 and positive sum (like MUL's init near 1).
+    MUL: the objective splits over columns j: `||M_j - w_j e_j^T||^2` with
+    `M_j = [heads[0][:, j], ..., heads[n-1][:, j]]` of shape (hidden + 1, heads): a best rank-1 approximation, solved
+    exactly by M_j's top singular pair (Eckart-Young). Alternating least squares converges to the same point; this
+    is its fixed point in one step. The scale between w_j and e_j is free: e_j is set to root-mean-square 1 and
+    positive sum (like MUL's initialisation near 1).
     ADD: `W = mean_i W_i` for the weight rows; the bias rows are matched exactly with `b = mean_i b_i`, `e_i = b_i - b`.
     """
     num_heads = heads.shape[0]
@@ -312,10 +310,10 @@ def copied_weights(source: PreTrainedModel, target: MHEPreTrainedModel) -> dict[
     """{target parameter name: source tensor} for everything that maps one to one: all but Q/K/V and the output
     projection's weight (which the alignment rotates; its bias is copied)."""
     source_base, prefix = source.base_model, "" if isinstance(target, MHEModel) else "model."
-    embeddings = source_base.embeddings
+    embeddings, offset = source_base.embeddings, position_offset(source.config)
     mapping = {
         "embeddings.word_embeddings.weight": embeddings.word_embeddings.weight,
-        "embeddings.position_embeddings.weight": embeddings.position_embeddings.weight[position_offset(source.config) :],
+        "embeddings.position_embeddings.weight": embeddings.position_embeddings.weight[offset:],
         "embeddings.token_type_embeddings.weight": embeddings.token_type_embeddings.weight,
         "embeddings.LayerNorm.weight": embeddings.LayerNorm.weight,
         "embeddings.LayerNorm.bias": embeddings.LayerNorm.bias,
@@ -390,7 +388,9 @@ def head_weights(source: PreTrainedModel, target: MHEPreTrainedModel) -> dict[st
 
 @torch.no_grad()
 def convert_model(
-    source: PreTrainedModel, attention_type: str, target_class: type[MHEPreTrainedModel] | None = None,
+    source: PreTrainedModel,
+    attention_type: str,
+    target_class: type[MHEPreTrainedModel] | None = None,
     max_iterations: int = 100,
 ) -> tuple[MHEPreTrainedModel, list[dict]]:
     """Build the MHE model equivalent of `source` (a BERT or RoBERTa model with or without a task head).
@@ -407,8 +407,9 @@ def convert_model(
     state = target.state_dict()
     for name, tensor in mapping.items():
         if state[name].shape != tensor.shape:
-            raise ConversionError(f"{name}: the source tensor has shape {tuple(tensor.shape)}, MHE expects "
-                                  f"{tuple(state[name].shape)}.")
+            raise ConversionError(
+                f"{name}: the source tensor has shape {tuple(tensor.shape)}, MHE expects {tuple(state[name].shape)}."
+            )
         state[name].copy_(tensor)
 
     num_heads = config.num_attention_heads
@@ -461,24 +462,31 @@ def task_of(architecture: str) -> str:
 
 
 @torch.no_grad()
-def sentence_embeddings(model: PreTrainedModel, tokenizer, texts: Sequence[str], batch_size: int = 64,
-                        max_length: int = 128) -> torch.Tensor:
+def sentence_embeddings(
+    model: PreTrainedModel, tokenizer, texts: Sequence[str], batch_size: int = 64, max_length: int = 128
+) -> torch.Tensor:
     """Attention-masked mean of the base model's last hidden states, one row per text (as sentence-transformers'
     mean pooling). Padding is on the right, which RoBERTa's position numbering needs to match MHE's."""
     model.eval()
     device = next(model.parameters()).device
     rows = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
-                          max_length=max_length, return_tensors="pt").to(device)
+        batch = tokenizer(
+            list(texts[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        ).to(device)
         hidden = model.base_model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         rows.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
     return torch.cat(rows)
 
 
-def mean_cosine_similarity(model: PreTrainedModel, reference: PreTrainedModel, tokenizer, texts: Sequence[str],
-                           **kwargs) -> float:
+def mean_cosine_similarity(
+    model: PreTrainedModel, reference: PreTrainedModel, tokenizer, texts: Sequence[str], **kwargs
+) -> float:
     """Mean over `texts` of the cosine similarity between the two models' mean-pooled sentence embeddings."""
     a = sentence_embeddings(model, tokenizer, texts, **kwargs)
     b = sentence_embeddings(reference, tokenizer, texts, **kwargs)
@@ -506,8 +514,9 @@ def with_random_qkv(model: MHEPreTrainedModel, seed: int = 0) -> MHEPreTrainedMo
 
 def random_model_like(model: MHEPreTrainedModel, seed: int = 0) -> MHEPreTrainedModel:
     """A freshly initialised model of the same class and configuration: the floor of the similarity scale."""
-    torch.manual_seed(seed)
-    return type(model)(copy.deepcopy(model.config)).eval()
+    with torch.random.fork_rng():  # seeded without disturbing the caller's random state
+        torch.manual_seed(seed)
+        return type(model)(copy.deepcopy(model.config)).eval()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -522,8 +531,13 @@ class SourceCheckpoint:
     task: str
 
 
-def load_source(model_name_or_path: str, attention_type: str, task: str | None = None,
-                tokenizer_name: str | None = None, **hub_kwargs) -> SourceCheckpoint:
+def load_source(
+    model_name_or_path: str,
+    attention_type: str,
+    task: str | None = None,
+    tokenizer_name: str | None = None,
+    **hub_kwargs,
+) -> SourceCheckpoint:
     """Load and check a BERT-family checkpoint (local folder or Hub id) and its tokenizer.
 
     Every check that can fail runs here, before any weights are converted or anything is written."""
@@ -586,10 +600,8 @@ class ConversionResult:
 
 
 def evaluate_similarity(model, reference, tokenizer, evaluation: Evaluation) -> float:
-    return mean_cosine_similarity(
-        model, reference, tokenizer, evaluation.texts,
-        batch_size=evaluation.batch_size, max_length=evaluation.max_length,
-    )
+    kwargs = {"batch_size": evaluation.batch_size, "max_length": evaluation.max_length}
+    return mean_cosine_similarity(model, reference, tokenizer, evaluation.texts, **kwargs)
 
 
 def convert_checkpoint(
@@ -629,8 +641,10 @@ def convert_checkpoint(
         model = with_random_qkv(model, seed)
 
     def mean_error(key: str) -> dict[str, float]:
-        return {name: sum(layer[key][name] for layer in layer_reports) / len(layer_reports)
-                for name in ("query", "key", "value")}
+        return {
+            name: sum(layer[key][name] for layer in layer_reports) / len(layer_reports)
+            for name in ("query", "key", "value")
+        }
 
     report = {
         "source": str(model_name_or_path),
@@ -647,13 +661,13 @@ def convert_checkpoint(
     }
     reference = source.model
     if evaluation is not None:
-        similarity = {"converted": evaluate_similarity(model, reference, source.tokenizer, evaluation)}
+        candidates = {"converted": model}
         if evaluation.baselines:
-            similarity["random_qkv"] = evaluate_similarity(with_random_qkv(model, seed), reference,
-                                                           source.tokenizer, evaluation)
-            similarity["random_init"] = evaluate_similarity(random_model_like(model, seed), reference,
-                                                            source.tokenizer, evaluation)
-        report["similarity"] = similarity | {"texts": len(evaluation.texts)}
+            candidates |= {"random_qkv": with_random_qkv(model, seed), "random_init": random_model_like(model, seed)}
+        report["similarity"] = {
+            name: evaluate_similarity(candidate, reference, source.tokenizer, evaluation)
+            for name, candidate in candidates.items()
+        } | {"texts": len(evaluation.texts)}
     if recover:
         report["recovery"] = distill_hidden_states(model, reference, source.tokenizer, recovery_texts, recovery, seed)
         model.eval()

@@ -4,12 +4,13 @@
         --attention_type mhe_mul
     # measure what survived on held-out WordNet glosses, then recover by distilling the original for 300 steps:
     python scripts/convert_mha_to_mhe.py --model_name_or_path path/to/minilm --output_dir outputs/minilm-mhe-mul \\
-        --evaluate --recover_steps 300
+        --evaluate --recover_steps 300 --recover_learning_rate 1e-3
 
 The output folder holds the MHE weights, the two model code files (it loads with trust_remote_code=True), the
 tokenizer and conversion_report.json; it is written atomically (a temporary folder renamed at the end).
 """
 
+import argparse
 import json
 import random
 from dataclasses import dataclass, field
@@ -66,7 +67,11 @@ class DataArguments:
 
 
 def main() -> None:
-    parser = HfArgumentParser((ConversionArguments, DataArguments, RecoveryArguments), description=__doc__)
+    parser = HfArgumentParser(
+        (ConversionArguments, DataArguments, RecoveryArguments),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     args, data_args, recovery_args = parser.parse_args_into_dataclasses()
 
     evaluation, recovery_texts = None, None

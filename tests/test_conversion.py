@@ -22,7 +22,7 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from mhe_transformers import MHEForMaskedLM, MHEForSequenceClassification, MHEModel
+from mhe_transformers import MHEForMaskedLM, MHEForSequenceClassification
 from mhe_transformers.conversion import (
     REPORT_NAME,
     ConversionError,
@@ -165,9 +165,11 @@ def test_split_and_merge_heads_follow_berts_head_layout():
 
 @torch.no_grad()
 def test_alignment_keeps_the_mha_function_and_lowers_the_fit_error():
+    """The aligned heads, with the output projection the converted model carries, compute the original function."""
     bert = randomise(BertModel(tiny_bert_config()))
+    mhe, _ = convert_model(bert, "mhe_mul")
     aligned_bert = copy.deepcopy(bert)
-    for layer in aligned_bert.encoder.layer:
+    for layer, mhe_layer in zip(aligned_bert.encoder.layer, mhe.layers):
         attention = layer.attention
         projections = HeadProjections.from_linears(
             attention.self.query, attention.self.key, attention.self.value, attention.output.dense, NUM_HEADS
@@ -179,7 +181,7 @@ def test_alignment_keeps_the_mha_function_and_lowers_the_fit_error():
             weight, bias = merge_heads(getattr(fit.aligned, name))
             getattr(attention.self, name).weight.copy_(weight)
             getattr(attention.self, name).bias.copy_(bias)
-        attention.output.dense.weight.copy_(fit.aligned.output.reshape(-1, 32).T)
+        attention.output.dense.weight.copy_(mhe_layer.attention.o_proj.weight)
     changed = aligned_bert.encoder.layer[0].attention.self.query.weight
     assert not torch.allclose(changed, bert.encoder.layer[0].attention.self.query.weight, atol=1e-3)
     input_ids, attention_mask = batch()
@@ -292,7 +294,8 @@ def test_roberta_positions_and_heads_convert_exactly(tmp_path, roberta_class, mh
     config = RobertaConfig(**tiny_bert_config(max_position_embeddings=26, type_vocab_size=1, num_labels=3).to_dict()
                            | {"pad_token_id": 1, "model_type": "roberta"})
     roberta = give_mhe_form(randomise(roberta_class(config)), "mhe_mul")
-    folder = save_checkpoint(tmp_path / "roberta", roberta, tiny_tokenizer(("[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]")))
+    tokenizer = tiny_tokenizer(("[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"))  # RoBERTa-style pad id 1
+    folder = save_checkpoint(tmp_path / "roberta", roberta, tokenizer)
     mhe = convert_checkpoint(str(folder), tmp_path / "mhe", "mhe_mul").model
     assert type(mhe) is mhe_class
     assert mhe.config.max_position_embeddings == 24  # 26 minus RoBERTa's offset of pad_token_id + 1
@@ -311,7 +314,8 @@ def test_roberta_positions_and_heads_convert_exactly(tmp_path, roberta_class, mh
 def test_exact_conversion_loads_as_remote_code_and_matches_bert(tmp_path):
     """End to end: a MUL-form BERT, converted and saved, loads with trust_remote_code=True in a process where
     mhe_transformers cannot be imported, and computes the original BERT's logits."""
-    source = save_checkpoint(tmp_path / "bert", give_mhe_form(randomise(BertForMaskedLM(tiny_bert_config())), "mhe_mul"))
+    bert = give_mhe_form(randomise(BertForMaskedLM(tiny_bert_config())), "mhe_mul")
+    source = save_checkpoint(tmp_path / "bert", bert)
     output_dir = tmp_path / "mhe"
     convert_checkpoint(str(source), output_dir, "mhe_mul")
     input_ids, attention_mask = batch()
@@ -322,7 +326,7 @@ def test_exact_conversion_loads_as_remote_code_and_matches_bert(tmp_path):
         from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM
         converted = AutoModelForMaskedLM.from_pretrained({str(output_dir)!r}, trust_remote_code=True)
         assert type(converted).__module__.startswith("transformers_modules"), type(converted).__module__
-        AutoTokenizer.from_pretrained({str(output_dir)!r})
+        AutoTokenizer.from_pretrained({str(output_dir)!r}, trust_remote_code=True)
         original = BertForMaskedLM.from_pretrained({str(source)!r})
         inputs = torch.load({str(tmp_path / "batch.pt")!r})
         with torch.no_grad():
