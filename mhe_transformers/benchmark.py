@@ -37,7 +37,6 @@ either model.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -54,7 +53,7 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import BertConfig, BertModel, HfArgumentParser
 
 from .configuration_mhe import ATTENTION_TYPES, MHEConfig
-from .fileio import atomic_directory
+from .fileio import write_report
 from .modeling_mhe import MHE_TYPES, MHEModel
 from .training_utils import default_num_key_value_heads
 
@@ -624,11 +623,7 @@ def plot(results: dict, path: Path) -> None:
 
 def write_outputs(results: dict, output_dir: str | os.PathLike) -> Path:
     """benchmark.json, benchmark.md and benchmark.png, written to a temporary folder that then replaces output_dir."""
-    with atomic_directory(output_dir) as tmp_dir:
-        (tmp_dir / "benchmark.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-        (tmp_dir / "benchmark.md").write_text(markdown_report(results), encoding="utf-8")
-        plot(results, tmp_dir / "benchmark.png")
-    return Path(output_dir)
+    return write_report(output_dir, "benchmark", results, markdown_report(results), plot)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

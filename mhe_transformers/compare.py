@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from .configuration_mhe import ATTENTION_TYPES
-from .fileio import atomic_directory
+from .fileio import write_report
 
 logger = logging.getLogger(__name__)
 
@@ -511,11 +511,7 @@ def plot(report: dict, path: Path) -> None:
 
 
 def write_outputs(report: dict, output_dir: str | os.PathLike) -> Path:
-    with atomic_directory(output_dir) as tmp_dir:
-        (tmp_dir / "comparison.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-        (tmp_dir / "comparison.md").write_text(markdown_report(report), encoding="utf-8")
-        plot(report, tmp_dir / "comparison.png")
-    return Path(output_dir)
+    return write_report(output_dir, "comparison", report, markdown_report(report), plot)
 
 
 def main(argv: Sequence[str] | None = None, pipeline: Pipeline | None = None) -> dict:

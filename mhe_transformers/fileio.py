@@ -1,13 +1,14 @@
-"""Small file-system helpers shared by the data and tokenizer preparation code."""
+"""Small file-system helpers shared by the data, tokenizer, benchmark and comparison code."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -38,3 +39,14 @@ def atomic_directory(output_dir: str | os.PathLike) -> Iterator[Path]:
     if old_dir is not None:
         shutil.rmtree(old_dir, ignore_errors=True)
 
+
+
+def write_report(
+    output_dir: str | os.PathLike, stem: str, data: dict, markdown: str, plot: Callable[[dict, Path], None]
+) -> Path:
+    """`<stem>.json`, `<stem>.md` and `<stem>.png` (drawn by `plot(data, path)`), replacing `output_dir` atomically."""
+    with atomic_directory(output_dir) as tmp_dir:
+        (tmp_dir / f"{stem}.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        (tmp_dir / f"{stem}.md").write_text(markdown, encoding="utf-8")
+        plot(data, tmp_dir / f"{stem}.png")
+    return Path(output_dir)
