@@ -615,8 +615,10 @@ def plot(results: dict, path: Path) -> None:
         ax.set_ylabel("ours / BertModel")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize="small")
-    fig.tight_layout()
+    # One legend under all panels, so it never hides a bar or a FLOP mark.
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3 * columns, fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.12 / rows_count, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
