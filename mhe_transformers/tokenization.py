@@ -64,6 +64,7 @@ def train_wordpiece_tokenizer(
         tokenizer.train([str(f) for f in files], trainer)
     else:
         tokenizer.train_from_iterator(files_or_iterator, trainer)
+    tokenizer.model = _canonical_wordpiece(tokenizer)
 
     cls, sep = SPECIAL_TOKENS["cls_token"], SPECIAL_TOKENS["sep_token"]
     tokenizer.post_processor = processors.TemplateProcessing(
@@ -83,6 +84,26 @@ def train_wordpiece_tokenizer(
     with atomic_directory(output_dir) as tmp_dir:
         wrapped.save_pretrained(tmp_dir)
     return wrapped
+
+
+def _canonical_wordpiece(tokenizer: Tokenizer) -> models.WordPiece:
+    """The trained WordPiece model with its ids reassigned: special tokens first (in SPECIAL_TOKENS order), then every other
+    token in code-point order.
+
+    The trainer numbers the `##` tokens and the merges it learns in hash-map iteration order, which changes from one
+    process to the next (huggingface/tokenizers#1794), so the same vocabulary comes out under different ids, and a model
+    trained on it starts from different embeddings. WordPiece encodes by longest match on the vocabulary alone, so
+    renumbering changes no tokenization.
+    """
+    model, vocab = tokenizer.model, tokenizer.get_vocab(with_added_tokens=True)
+    specials = list(SPECIAL_TOKENS.values())
+    ordered = specials + sorted(token for token in vocab if token not in specials)
+    return models.WordPiece(
+        {token: index for index, token in enumerate(ordered)},
+        unk_token=model.unk_token,
+        continuing_subword_prefix=model.continuing_subword_prefix,
+        max_input_chars_per_word=model.max_input_chars_per_word,
+    )
 
 
 def _as_files(source: TextSource) -> list[str | os.PathLike] | None:
