@@ -27,7 +27,11 @@ import torch
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.masking_utils import create_bidirectional_mask
+from transformers.masking_utils import (
+    create_bidirectional_mask,
+    find_packed_sequence_indices,
+    packed_sequence_mask_function,
+)
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
@@ -38,9 +42,13 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils.generic import can_return_tuple
+from transformers.utils import logging
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_mhe import MHEConfig
+
+logger = logging.get_logger(__name__)
 
 MHE_TYPES = ("mhe_mul", "mhe_add")
 
@@ -176,9 +184,17 @@ class MHEAttention(nn.Module):
             # report it as an unused parameter.
             query = query + (self.q_head_embeddings + 0 * self.k_head_embeddings)[:, None, :]
 
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        implementation = self.config._attn_implementation
+        if implementation == "sdpa" and kwargs.get("output_attentions", self.config.output_attentions):
+            # sdpa never forms the attention probabilities: compute this call eagerly (sdpa's boolean mask works
+            # there too) instead of returning none, as users of `output_attentions=True` expect.
+            logger.warning_once(
+                "output_attentions=True with attn_implementation='sdpa': this forward pass uses eager attention to "
+                "return the attention probabilities (slower, O(seq_len^2) memory). Load the model with "
+                "attn_implementation='eager' to silence this warning."
+            )
+            implementation = "eager"
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attn_output, attn_weights = attention_interface(
             self,
             query,
@@ -221,13 +237,10 @@ class MHELayer(GradientCheckpointingLayer):
         self.feed_forward = MHEFeedForward(config)
         self.output_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.attention(hidden_states, attention_mask, **kwargs)
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        attn_output, _ = self.attention(hidden_states, attention_mask, **kwargs)  # weights: recorded by a hook
         hidden_states = self.attention_norm(hidden_states + self.attention_dropout(attn_output))
-        hidden_states = self.output_norm(hidden_states + self.feed_forward(hidden_states))
-        return hidden_states, attn_weights
+        return self.output_norm(hidden_states + self.feed_forward(hidden_states))
 
 
 class MHEPooler(nn.Module):
@@ -252,6 +265,9 @@ class MHEPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # `output_hidden_states` / `output_attentions` are recorded by hooks on these modules (`capture_outputs`): the
+    # embedding output plus each layer's output, and each attention's probabilities (the 2nd item it returns).
+    _can_record_outputs = {"hidden_states": MHELayer, "attentions": MHEAttention}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # `save_pretrained` writes `auto_map` entries only for the saved class and its config; list every head so
@@ -277,7 +293,12 @@ class MHEPreTrainedModel(PreTrainedModel):
 
 
 def _check_inputs(config: MHEConfig, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
-    """Turn the usual silent or cryptic failures (index errors deep inside torch) into errors that name the input."""
+    """Turn the usual silent or cryptic failures (index errors deep inside torch) into errors that name the input.
+
+    Shapes are checked everywhere. Id ranges are checked only for tensors on the CPU: reading a tensor's min/max on
+    an accelerator waits for the device at every step, so there an out-of-range id is left to the device's own
+    index check (run one batch on the CPU to get the named error). Skipped under `torch.compile`/`torch.export`.
+    """
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
     if input_ids is not None:
@@ -291,6 +312,8 @@ def _check_inputs(config: MHEConfig, input_ids, attention_mask, token_type_ids, 
                 f"got {tuple(inputs_embeds.shape)}."
             )
         shape = tuple(inputs_embeds.shape[:2])
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"The inputs are empty (batch size and sequence length must be at least 1), shape {shape}.")
     if shape[1] > config.max_position_embeddings:
         raise ValueError(
             f"Sequence length {shape[1]} exceeds max_position_embeddings={config.max_position_embeddings}; "
@@ -306,24 +329,43 @@ def _check_inputs(config: MHEConfig, input_ids, attention_mask, token_type_ids, 
             )
     if attention_mask is not None and attention_mask.dim() not in (2, 4):
         raise ValueError(f"attention_mask must be 2D (batch, seq_len) or 4D, got {attention_mask.dim()}D.")
-    for name, ids, bound in (
-        ("token_type_ids", token_type_ids, config.type_vocab_size),
-        ("position_ids", position_ids, config.max_position_embeddings),
-    ):
+    for name, ids in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
         if ids is not None and ids.shape[-1] != shape[1]:
             raise ValueError(f"{name} has shape {tuple(ids.shape)} but the inputs have shape {shape}.")
     if torch.compiler.is_compiling():
-        return  # the range checks below synchronise with the device and break graphs
+        return  # the range checks below read values, which breaks graphs
     for name, ids, bound in (
         ("input_ids", input_ids, config.vocab_size),
         ("token_type_ids", token_type_ids, config.type_vocab_size),
         ("position_ids", position_ids, config.max_position_embeddings),
     ):
-        if ids is not None and ids.numel() and (ids.min() < 0 or ids.max() >= bound):
-            raise ValueError(
-                f"{name} must lie in [0, {bound}), got values in [{int(ids.min())}, {int(ids.max())}]; "
-                "check that the tokenizer matches the model's configuration."
-            )
+        if ids is not None and ids.numel() and ids.device.type == "cpu":
+            low, high = ids.aminmax()
+            if low < 0 or high >= bound:
+                raise ValueError(
+                    f"{name} must lie in [0, {bound}), got values in [{int(low)}, {int(high)}]; "
+                    "check that the tokenizer matches the model's configuration."
+                )
+
+
+def _packed_sequences(config: MHEConfig, position_ids, attention_mask, batch_size: int) -> torch.Tensor | None:
+    """Sequence index of each token when several sequences are packed into one row, else None.
+
+    Packed batches (`DataCollatorWithFlattening`) carry no attention_mask, and their position_ids restart at 0 where
+    a new sequence begins. Transformers' `find_packed_sequence_indices` finds those restarts; the attention mask then
+    keeps each sequence to itself. Flash-attention kernels get the position_ids instead and split a single packed row
+    into its sequences themselves; they cannot for several packed rows, which is refused.
+    """
+    if position_ids is None or attention_mask is not None:
+        return None
+    packed = find_packed_sequence_indices(position_ids.expand(batch_size, -1))
+    if packed is not None and config._attn_implementation.startswith("flash_attention") and batch_size > 1:
+        raise ValueError(
+            f"Packed sequences (position_ids restarting within a row, no attention_mask) in a batch of {batch_size} "
+            f"rows are not supported by attn_implementation='{config._attn_implementation}', which can only unpack a "
+            "single row: pack everything into one row (DataCollatorWithFlattening does) or use sdpa/eager."
+        )
+    return packed
 
 
 class MHEModel(MHEPreTrainedModel):
@@ -344,7 +386,8 @@ class MHEModel(MHEPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
 
-    @can_return_tuple
+    @merge_with_config_defaults
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -352,46 +395,42 @@ class MHEModel(MHEPreTrainedModel):
         token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
         """
         Args:
             input_ids: token ids, (batch, seq_len). attention_mask: 1 for real tokens, 0 for padding, (batch, seq_len).
-            token_type_ids: segment ids for sentence pairs. position_ids: absolute positions (default 0..seq_len-1).
-            output_attentions: return each layer's attention probabilities (needs attn_implementation="eager").
+            token_type_ids: segment ids for sentence pairs. position_ids: absolute positions (default 0..seq_len-1);
+                without an attention_mask, positions restarting at 0 inside a row mark packed sequences, which then
+                attend only within themselves (as `DataCollatorWithFlattening` produces them).
             output_hidden_states: return the embedding output and every layer's output.
+            output_attentions: return each layer's attention probabilities. Under sdpa that forward pass falls back to
+                eager attention (with a warning); flash/flex attention cannot return them and raise.
         """
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        if output_attentions and self.config._attn_implementation != "eager":
+        if kwargs.get("output_attentions", self.config.output_attentions) and self.config._attn_implementation not in (
+            "eager",
+            "sdpa",
+        ):
             raise ValueError(
-                f"output_attentions=True needs attn_implementation='eager', the model uses "
-                f"'{self.config._attn_implementation}'; load it with attn_implementation='eager'."
+                f"output_attentions=True needs attn_implementation='eager' (or 'sdpa', which falls back to eager for "
+                f"that call); the model uses '{self.config._attn_implementation}'."
             )
         _check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
 
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+        packed = _packed_sequences(self.config, position_ids, attention_mask, hidden_states.shape[0])
         attention_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
+            config=self.config,
+            inputs_embeds=hidden_states,
+            attention_mask=attention_mask,
+            and_mask_function=packed_sequence_mask_function(packed) if packed is not None else None,
         )
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states, attn_weights = layer(hidden_states, attention_mask, **kwargs)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            if output_attentions:
-                all_attentions += (attn_weights,)
+            hidden_states = layer(hidden_states, attention_mask, position_ids=position_ids, **kwargs)
 
         return BaseModelOutputWithPooling(
             last_hidden_state=hidden_states,
             pooler_output=self.pooler(hidden_states) if self.pooler is not None else None,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
         )
 
 
@@ -436,7 +475,15 @@ class MHEForMaskedLM(MHEPreTrainedModel):
         **kwargs,
     ) -> MaskedLMOutput:
         """labels: token ids to predict at masked positions, -100 elsewhere (as DataCollatorForLanguageModeling makes)."""
-        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs)
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
         logits = self.lm_head(outputs.last_hidden_state)
         loss = None
         if labels is not None:
@@ -467,7 +514,15 @@ class MHEForSequenceClassification(MHEPreTrainedModel):
         labels: torch.Tensor | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
-        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs)
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
         logits = self.classifier(self.dropout(outputs.pooler_output))
         loss = None
         if labels is not None:
@@ -498,7 +553,15 @@ class MHEForTokenClassification(MHEPreTrainedModel):
         labels: torch.LongTensor | None = None,
         **kwargs,
     ) -> TokenClassifierOutput:
-        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs)
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
         logits = self.classifier(self.dropout(outputs.last_hidden_state))
         loss = None
         if labels is not None:
@@ -529,7 +592,15 @@ class MHEForQuestionAnswering(MHEPreTrainedModel):
         end_positions: torch.LongTensor | None = None,
         **kwargs,
     ) -> QuestionAnsweringModelOutput:
-        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs)
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(dim=-1)
         loss = None
         if start_positions is not None and end_positions is not None:
@@ -576,11 +647,12 @@ class MHEForMultipleChoice(MHEPreTrainedModel):
             return tensor.flatten(0, 1) if tensor is not None else None
 
         outputs = self.model(
-            flatten(input_ids),
-            flatten(attention_mask),
-            flatten(token_type_ids),
-            flatten(position_ids),
-            flatten(inputs_embeds),
+            input_ids=flatten(input_ids),
+            attention_mask=flatten(attention_mask),
+            token_type_ids=flatten(token_type_ids),
+            position_ids=flatten(position_ids),
+            inputs_embeds=flatten(inputs_embeds),
+            return_dict=True,
             **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output)).view(-1, num_choices)

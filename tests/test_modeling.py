@@ -1,5 +1,6 @@
 """The MHE attention against a straightforward per-head reference, and the model family's behaviour."""
 
+import copy
 import math
 
 import pytest
@@ -35,7 +36,9 @@ def tiny_config(attention_type="mhe_mul", **overrides) -> MHEConfig:
 
 def build(model_class, config, attn_implementation="eager", seed=0):
     torch.manual_seed(seed)
-    return model_class._from_config(config, attn_implementation=attn_implementation).eval()
+    # A copy: `_from_config` sets the kernel on the config it is given, which would switch earlier models built
+    # from the same config object to this kernel too (an "eager" model silently running sdpa).
+    return model_class._from_config(copy.deepcopy(config), attn_implementation=attn_implementation).eval()
 
 
 def randomise_head_embeddings(model):
