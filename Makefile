@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # The main demo: WordNet data -> tokenizer -> pretrain a tiny MHE-MUL encoder -> fine-tune on gloss -> supersense ->
-# test -> reload the checkpoint in a fresh process -> results table (mhe_transformers/demo.py). Offline; installs
+# test -> reload the checkpoint in a fresh process -> results table (scripts/demo.py). Offline; installs
 # Debian's wordnet-base first if WordNet is missing and we are root. OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads
 # spinning while they wait make a tiny model several times slower on a CPU that other processes share.
 demo: $(STAMP)

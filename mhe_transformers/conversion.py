@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,13 +34,16 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
+    HfArgumentParser,
     PreTrainedModel,
 )
 from transformers.activations import ACT2FN
 
+from . import data
 from .configuration_mhe import MHEConfig
 from .distillation import RecoveryArguments, distill_hidden_states
 from .fileio import atomic_directory
+from .wordnet import wordnet_texts
 from .modeling_mhe import (
     MHEForMaskedLM,
     MHEForMultipleChoice,
@@ -113,12 +117,6 @@ def split_heads(linear: nn.Linear, num_heads: int) -> torch.Tensor:
     the layout that `.view(batch, seq, heads, head_dim)` in BERT's attention reads."""
     augmented = torch.cat([linear.weight.detach().double().T, linear.bias.detach().double()[None]])
     return augmented.reshape(augmented.shape[0], num_heads, -1).transpose(0, 1)
-
-
-def merge_heads(heads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of `split_heads`: (heads, hidden + 1, head_dim) -> (weight (heads * head_dim, hidden), bias)."""
-    augmented = heads.transpose(0, 1).reshape(heads.shape[1], -1)
-    return augmented[:-1].T, augmented[-1]
 
 
 @dataclass
@@ -679,3 +677,112 @@ def convert_checkpoint(
         source.tokenizer.save_pretrained(tmp_dir)
         (tmp_dir / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return ConversionResult(model, report)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+@dataclass
+class ConversionArguments:
+    model_name_or_path: str = field(metadata={"help": "A BERT or RoBERTa checkpoint: local folder or Hub id."})
+    output_dir: str = field(metadata={"help": "Where to write the MHE checkpoint."})
+    attention_type: str = field(default="mhe_mul", metadata={"choices": TARGET_ATTENTION_TYPES})
+    task: str | None = field(
+        default=None,
+        metadata={"help": "Head to convert (default: from the checkpoint's architectures).", "choices": sorted(TASKS)},
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the checkpoint's own."})
+    max_alignment_iterations: int = field(
+        default=100, metadata={"help": "Alignment/fit alternations per layer (0: fit without alignment)."}
+    )
+    random_qkv: bool = field(
+        default=False, metadata={"help": "Control experiment: random instead of fitted Q/K/V projections."}
+    )
+    overwrite_output_dir: bool = field(default=False)
+    revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
+    cache_dir: str | None = field(default=None)
+    seed: int = field(default=0)
+
+
+@dataclass
+class DataArguments:
+    evaluate: bool = field(
+        default=False,
+        metadata={"help": "Report the mean cosine similarity of mean-pooled sentence embeddings to the original."},
+    )
+    eval_file: str | None = field(
+        default=None,
+        metadata={"help": "Held-out texts (.txt lines, .csv/.json(l) `text` column); default: WordNet test glosses."},
+    )
+    eval_samples: int = field(default=256, metadata={"help": "Texts sampled (seeded) from the evaluation texts."})
+    eval_baselines: bool = field(
+        default=True, metadata={"help": "Also score a random model and the converted one with random Q/K/V."}
+    )
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "Recovery texts (as --eval_file); default: WordNet train-split glosses and examples."},
+    )
+    dataset_name: str | None = field(default=None, metadata={"help": "Recovery texts from datasets.load_dataset."})
+    dataset_config_name: str | None = field(default=None)
+    text_column: str = field(default="text")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`scripts/convert_mha_to_mhe.py`: convert, evaluate and recover from the command line (docs/conversion.md)."""
+    parser = HfArgumentParser(
+        (ConversionArguments, DataArguments, RecoveryArguments),
+        description="Convert a BERT/RoBERTa checkpoint into an MHE checkpoint (docs/conversion.md).",
+    )
+    args, data_args, recovery_args = parser.parse_args_into_dataclasses(args=argv)
+
+    evaluation, recovery_texts = None, None
+    try:  # read every text before converting, so that a bad path fails fast
+        if data_args.evaluate:
+            texts = data.load_texts(data_args.eval_file) if data_args.eval_file else wordnet_texts("test")
+            texts = random.Random(args.seed).sample(texts, min(data_args.eval_samples, len(texts)))
+            evaluation = Evaluation(texts, baselines=data_args.eval_baselines)
+        if recovery_args.recover_steps > 0:
+            if data_args.train_file or data_args.dataset_name:
+                recovery_texts = data.load_texts(
+                    data_args.train_file, data_args.dataset_name, data_args.dataset_config_name,
+                    text_column=data_args.text_column,
+                )
+            else:
+                recovery_texts = wordnet_texts("train", include_examples=True)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+
+    try:
+        result = convert_checkpoint(
+            args.model_name_or_path,
+            args.output_dir,
+            args.attention_type,
+            task=args.task,
+            tokenizer_name=args.tokenizer_name,
+            max_alignment_iterations=args.max_alignment_iterations,
+            random_qkv=args.random_qkv,
+            overwrite_output_dir=args.overwrite_output_dir,
+            evaluation=evaluation,
+            recovery=recovery_args,
+            recovery_texts=recovery_texts,
+            seed=args.seed,
+            revision=args.revision,
+            cache_dir=args.cache_dir,
+        )
+    except ConversionError as error:
+        raise SystemExit(f"error: {error}") from None
+
+    report = result.report
+    print(f"{report['source_class']} -> {report['target_class']} ({report['attention_type']}), "
+          f"parameters {report['parameters']['source']:,} -> {report['parameters']['converted']:,}")
+    print("relative fit error per layer (query / key / value), aligned [unaligned]:")
+    for layer in report["layers"]:
+        aligned, unaligned = layer["fit_error"], layer["unaligned_fit_error"]
+        print(f"  layer {layer['layer']:2d}: "
+              + " / ".join(f"{aligned[name]:.3f} [{unaligned[name]:.3f}]" for name in ("query", "key", "value"))
+              + f"  ({layer['alignment_iterations']} alignment steps)")
+    for name in ("similarity", "recovery"):
+        if name in report:
+            print(f"{name}: {json.dumps(report[name])}")
+    print(f"Wrote {args.output_dir}")

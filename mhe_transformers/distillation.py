@@ -8,7 +8,6 @@ on unlabelled text (mean squared error over real tokens) brings back what the fi
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -68,51 +67,6 @@ def hidden_state_mse(
     num_values = mask.sum() * student_states[-1].shape[-1]
     losses = [(((student - teacher) ** 2) * mask).sum() / num_values for student, teacher in pairs]
     return torch.stack(losses).mean()
-
-
-def wordnet_texts(split: str, include_examples: bool = False, wordnet_dir=None) -> list[str]:
-    """Gloss definitions (and, if asked, example sentences) of one split of `mhe_transformers.wordnet`, read at
-    run time from the installed WordNet database. The splits are fixed by synset id, so "train" texts never
-    include a "test" gloss."""
-    from .wordnet import SPLITS, iter_synsets, split_of
-
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
-    texts = []
-    for synset in iter_synsets(wordnet_dir):
-        if split_of(synset.synset_id) == split:
-            texts += [synset.definition] if synset.definition else []
-            texts += list(synset.examples) if include_examples else []
-    return texts
-
-
-# datasets' packaged builders for local files, by file extension.
-FILE_BUILDERS = {".txt": "text", ".text": "text", ".csv": "csv", ".json": "json", ".jsonl": "json"}
-
-
-def load_texts(
-    data_file: str | None = None,
-    dataset_name: str | None = None,
-    dataset_config_name: str | None = None,
-    split: str = "train",
-    text_column: str = "text",
-) -> list[str]:
-    """The non-empty texts of a local file (.txt: one text per line; .csv/.json/.jsonl: `text_column`) or of a
-    `datasets.load_dataset` name (a Hub dataset when a network exists): the same code path for both."""
-    if (data_file is None) == (dataset_name is None):
-        raise ValueError("Give exactly one of data_file or dataset_name.")
-    if data_file is not None:
-        suffix = os.path.splitext(data_file)[1]
-        if suffix not in FILE_BUILDERS:
-            raise ValueError(f"{data_file}: unsupported extension {suffix!r}; use one of {sorted(FILE_BUILDERS)}.")
-        if not os.path.isfile(data_file):
-            raise FileNotFoundError(f"Text file not found: {data_file}")
-        dataset = datasets.load_dataset(FILE_BUILDERS[suffix], data_files=data_file, split="train")
-    else:
-        dataset = datasets.load_dataset(dataset_name, dataset_config_name, split=split)
-    if text_column not in dataset.column_names:
-        raise ValueError(f"Column {text_column!r} not found; the data has columns {dataset.column_names}.")
-    return [text for text in dataset[text_column] if text and text.strip()]
 
 
 class HiddenStateDistillationTrainer(Trainer):

@@ -8,17 +8,18 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 
 @contextlib.contextmanager
-def atomic_directory(output_dir: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(output_dir: str | os.PathLike, keep: Sequence[str] = ()) -> Iterator[Path]:
     """Yield a temporary directory that replaces `output_dir` only if the block succeeds.
 
     The temporary directory is a sibling of `output_dir` (same file system), so the final
     step is a rename: readers see either the old complete output or the new complete output,
     never a half-written one. On error the temporary directory is removed and `output_dir`
-    is left untouched.
+    is left untouched. Entries of the old `output_dir` matching a glob pattern of `keep` (e.g. Trainer's
+    checkpoint-N folders) are moved into the new one just before the swap, so they are not lost with it.
     """
     output_dir = Path(output_dir).resolve()
     output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -33,12 +34,15 @@ def atomic_directory(output_dir: str | os.PathLike) -> Iterator[Path]:
     # os.replace cannot overwrite a non-empty directory, so move the old one aside first.
     old_dir = None
     if output_dir.exists():
+        for pattern in keep:  # renames only: kept entries are never copied or half-moved
+            for entry in output_dir.glob(pattern):
+                if not (tmp_dir / entry.name).exists():
+                    os.replace(entry, tmp_dir / entry.name)
         old_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
         os.replace(output_dir, old_dir / output_dir.name)
     os.replace(tmp_dir, output_dir)
     if old_dir is not None:
         shutil.rmtree(old_dir, ignore_errors=True)
-
 
 
 def write_report(

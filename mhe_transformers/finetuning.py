@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import transformers
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -28,10 +27,9 @@ from transformers import (
     EarlyStoppingCallback,
     Trainer,
     TrainerCallback,
-    set_seed,
 )
 
-from . import training_utils
+from . import data, training_utils
 from .metrics import load_metric
 from .training_utils import MHETrainingArguments
 
@@ -254,6 +252,68 @@ def run(
     callbacks: list[TrainerCallback] | None = None,
 ) -> dict:
     # Every check that needs no data comes first, so that a bad command fails in seconds.
+    check_arguments(model_args, data_args, training_args)
+    setup = resolve_task(data_args)
+    resume_checkpoint = training_utils.set_up_run(training_args)
+
+    raw_datasets = data.load_raw_datasets(
+        setup.dataset_name, setup.dataset_config_name, setup.data_files, cache_dir=model_args.cache_dir
+    )
+    splits = select_splits(raw_datasets, setup, training_args)
+    label_names = resolve_label_names(setup, splits, model_args, training_args)
+    labelled = check_splits(splits, setup, label_names)
+    tokenizer, model = load_tokenizer_and_model(model_args, label_names)
+    encoded, test_rows = encode_splits(splits, labelled, setup, label_names, tokenizer, data_args, training_args)
+
+    train_name, validation_name, *other_validation = setup.splits["train"] + setup.splits["validation"]
+    callbacks = list(callbacks or [])
+    if data_args.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=encoded.get(train_name),
+        eval_dataset=encoded.get(validation_name),
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=make_compute_metrics(setup.metrics, label_names),
+        callbacks=callbacks,
+    )
+
+    metrics, extra_files = {}, {}
+    if training_args.do_train:
+        metrics["train"] = training_utils.train(trainer, resume_checkpoint, len(encoded[train_name]))
+    if training_args.do_eval:
+        metrics["eval"] = {**trainer.evaluate(), "eval_samples": len(encoded[validation_name])}
+        for name in other_validation:  # MNLI's mismatched validation set
+            suffix = name.removeprefix("validation_")
+            metrics["eval"].update(trainer.evaluate(encoded[name], metric_key_prefix=f"eval_{suffix}"))
+        trainer.log_metrics("eval", metrics["eval"])
+    if training_args.do_predict:
+        test_name = setup.splits["test"][0]
+        output = trainer.predict(encoded[test_name], metric_key_prefix="test")
+        if labelled[test_name]:
+            metrics["test"] = {**output.metrics, "test_samples": len(encoded[test_name])}
+            trainer.log_metrics("test", metrics["test"])
+        name, text = format_predictions(output.predictions, test_rows, label_names, data_args.predictions_format)
+        extra_files[name] = text
+
+    training_utils.save_final_checkpoint(
+        trainer,
+        tokenizer,
+        training_args.output_dir,
+        metrics,
+        args_to_record=training_utils.record_args(model_args, data_args, training_args),
+        task="text-classification",
+        datasets=[setup.dataset_name] if setup.dataset_name else list(setup.data_files.values()),
+        base_model=model_args.model_name_or_path,
+        extra_files=extra_files,
+    )
+    return training_utils.merge_metrics(metrics)
+
+
+def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: MHETrainingArguments):
+    """The checks of the command line that need no data."""
     if not model_args.model_name_or_path:
         raise ValueError("Pass --model_name_or_path: the pretrained checkpoint (folder or Hub id) to fine-tune.")
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
@@ -262,26 +322,16 @@ def run(
         raise ValueError(
             "--early_stopping_patience needs --load_best_model_at_end true (with eval_strategy = save_strategy)."
         )
-    setup = resolve_task(data_args)
-    training_utils.check_launch(training_args)
-    resume_checkpoint = training_utils.resolve_resume_checkpoint(training_args)
-    training_utils.prepare_output_dir(training_args, resume_checkpoint)
 
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
-    )
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    set_seed(training_args.seed)
 
-    raw_datasets = training_utils.load_raw_datasets(
-        setup.dataset_name, setup.dataset_config_name, setup.data_files, cache_dir=model_args.cache_dir
-    )
+def select_splits(raw_datasets, setup: TaskSetup, training_args: MHETrainingArguments) -> dict[str, tuple]:
+    """The splits this run reads: split name -> (role: "train", "validation" or "test", dataset)."""
     wanted = {
         "train": training_args.do_train,
         "validation": training_args.do_eval or (training_args.do_train and training_args.eval_strategy != "no"),
         "test": training_args.do_predict,
     }
-    splits = {}  # split name -> (role, dataset)
+    splits = {}
     for role, needed in wanted.items():
         if not needed:
             continue
@@ -292,32 +342,42 @@ def run(
                     f"No {role} data: the dataset has splits {list(raw_datasets)}, not {name!r}; pass {option}."
                 )
             splits[name] = (role, raw_datasets[name])
+    return splits
 
-    # Label names: --label_list_file, else the GLUE task's, else the training data's, else (evaluating or predicting
-    # only) the model's own, in its own order.
-    label_names = setup.label_names
-    if label_names is None and setup.metrics is None:
-        if training_args.do_train:
-            training_utils.check_columns(splits["train"][1], {"--label_column": setup.label_column}, "train")
-            label_names = infer_label_names(splits["train"][1], setup.label_column)
-        else:
-            config = AutoConfig.from_pretrained(
-                model_args.model_name_or_path,
-                cache_dir=model_args.cache_dir,
-                trust_remote_code=model_args.trust_remote_code,
-            )
-            regression = config.problem_type == "regression" or config.num_labels == 1
-            label_names = None if regression else tuple(config.id2label[i] for i in range(config.num_labels))
-    is_regression = label_names is None
+
+def resolve_label_names(
+    setup: TaskSetup, splits: dict[str, tuple], model_args: ModelArguments, training_args: MHETrainingArguments
+) -> tuple[str, ...] | None:
+    """Label names (None: regression): --label_list_file, else the GLUE task's, else the training data's, else
+    (evaluating or predicting only) the model's own, in its own order."""
+    if setup.label_names is not None or setup.metrics is not None:
+        return setup.label_names
+    if training_args.do_train:
+        data.check_columns(splits["train"][1], {"--label_column": setup.label_column}, "train")
+        return infer_label_names(splits["train"][1], setup.label_column)
+    config = AutoConfig.from_pretrained(
+        model_args.model_name_or_path, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
+    )
+    regression = config.problem_type == "regression" or config.num_labels == 1
+    return None if regression else tuple(config.id2label[i] for i in range(config.num_labels))
+
+
+def check_splits(splits: dict[str, tuple], setup: TaskSetup, label_names: tuple[str, ...] | None) -> dict[str, bool]:
+    """Check every split's columns and labels; return split name -> whether it is labelled."""
     labelled = {}
     for name, (role, dataset) in splits.items():
         columns = {"--text_column": setup.text_column, "--text_pair_column": setup.text_pair_column}
         if role != "test" or setup.label_column in dataset.column_names:
             columns["--label_column"] = setup.label_column
-        training_utils.check_columns(dataset, columns, name)
-        training_utils.check_not_empty(dataset, f"{name} split")
+        data.check_columns(dataset, columns, name)
+        data.check_not_empty(dataset, f"{name} split")
         labelled[name] = "--label_column" in columns and check_labels(dataset, setup.label_column, label_names, name)
+    return labelled
 
+
+def load_tokenizer_and_model(model_args: ModelArguments, label_names: tuple[str, ...] | None):
+    """The tokenizer, and the pretrained model with a classification head for `label_names` (one output for
+    regression)."""
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path,
         cache_dir=model_args.cache_dir,
@@ -325,7 +385,7 @@ def run(
     )
     label_kwargs = (
         {"num_labels": 1}
-        if is_regression
+        if label_names is None
         else {
             "num_labels": len(label_names),
             "id2label": dict(enumerate(label_names)),
@@ -339,8 +399,22 @@ def run(
         ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         **label_kwargs,
     )
+    return tokenizer, model
 
-    label2id = label_kwargs.get("label2id", {})
+
+def encode_splits(
+    splits: dict[str, tuple],
+    labelled: dict[str, bool],
+    setup: TaskSetup,
+    label_names: tuple[str, ...] | None,
+    tokenizer,
+    data_args: DataArguments,
+    training_args: MHETrainingArguments,
+) -> tuple[dict, list[int] | None]:
+    """Subsample and tokenize every split, labels as ids (floats for regression). Returns the encoded splits and
+    the test file's row numbers that were kept (for the predictions file)."""
+    is_regression = label_names is None
+    label2id = {label: i for i, label in enumerate(label_names or ())}
 
     def preprocess(batch):
         pairs = (batch[setup.text_column],) + ((batch[setup.text_pair_column],) if setup.text_pair_column else ())
@@ -352,24 +426,28 @@ def run(
             ]
         return encoded
 
-    encoded = {}
     limits = {
         "train": data_args.max_train_samples,
         "validation": data_args.max_eval_samples,
         "test": data_args.max_predict_samples,
     }
+    encoded, test_rows = {}, None
     for name, (role, dataset) in splits.items():
         if role == "test":  # the test file's row numbers, for the predictions file
-            test_rows = training_utils.subsample_indices(len(dataset), limits[role])
-        dataset = training_utils.subsample(dataset, limits[role])
+            test_rows = data.subsample_indices(len(dataset), limits[role])
+        dataset = data.subsample(dataset, limits[role])
         if not labelled[name] and setup.label_column in dataset.column_names:
             dataset = dataset.remove_columns(setup.label_column)  # hidden test labels (-1)
         with training_args.main_process_first(desc=f"tokenizing {name}"):
             encoded[name] = dataset.map(preprocess, batched=True, remove_columns=dataset.column_names)
-    train_name, validation_name, *other_validation = setup.splits["train"] + setup.splits["validation"]
-    test_name = setup.splits["test"][0]
+    return encoded, test_rows
 
-    metric_names = setup.metrics or (("pearsonr", "spearmanr") if is_regression else ("accuracy",))
+
+def make_compute_metrics(metric_names: tuple[str, ...] | None, label_names: tuple[str, ...] | None):
+    """Trainer's compute_metrics: the task's metrics (default: accuracy, or Pearson/Spearman for regression), and
+    their mean as `combined_score` when there are several (as run_glue)."""
+    is_regression = label_names is None
+    metric_names = metric_names or (("pearsonr", "spearmanr") if is_regression else ("accuracy",))
     metrics_modules = [load_metric(name) for name in metric_names]
 
     def compute_metrics(eval_prediction):
@@ -386,55 +464,7 @@ def run(
             result["combined_score"] = float(np.mean(list(result.values())))
         return result
 
-    callbacks = list(callbacks or [])
-    if data_args.early_stopping_patience is not None:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=encoded.get(train_name),
-        eval_dataset=encoded.get(validation_name),
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics,
-        callbacks=callbacks,
-    )
-
-    metrics, extra_files = {}, {}
-    if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
-        metrics["train"] = {**train_result.metrics, "train_samples": len(encoded[train_name])}
-        trainer.log_metrics("train", metrics["train"])
-    if training_args.do_eval:
-        metrics["eval"] = {**trainer.evaluate(), "eval_samples": len(encoded[validation_name])}
-        for name in other_validation:  # MNLI's mismatched validation set
-            suffix = name.removeprefix("validation_")
-            metrics["eval"].update(trainer.evaluate(encoded[name], metric_key_prefix=f"eval_{suffix}"))
-        trainer.log_metrics("eval", metrics["eval"])
-    if training_args.do_predict:
-        test_dataset = encoded[test_name]
-        output = trainer.predict(test_dataset, metric_key_prefix="test")
-        if labelled[test_name]:
-            metrics["test"] = {**output.metrics, "test_samples": len(test_dataset)}
-            trainer.log_metrics("test", metrics["test"])
-        name, text = format_predictions(output.predictions, test_rows, label_names, data_args.predictions_format)
-        extra_files[name] = text
-
-    training_utils.save_final_checkpoint(
-        trainer,
-        tokenizer,
-        training_args.output_dir,
-        metrics,
-        args_to_record=training_utils.record_args(model_args, data_args, training_args),
-        card_info={
-            "task": "text-classification",
-            "datasets": [setup.dataset_name] if setup.dataset_name else list(setup.data_files.values()),
-            "base_model": model_args.model_name_or_path,
-            "labels": list(label_names) if label_names else None,
-        },
-        extra_files=extra_files,
-    )
-    return {k: v for split_metrics in metrics.values() for k, v in split_metrics.items()}
+    return compute_metrics
 
 
 def format_predictions(

@@ -11,6 +11,7 @@ fresh Python process in which `mhe_transformers` cannot be imported, exactly as 
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -343,8 +344,7 @@ class VerificationReport:
     checkpoint_dir: Path
     task: str
     files: list[str]  # what push_checkpoint would upload, relative to checkpoint_dir
-    loaded_classes: dict[str, str] = field(default_factory=dict)  # Auto class -> module.Class as loaded remotely
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # also logged: nothing that stops a push, but worth reading
 
 
 def verify_checkpoint(checkpoint_dir: str | os.PathLike, task: str | None = None) -> VerificationReport:
@@ -390,12 +390,16 @@ def verify_checkpoint(checkpoint_dir: str | os.PathLike, task: str | None = None
     if problems:
         raise CheckpointError(f"{checkpoint_dir} is not ready to share:\n- " + "\n- ".join(problems))
 
+    _load_without_package(checkpoint_dir, TASKS[task][1])
     report = VerificationReport(checkpoint_dir, task, files_to_upload(checkpoint_dir))
-    report.loaded_classes = _load_without_package(checkpoint_dir, TASKS[task][1])
     package_dir = Path(__file__).parent
     for name in ("configuration_mhe.py", "modeling_mhe.py"):
         if (checkpoint_dir / name).read_bytes() != (package_dir / name).read_bytes():
-            report.warnings.append(f"{name} differs from the installed mhe_transformers (saved by another version?)")
+            report.warnings.append(
+                f"{checkpoint_dir / name} differs from the installed mhe_transformers' (saved by another version?)"
+            )
+    for warning in report.warnings:
+        logger.warning(warning)
     return report
 
 
@@ -472,7 +476,7 @@ def run_without_package(code: str, *args: str, timeout: float = 300) -> subproce
         )
 
 
-def _load_without_package(checkpoint_dir: Path, auto_class_name: str) -> dict[str, str]:
+def _load_without_package(checkpoint_dir: Path, auto_class_name: str) -> None:
     process = run_without_package(_LOAD_SCRIPT, str(checkpoint_dir.resolve()), auto_class_name)
     lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
     if process.returncode != 0 or not lines:
@@ -484,7 +488,6 @@ def _load_without_package(checkpoint_dir: Path, auto_class_name: str) -> dict[st
     result = json.loads(lines[-1][len("RESULT ") :])
     if result["problems"]:
         raise CheckpointError(f"{checkpoint_dir} loads, but:\n- " + "\n- ".join(result["problems"]))
-    return result["loaded"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -524,6 +527,26 @@ def push_checkpoint(
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(checkpoint_dir) / name)) for name in report.files
     ]
     return api.create_commit(repo_id, operations=operations, commit_message=commit_message)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`scripts/push_to_hub.py`: verify a final checkpoint folder, then upload it (`push_checkpoint`)."""
+    parser = argparse.ArgumentParser(description="Verify an MHE checkpoint folder and upload it to a Hub model repo.")
+    parser.add_argument("checkpoint_dir", help="a final checkpoint folder written by the training scripts")
+    parser.add_argument("--repo_id", required=True, help="the Hub model repo, e.g. your-name/mhe-mul-tiny")
+    parser.add_argument(
+        "--private", action="store_true", help="create the repo as private (an existing repo keeps its visibility)"
+    )
+    parser.add_argument("--commit_message", default="Upload MHE checkpoint")
+    args = parser.parse_args(argv)
+
+    try:
+        commit = push_checkpoint(
+            args.checkpoint_dir, args.repo_id, private=args.private, commit_message=args.commit_message
+        )
+    except CheckpointError as error:
+        raise SystemExit(f"Not uploaded. {error}")
+    print(f"Uploaded {args.checkpoint_dir} to {commit.commit_url}")
 
 
 __all__ = [

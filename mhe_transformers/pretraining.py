@@ -21,17 +21,15 @@ from itertools import chain
 
 import numpy as np
 import torch
-import transformers
 from transformers import (
     AutoModelForMaskedLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
     Trainer,
     TrainerCallback,
-    set_seed,
 )
 
-from . import training_utils
+from . import data, training_utils
 from .configuration_mhe import ATTENTION_TYPES
 from .training_utils import MHETrainingArguments
 
@@ -152,17 +150,9 @@ def run(
         raise ValueError(
             "A new model needs a tokenizer: pass --tokenizer_name (e.g. one trained with scripts/train_tokenizer.py)."
         )
-    training_utils.check_launch(training_args)
-    resume_checkpoint = training_utils.resolve_resume_checkpoint(training_args)
-    training_utils.prepare_output_dir(training_args, resume_checkpoint)
+    resume_checkpoint = training_utils.set_up_run(training_args)
 
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
-    )
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    set_seed(training_args.seed)
-
-    raw_datasets = training_utils.load_raw_datasets(
+    raw_datasets = data.load_raw_datasets(
         data_args.dataset_name,
         data_args.dataset_config_name,
         {"train": data_args.train_files, "validation": data_args.validation_files},
@@ -170,12 +160,12 @@ def run(
         streaming=data_args.streaming,
     )
     for split, dataset in raw_datasets.items():
-        training_utils.check_columns(dataset, {"--text_column": data_args.text_column}, split)
+        data.check_columns(dataset, {"--text_column": data_args.text_column}, split)
         with training_args.main_process_first(desc=f"dropping blank lines of {split}"):
             raw_datasets[split] = dataset.filter(
                 lambda text: bool(text and not text.isspace()), input_columns=data_args.text_column
             )
-        training_utils.check_not_empty(raw_datasets[split], f"{split} split (blank lines left out)")
+        data.check_not_empty(raw_datasets[split], f"{split} split (blank lines left out)")
     if training_args.do_train and "train" not in raw_datasets:
         raise ValueError(f"--do_train needs a train split; the data has {list(raw_datasets)}: pass --train_files.")
     raw_datasets = _with_validation_split(raw_datasets, data_args, training_args)
@@ -210,11 +200,11 @@ def run(
     blocks = _tokenize_and_group(raw_datasets, tokenizer, data_args, training_args)
     train_dataset = eval_dataset = None
     if training_args.do_train:
-        train_dataset = training_utils.subsample(blocks["train"], data_args.max_train_samples)
-        training_utils.check_not_empty(train_dataset, f"train split, cut into {data_args.max_seq_length}-token blocks,")
+        train_dataset = data.subsample(blocks["train"], data_args.max_train_samples)
+        data.check_not_empty(train_dataset, f"train split, cut into {data_args.max_seq_length}-token blocks,")
     if training_args.do_eval:
-        eval_dataset = training_utils.subsample(blocks["validation"], data_args.max_eval_samples)
-        training_utils.check_not_empty(
+        eval_dataset = data.subsample(blocks["validation"], data_args.max_eval_samples)
+        data.check_not_empty(
             eval_dataset, f"validation split, cut into {data_args.max_seq_length}-token blocks,"
         )
 
@@ -234,9 +224,7 @@ def run(
 
     metrics = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=resume_checkpoint)
-        metrics["train"] = {**train_result.metrics, "train_samples": _length(train_dataset)}
-        trainer.log_metrics("train", metrics["train"])
+        metrics["train"] = training_utils.train(trainer, resume_checkpoint, _length(train_dataset))
     if training_args.do_eval:
         eval_metrics = trainer.evaluate()
         try:
@@ -253,15 +241,11 @@ def run(
         training_args.output_dir,
         metrics,
         args_to_record=training_utils.record_args(model_args, data_args, training_args),
-        card_info={
-            "task": "fill-mask",
-            "datasets": datasets_used,
-            "dataset_config_name": data_args.dataset_config_name,
-            "base_model": model_args.model_name_or_path,
-            "labels": None,
-        },
+        task="fill-mask",
+        datasets=datasets_used,
+        base_model=model_args.model_name_or_path,
     )
-    return {k: v for split_metrics in metrics.values() for k, v in split_metrics.items()}
+    return training_utils.merge_metrics(metrics)
 
 
 def _with_validation_split(raw_datasets, data_args: DataArguments, training_args: MHETrainingArguments):

@@ -6,13 +6,16 @@ The result is a `PreTrainedTokenizerFast` saved with `save_pretrained`, so
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Iterable, Union
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from . import data
 from .fileio import atomic_directory
 
 SPECIAL_TOKENS = {
@@ -114,3 +117,44 @@ def _as_files(source: TextSource) -> list[str | os.PathLike] | None:
         if all(isinstance(item, os.PathLike) or (isinstance(item, str) and Path(item).is_file()) for item in source):
             return list(source)
     return None
+
+
+def main(argv: Sequence[str] | None = None) -> PreTrainedTokenizerFast:
+    """`scripts/train_tokenizer.py`: train on local files or a Hub dataset, through `data.load_raw_datasets`."""
+    parser = argparse.ArgumentParser(description="Train a BERT-style WordPiece tokenizer.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--train_files", nargs="+", help="local .txt (one text per line), .csv or .json(l) files")
+    source.add_argument("--dataset_name", help="a datasets.load_dataset name (needs a network for Hub datasets)")
+    parser.add_argument("--dataset_config_name", default=None)
+    parser.add_argument("--split", default="train", help="split of --dataset_name to train on")
+    parser.add_argument("--text_column", default="text")
+    parser.add_argument("--vocab_size", type=int, default=8000)
+    parser.add_argument("--min_frequency", type=int, default=2)
+    parser.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--model_max_length", type=int, default=512)
+    parser.add_argument("--output_dir", required=True)
+    args = parser.parse_args(argv)
+
+    try:
+        raw = data.load_raw_datasets(args.dataset_name, args.dataset_config_name, {args.split: args.train_files})
+        if args.split not in raw:
+            raise ValueError(f"--split {args.split!r}: the dataset has splits {list(raw)}.")
+        dataset = raw[args.split]
+        data.check_columns(dataset, {"--text_column": args.text_column}, args.split)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+
+    def batches(batch_size: int = 1000):
+        for start in range(0, len(dataset), batch_size):
+            yield [text for text in dataset[start : start + batch_size][args.text_column] if text]
+
+    tokenizer = train_wordpiece_tokenizer(
+        batches(),
+        vocab_size=args.vocab_size,
+        output_dir=args.output_dir,
+        lowercase=args.lowercase,
+        min_frequency=args.min_frequency,
+        model_max_length=args.model_max_length,
+    )
+    print(f"Trained a {len(tokenizer)}-token WordPiece tokenizer on {len(dataset)} texts; saved to {args.output_dir}")
+    return tokenizer

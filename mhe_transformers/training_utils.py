@@ -13,22 +13,19 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import transformers
 import yaml
-from transformers import AutoConfig, HfArgumentParser, TrainingArguments
+from transformers import AutoConfig, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from .fileio import atomic_directory
 from .hub import push_checkpoint, write_model_card
 
 logger = logging.getLogger(__name__)
-
-# datasets' packaged builders for local files, by file extension.
-LOCAL_BUILDERS = {".txt": "text", ".text": "text", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 # What Trainer writes into output_dir while training; kept when the final folder replaces output_dir.
 TRAINING_ARTEFACTS = (f"{PREFIX_CHECKPOINT_DIR}-*", "runs")
@@ -132,6 +129,27 @@ def prepare_output_dir(training_args: MHETrainingArguments, resume_checkpoint: s
             shutil.rmtree(output_dir)
 
 
+def set_up_run(training_args: MHETrainingArguments) -> str | None:
+    """What every pipeline does before it reads data: refuse a bad launch, find the checkpoint to resume from,
+    guard output_dir, set up logging and seed everything. Returns the checkpoint to resume from, if any."""
+    check_launch(training_args)
+    resume_checkpoint = resolve_resume_checkpoint(training_args)
+    prepare_output_dir(training_args, resume_checkpoint)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
+    )
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    set_seed(training_args.seed)
+    return resume_checkpoint
+
+
+def train(trainer, resume_checkpoint: str | None, train_samples: int | None) -> dict[str, Any]:
+    """Train (resuming if asked) and log the train metrics, with the number of training samples, as run_glue."""
+    metrics = {**trainer.train(resume_from_checkpoint=resume_checkpoint).metrics, "train_samples": train_samples}
+    trainer.log_metrics("train", metrics)
+    return metrics
+
+
 def record_args(*args_instances: Any) -> dict[str, Any]:
     """The parsed arguments, one JSON-serialisable dict per dataclass, by class name (TrainingArguments.to_dict()
     redacts every `*_token`; the raw command line is not recorded, as it may hold one)."""
@@ -140,97 +158,6 @@ def record_args(*args_instances: Any) -> dict[str, Any]:
         values = instance.to_dict() if hasattr(instance, "to_dict") else dataclasses.asdict(instance)
         record[type(instance).__name__] = json.loads(json.dumps(values, default=str))
     return record
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def load_raw_datasets(
-    dataset_name: str | None,
-    dataset_config_name: str | None = None,
-    data_files: dict[str, str | list[str] | None] | None = None,
-    cache_dir: str | None = None,
-    streaming: bool = False,
-):
-    """A Hub dataset by name, or local files by split: the same `datasets.load_dataset` call, with the packaged
-    "text"/"csv"/"json" builder picked from the file extension for local files."""
-    import datasets  # imported here: slow to import, and the argument parsing above does not need it
-
-    data_files = {
-        split: [files] if isinstance(files, str) else list(files)
-        for split, files in (data_files or {}).items()
-        if files
-    }
-    if bool(dataset_name) == bool(data_files):
-        raise ValueError("Pass either a dataset name (--dataset_name / --task_name) or local data files, not both.")
-    if dataset_name:
-        return datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=streaming)
-
-    all_files = [file for files in data_files.values() for file in files]
-    missing = [file for file in all_files if not Path(file).is_file()]
-    if missing:
-        raise FileNotFoundError(f"Data file(s) not found: {', '.join(missing)}")
-    empty = [file for file in all_files if os.path.getsize(file) == 0]
-    if empty:  # datasets would fail with an unhelpful DatasetGenerationError
-        raise ValueError(f"Data file(s) are empty: {', '.join(empty)}")
-    unknown = [file for file in all_files if Path(file).suffix.lower() not in LOCAL_BUILDERS]
-    if unknown:
-        raise ValueError(
-            f"Unsupported data file type(s): {', '.join(unknown)}; use {', '.join(sorted(LOCAL_BUILDERS))}."
-        )
-    for split, files in data_files.items():
-        if len({LOCAL_BUILDERS[Path(file).suffix.lower()] for file in files}) > 1:
-            raise ValueError(f"The {split} files mix file types: {', '.join(files)}.")
-    # One load per split: splits may differ in columns (a test file without labels) and even in file type.
-    loaded = {
-        split: datasets.load_dataset(
-            LOCAL_BUILDERS[Path(files[0]).suffix.lower()],
-            data_files={split: files},
-            split=split,
-            cache_dir=cache_dir,
-            streaming=streaming,
-        )
-        for split, files in data_files.items()
-    }
-    return datasets.IterableDatasetDict(loaded) if streaming else datasets.DatasetDict(loaded)
-
-
-def check_columns(dataset, required: dict[str, str | None], split: str) -> None:
-    """Raise naming the argument and the column when a column is missing, and listing the available ones."""
-    available = dataset.column_names
-    if available is None:  # streaming datasets of unknown features: nothing to check before reading
-        return
-    for argument, column in required.items():
-        if column is not None and column not in available:
-            raise ValueError(
-                f"Column {column!r} ({argument}) not found in the {split} split; available columns: {available}."
-            )
-
-
-def subsample_indices(length: int, max_samples: int | None) -> list[int]:
-    """The rows `subsample` keeps, in their original order."""
-    if max_samples is None or max_samples >= length:
-        return list(range(length))
-    # A fixed seed, not --seed: runs that differ only in their seed must see the same examples.
-    return sorted(np.random.default_rng(0).choice(length, size=max_samples, replace=False).tolist())
-
-
-def subsample(dataset, max_samples: int | None):
-    """At most `max_samples` examples: a random subset, the same for every run (data files are often sorted, e.g.
-    WordNet's by class, so the first N would be unrepresentative). Streams keep their first N."""
-    if max_samples is None:
-        return dataset
-    if not hasattr(dataset, "__len__"):
-        return dataset.take(max_samples)
-    return dataset.select(subsample_indices(len(dataset), max_samples)) if max_samples < len(dataset) else dataset
-
-
-def check_not_empty(dataset, what: str) -> None:
-    """Raise when `dataset` (described by `what`, e.g. "train split") has no rows; streams are not checked."""
-    if hasattr(dataset, "__len__") and len(dataset) == 0:
-        raise ValueError(f"The {what} is empty: nothing to train or evaluate on.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -316,28 +243,26 @@ def save_final_checkpoint(
     output_dir: str | os.PathLike,
     metrics: dict[str, dict[str, Any]],
     args_to_record: dict[str, Any],
-    card_info: dict[str, Any],
+    task: str,
+    datasets: list[str],
+    base_model: str | None = None,
     extra_files: dict[str, str] | None = None,
 ) -> None:
     """Write the final, Hub-ready checkpoint to `output_dir`, atomically. Call it on every process.
 
-    Everything is written to a temporary folder beside `output_dir` first: the model (config.json with the full
-    `auto_map`, configuration_mhe.py, modeling_mhe.py, model.safetensors), the tokenizer, `training_args.json`
-    (`args_to_record`), `<split>_results.json` for each entry of `metrics` (`{"train": {...}, "eval": {...}}`),
-    their union in `all_results.json` (as `Trainer.save_metrics` writes them), `trainer_state.json` and
-    `extra_files` (name -> text, e.g. predictions). Only then does the folder replace `output_dir`, taking the
-    checkpoint-N folders Trainer wrote there along. A run stopped at any point before leaves its checkpoints and no
-    half-written final model.
-
-    `card_info` describes the model for its card: `task` ("fill-mask" or "text-classification"), `datasets`,
-    `base_model` (what was fine-tuned, or None) and `labels`.
+    Everything is written to a temporary folder beside `output_dir` first (`fileio.atomic_directory`): the model
+    (config.json with the full `auto_map`, configuration_mhe.py, modeling_mhe.py, model.safetensors), the tokenizer,
+    `training_args.json` (`args_to_record`), `<split>_results.json` for each entry of `metrics`
+    (`{"train": {...}, "eval": {...}}`), their union in `all_results.json` (as `Trainer.save_metrics` writes them),
+    `trainer_state.json`, `extra_files` (name -> text, e.g. predictions) and the model card (`task`: "fill-mask" or
+    "text-classification", trained on `datasets`, from `base_model`). Only then does the folder replace
+    `output_dir`, taking the checkpoint-N folders Trainer wrote there along. A run stopped at any point before
+    leaves its checkpoints and no half-written final model.
     """
     output_dir = Path(output_dir).resolve()
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-        try:
+        with atomic_directory(output_dir, keep=TRAINING_ARTEFACTS) as tmp_dir:
             trainer.save_model(str(tmp_dir))  # model + tokenizer (Trainer's processing_class) + training_args.bin
             if trainer.processing_class is None:
                 tokenizer.save_pretrained(tmp_dir)
@@ -345,24 +270,16 @@ def save_final_checkpoint(
             write_json(tmp_dir / "training_args.json", args_to_record)
             for split, split_metrics in metrics.items():
                 write_json(tmp_dir / f"{split}_results.json", split_metrics)
-            write_json(
-                tmp_dir / "all_results.json",
-                {k: v for split_metrics in metrics.values() for k, v in split_metrics.items()},
-            )
+            write_json(tmp_dir / "all_results.json", merge_metrics(metrics))
             for name, text in (extra_files or {}).items():
                 (tmp_dir / name).write_text(text, encoding="utf-8")
             write_model_card(
                 tmp_dir,
-                task=card_info["task"],
-                datasets=card_info.get("datasets"),
-                base_model=card_info.get("base_model"),
+                task=task,
+                datasets=datasets,
+                base_model=base_model,
                 model_name=trainer.args.hub_model_id or output_dir.name,
             )
-            tmp_dir.chmod(0o755)  # mkdtemp makes it private
-        except BaseException:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise
-        _replace_dir_keeping_artefacts(tmp_dir, output_dir)
         logger.info("Saved the final checkpoint to %s", output_dir)
     trainer.accelerator.wait_for_everyone()
 
@@ -373,17 +290,6 @@ def save_final_checkpoint(
         )
 
 
-def _replace_dir_keeping_artefacts(new_dir: Path, output_dir: Path) -> None:
-    """Move Trainer's checkpoints and logs from `output_dir` into `new_dir`, then swap the folders. Renames only
-    (same file system), so readers see the old folder or the complete new one."""
-    if output_dir.exists():
-        for pattern in TRAINING_ARTEFACTS:
-            for entry in output_dir.glob(pattern):
-                if not (new_dir / entry.name).exists():
-                    os.replace(entry, new_dir / entry.name)
-        old_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
-        os.replace(output_dir, old_dir / output_dir.name)
-        os.replace(new_dir, output_dir)
-        shutil.rmtree(old_dir, ignore_errors=True)
-    else:
-        os.replace(new_dir, output_dir)
+def merge_metrics(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`{"train": {...}, "eval": {...}}` -> one dict, as all_results.json holds them."""
+    return {key: value for split_metrics in metrics.values() for key, value in split_metrics.items()}

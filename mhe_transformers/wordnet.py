@@ -1,4 +1,4 @@
-"""Offline text data from the WordNet 3.0 database (see DESIGN.md §3).
+"""Offline text data from the WordNet 3.0 database.
 
 WordNet is read at run time from its installed data files (Debian/Ubuntu package
 `wordnet-base`, files in /usr/share/wordnet, format in `man 5 wndb`); none of its text is
@@ -11,6 +11,7 @@ stored in this repository. It gives two things:
 
 from __future__ import annotations
 
+import argparse
 import collections
 import hashlib
 import json
@@ -66,7 +67,7 @@ def find_wordnet_dir(wordnet_dir: str | os.PathLike | None = None) -> Path:
             f"WordNet 3.0 data files not found in {directory} (missing: {', '.join(missing)}). "
             "Install them with `apt-get install -y wordnet-base` (Debian/Ubuntu), or point to a "
             "directory holding data.noun/data.verb/data.adj/data.adv with the WNSEARCHDIR "
-            "environment variable or --wordnet-dir."
+            "environment variable or --wordnet_dir."
         )
     return directory
 
@@ -147,6 +148,19 @@ def split_of(synset_id: str) -> str:
     return "validation" if fraction < 0.9 else "test"
 
 
+def wordnet_texts(split: str, include_examples: bool = False, wordnet_dir=None) -> list[str]:
+    """Gloss definitions (and, if asked, example sentences) of one split, read at run time from the installed
+    WordNet database. The splits are fixed by synset id, so "train" texts never include a "test" gloss."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    texts = []
+    for synset in iter_synsets(wordnet_dir):
+        if split_of(synset.synset_id) == split:
+            texts += [synset.definition] if synset.definition else []
+            texts += list(synset.examples) if include_examples else []
+    return texts
+
+
 def prepare_wordnet(
     output_dir: str | os.PathLike,
     wordnet_dir: str | os.PathLike | None = None,
@@ -154,7 +168,7 @@ def prepare_wordnet(
     max_synsets: int | None = None,
     corpus_splits: Sequence[str] = ("train",),
     include_examples: bool = True,
-) -> dict[str, int | float]:
+) -> dict[str, int | float | str | None]:
     """Write the WordNet pretraining corpus and supersense classification data to `output_dir`.
 
     Output (the directory is replaced atomically, so an interrupted run leaves nothing half-written):
@@ -165,7 +179,7 @@ def prepare_wordnet(
       `corpus_splits=SPLITS` to pretrain on every gloss.
     * `supersense/{train,validation,test}.jsonl`: `{"id", "text" (definition), "label" (lexname)}`.
     * `supersense/labels.json`: the 45 lexnames (`SUPERSENSES`), in lexfile-number order.
-    * `counts.json`: the counts returned.
+    * `counts.json`: the counts returned, with the most frequent train label and its share of test.
 
     `max_synsets` keeps a deterministic pseudo-random subset of that many synsets (the ones
     with the smallest hash of their id), for fast tests and demos; each split keeps its share.
@@ -200,6 +214,7 @@ def prepare_wordnet(
         **{split: len(examples) for split, examples in examples_by_split.items()},
         "labels": len(SUPERSENSES),
         # Accuracy on test of always predicting the most frequent train label: the floor to beat.
+        "majority_label": majority_label,
         "test_majority_share": (
             sum(example["label"] == majority_label for example in test_examples) / len(test_examples)
             if test_examples
@@ -217,4 +232,34 @@ def prepare_wordnet(
                     f.write(json.dumps(example) + "\n")
         (supersense_dir / "labels.json").write_text(json.dumps(list(SUPERSENSES), indent=1) + "\n", encoding="utf-8")
         (tmp_dir / "counts.json").write_text(json.dumps(counts, indent=1) + "\n", encoding="utf-8")
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, int | float | str | None]:
+    """`scripts/prepare_wordnet.py`: write the corpus and the supersense task (`prepare_wordnet`), print the counts."""
+    parser = argparse.ArgumentParser(description="Write the offline WordNet corpus and gloss -> supersense task.")
+    parser.add_argument(
+        "--wordnet_dir", default=None, help="WordNet 3.0 dict directory (default: $WNSEARCHDIR or /usr/share/wordnet)"
+    )
+    parser.add_argument("--output_dir", default="data/wordnet")
+    parser.add_argument("--max_synsets", type=int, default=None, help="keep a deterministic subset (tests, demos)")
+    parser.add_argument(
+        "--corpus_splits",
+        nargs="+",
+        default=["train"],
+        choices=SPLITS,
+        help="splits whose glosses go into corpus.txt (default: train only, so held-out glosses stay unseen)",
+    )
+    parser.add_argument("--no_examples", action="store_true", help="leave example sentences out of corpus.txt")
+    args = parser.parse_args(argv)
+
+    counts = prepare_wordnet(
+        args.output_dir,
+        args.wordnet_dir,
+        max_synsets=args.max_synsets,
+        corpus_splits=args.corpus_splits,
+        include_examples=not args.no_examples,
+    )
+    print(json.dumps(counts, indent=1))
+    print(f"Wrote {args.output_dir}")
     return counts

@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO_ROOT
 from transformers import AutoTokenizer
 
-from mhe_transformers import ATTENTION_TYPES, MHEConfig, finetuning, pretraining, training_utils
+from mhe_transformers import ATTENTION_TYPES, MHEConfig, data, finetuning, pretraining, training_utils
 from mhe_transformers.finetuning import GLUE_TASKS
 
 CONFIGS = REPO_ROOT / "configs"
@@ -56,10 +56,10 @@ def test_attention_type_override_and_config_overrides(tiny_tokenizer_dir):
 
 
 def test_subsample_is_a_fixed_random_subset_in_file_order():
-    kept = training_utils.subsample_indices(1000, 100)
-    assert kept == training_utils.subsample_indices(1000, 100) == sorted(set(kept)) and len(kept) == 100
+    kept = data.subsample_indices(1000, 100)
+    assert kept == data.subsample_indices(1000, 100) == sorted(set(kept)) and len(kept) == 100
     assert kept != list(range(100)) and max(kept) > 900  # spread over the file, not its first rows
-    assert training_utils.subsample_indices(5, 10) == list(range(5))
+    assert data.subsample_indices(5, 10) == list(range(5))
 
 
 @pytest.mark.parametrize("heads, expected", [(1, 1), (4, 2), (8, 2), (12, 3), (16, 4), (6, 2)])

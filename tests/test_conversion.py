@@ -32,7 +32,6 @@ from mhe_transformers.conversion import (
     convert_checkpoint,
     convert_model,
     fit_shared_projection,
-    merge_heads,
     split_heads,
 )
 from mhe_transformers.distillation import RecoveryArguments, distill_hidden_states, hidden_state_mse
@@ -41,6 +40,12 @@ REPO = Path(__file__).resolve().parents[1]
 WORDS = "the a of to and in is it that for cat dog sat on mat big small red runs sleeps".split()
 TEXTS = ["the cat sat on the mat", "a big dog runs", "the small red cat sleeps", "it is a dog", "the mat is red"] * 4
 NUM_HEADS, HEAD_DIM = 4, 8
+
+
+def merge_heads(heads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of `split_heads` (checked below): (heads, hidden + 1, head_dim) -> (weight, bias)."""
+    augmented = heads.transpose(0, 1).reshape(heads.shape[1], -1)
+    return augmented[:-1].T, augmented[-1]
 
 
 def tiny_bert_config(**overrides) -> BertConfig:

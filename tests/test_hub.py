@@ -5,6 +5,7 @@ PyTorch" is a fresh `python -I` process in which `mhe_transformers` cannot be im
 """
 
 import json
+import logging
 import re
 import runpy
 import shutil
@@ -24,6 +25,7 @@ from mhe_transformers.hub import (
     parameter_counts,
     push_checkpoint,
     run_without_package,
+    verify_checkpoint,
     write_model_card,
 )
 from mhe_transformers.modeling_mhe import AUTO_MAP, MHEAttention
@@ -335,6 +337,19 @@ def test_push_refuses_a_folder_whose_code_does_not_load_without_the_package(fres
         push.result()
     assert "MHEForMaskedLM" in str(error.value)  # the fresh process's own error is shown
     assert api.calls == []
+
+
+def test_verification_warns_when_the_code_files_differ_from_the_package(pretrained_dir, tmp_path, monkeypatch, caplog):
+    folder = shutil.copytree(pretrained_dir, tmp_path / "older")
+    with open(folder / "modeling_mhe.py", "a", encoding="utf-8") as f:
+        f.write("\n# saved by another version\n")
+    monkeypatch.setattr(hub, "_load_without_package", lambda *args: None)  # the fresh-process load is tested above
+    assert verify_checkpoint(pretrained_dir).warnings == []
+    with caplog.at_level(logging.WARNING, logger="mhe_transformers.hub"):
+        report = verify_checkpoint(folder)
+    assert report.warnings == [f"{folder / 'modeling_mhe.py'} differs from the installed mhe_transformers' (saved by "
+                               "another version?)"]
+    assert report.warnings[0] in caplog.text  # logged, so it reaches whoever pushes
 
 
 def test_cli_refuses_a_broken_folder_with_the_reason(pretrained_dir, tmp_path, monkeypatch):

@@ -153,6 +153,7 @@ def test_prepare_wordnet_writes_corpus_and_supersense_task(fake_wordnet, tmp_pat
     assert json.loads((output / "counts.json").read_text()) == counts
     train_majority = collections.Counter(s.lexname for s in train).most_common(1)[0][0]
     test_labels = [row["label"] for row in read_jsonl(output / "supersense" / "test.jsonl")]
+    assert counts["majority_label"] == train_majority
     assert counts["test_majority_share"] == test_labels.count(train_majority) / len(test_labels)
 
     everything = prepare_wordnet(tmp_path / "all", fake_wordnet, corpus_splits=("train", "validation", "test"))
@@ -196,7 +197,7 @@ def test_missing_wordnet_gives_a_clear_error(tmp_path):
     message = str(error.value)
     assert str(tmp_path / "nowhere") in message
     assert "apt-get install -y wordnet-base" in message
-    assert "WNSEARCHDIR" in message and "--wordnet-dir" in message
+    assert "WNSEARCHDIR" in message and "--wordnet_dir" in message
     with pytest.raises(FileNotFoundError):
         prepare_wordnet(tmp_path / "out", tmp_path / "nowhere")
     assert not (tmp_path / "out").exists()
@@ -210,7 +211,7 @@ def test_wnsearchdir_is_honoured(fake_wordnet, monkeypatch):
 
 def test_cli(fake_wordnet, tmp_path, monkeypatch, capsys):
     output = tmp_path / "cli_out"
-    argv = ["prepare_wordnet.py", "--wordnet-dir", str(fake_wordnet), "--output-dir", str(output), "--max-synsets", "40"]
+    argv = ["prepare_wordnet.py", "--wordnet_dir", str(fake_wordnet), "--output_dir", str(output), "--max_synsets", "40"]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(REPO / "scripts" / "prepare_wordnet.py"), run_name="__main__")
     assert '"synsets": 40' in capsys.readouterr().out
@@ -224,3 +225,15 @@ def test_real_wordnet():
     lexnames = collections.Counter(s.lexname for s in iter_synsets("/usr/share/wordnet"))
     assert sum(lexnames.values()) == 117659  # WordNet 3.0
     assert set(lexnames) == set(SUPERSENSES)
+
+
+def test_wordnet_texts_read_one_split(fake_wordnet):
+    synsets = list(iter_synsets(fake_wordnet))
+    for split in wordnet.SPLITS:
+        in_split = [s for s in synsets if split_of(s.synset_id) == split]
+        assert wordnet.wordnet_texts(split, wordnet_dir=fake_wordnet) == [s.definition for s in in_split if s.definition]
+    with_examples = wordnet.wordnet_texts("train", include_examples=True, wordnet_dir=fake_wordnet)
+    train = [s for s in synsets if split_of(s.synset_id) == "train"]
+    assert len(with_examples) == sum(bool(s.definition) + len(s.examples) for s in train)
+    with pytest.raises(ValueError, match="split must be one of"):
+        wordnet.wordnet_texts("dev", wordnet_dir=fake_wordnet)

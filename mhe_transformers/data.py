@@ -1,0 +1,116 @@
+"""Data loading shared by pretraining, fine-tuning, tokenizer training and conversion: Hub datasets and local
+files through one `datasets.load_dataset` call, column and emptiness checks, and seeded subsets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+# datasets' packaged builders for local files, by file extension.
+LOCAL_BUILDERS = {".txt": "text", ".text": "text", ".csv": "csv", ".json": "json", ".jsonl": "json"}
+
+
+def load_raw_datasets(
+    dataset_name: str | None,
+    dataset_config_name: str | None = None,
+    data_files: dict[str, str | list[str] | None] | None = None,
+    cache_dir: str | None = None,
+    streaming: bool = False,
+):
+    """A Hub dataset by name, or local files by split: the same `datasets.load_dataset` call, with the packaged
+    "text"/"csv"/"json" builder picked from the file extension for local files."""
+    import datasets  # imported here: slow to import, and argument parsing does not need it
+
+    data_files = {
+        split: [files] if isinstance(files, str) else list(files)
+        for split, files in (data_files or {}).items()
+        if files
+    }
+    if bool(dataset_name) == bool(data_files):
+        raise ValueError("Pass either a dataset name (--dataset_name / --task_name) or local data files, not both.")
+    if dataset_name:
+        return datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=streaming)
+
+    all_files = [file for files in data_files.values() for file in files]
+    missing = [file for file in all_files if not Path(file).is_file()]
+    if missing:
+        raise FileNotFoundError(f"Data file(s) not found: {', '.join(missing)}")
+    empty = [file for file in all_files if os.path.getsize(file) == 0]
+    if empty:  # datasets would fail with an unhelpful DatasetGenerationError
+        raise ValueError(f"Data file(s) are empty: {', '.join(empty)}")
+    unknown = [file for file in all_files if Path(file).suffix.lower() not in LOCAL_BUILDERS]
+    if unknown:
+        raise ValueError(
+            f"Unsupported data file type(s): {', '.join(unknown)}; use {', '.join(sorted(LOCAL_BUILDERS))}."
+        )
+    for split, files in data_files.items():
+        if len({LOCAL_BUILDERS[Path(file).suffix.lower()] for file in files}) > 1:
+            raise ValueError(f"The {split} files mix file types: {', '.join(files)}.")
+    # One load per split: splits may differ in columns (a test file without labels) and even in file type.
+    loaded = {
+        split: datasets.load_dataset(
+            LOCAL_BUILDERS[Path(files[0]).suffix.lower()],
+            data_files={split: files},
+            split=split,
+            cache_dir=cache_dir,
+            streaming=streaming,
+        )
+        for split, files in data_files.items()
+    }
+    return datasets.IterableDatasetDict(loaded) if streaming else datasets.DatasetDict(loaded)
+
+
+def check_columns(dataset, required: dict[str, str | None], split: str) -> None:
+    """Raise naming the argument and the column when a column is missing, and listing the available ones."""
+    available = dataset.column_names
+    if available is None:  # streaming datasets of unknown features: nothing to check before reading
+        return
+    for argument, column in required.items():
+        if column is not None and column not in available:
+            raise ValueError(
+                f"Column {column!r} ({argument}) not found in the {split} split; available columns: {available}."
+            )
+
+
+def subsample_indices(length: int, max_samples: int | None) -> list[int]:
+    """The rows `subsample` keeps, in their original order."""
+    if max_samples is None or max_samples >= length:
+        return list(range(length))
+    # A fixed seed, not --seed: runs that differ only in their seed must see the same examples.
+    return sorted(np.random.default_rng(0).choice(length, size=max_samples, replace=False).tolist())
+
+
+def subsample(dataset, max_samples: int | None):
+    """At most `max_samples` examples: a random subset, the same for every run (data files are often sorted, e.g.
+    WordNet's by class, so the first N would be unrepresentative). Streams keep their first N."""
+    if max_samples is None:
+        return dataset
+    if not hasattr(dataset, "__len__"):
+        return dataset.take(max_samples)
+    return dataset.select(subsample_indices(len(dataset), max_samples)) if max_samples < len(dataset) else dataset
+
+
+def check_not_empty(dataset, what: str) -> None:
+    """Raise when `dataset` (described by `what`, e.g. "train split") has no rows; streams are not checked."""
+    if hasattr(dataset, "__len__") and len(dataset) == 0:
+        raise ValueError(f"The {what} is empty: nothing to train or evaluate on.")
+
+
+def load_texts(
+    data_files: str | list[str] | None = None,
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    split: str = "train",
+    text_column: str = "text",
+    cache_dir: str | None = None,
+) -> list[str]:
+    """The non-blank texts of local files (.txt: one text per line; .csv/.json/.jsonl: `text_column`) or of one
+    split of a `datasets.load_dataset` name: `load_raw_datasets` and its checks, as a list."""
+    dataset = load_raw_datasets(dataset_name, dataset_config_name, {split: data_files}, cache_dir=cache_dir)
+    if split not in dataset:
+        raise ValueError(f"{dataset_name} has no split {split!r}; it has {list(dataset)}.")
+    dataset = dataset[split]
+    check_columns(dataset, {"text_column": text_column}, split)
+    return [text for text in dataset[text_column] if text and text.strip()]
