@@ -9,6 +9,7 @@ weights and write a complete `auto_map`: the checkpoint then loads anywhere with
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForMultipleChoice,
     AutoModelForQuestionAnswering,
@@ -18,6 +19,7 @@ from transformers import (
 
 from .configuration_mhe import ATTENTION_TYPES, MHEConfig
 from .modeling_mhe import (
+    MHEForCausalLM,
     MHEForMaskedLM,
     MHEForMultipleChoice,
     MHEForQuestionAnswering,
@@ -36,6 +38,7 @@ MODEL_CLASSES = {
     AutoModelForTokenClassification: MHEForTokenClassification,
     AutoModelForQuestionAnswering: MHEForQuestionAnswering,
     AutoModelForMultipleChoice: MHEForMultipleChoice,
+    AutoModelForCausalLM: MHEForCausalLM,
 }
 
 AutoConfig.register(MHEConfig.model_type, MHEConfig, exist_ok=True)
@@ -50,6 +53,7 @@ __all__ = [
     "MHEPreTrainedModel",
     "MHEModel",
     "MHEForMaskedLM",
+    "MHEForCausalLM",
     "MHEForSequenceClassification",
     "MHEForTokenClassification",
     "MHEForQuestionAnswering",

@@ -28,7 +28,7 @@ HEAD_EMBEDDING_INITS = ("default", "normal", "ones", "zeros")
 @strict
 class MHEConfig(PreTrainedConfig):
     r"""
-    A BERT-style bidirectional encoder whose attention is one of:
+    A BERT-style bidirectional encoder (or, with `is_decoder=True`, a causal decoder) whose attention is one of:
 
     - `"mhe_mul"`: shared Q/K/V projections of one head size, multiplied per head by learned embeddings (default);
     - `"mhe_add"`: the same, with the per-head embeddings added;
@@ -43,6 +43,8 @@ class MHEConfig(PreTrainedConfig):
             ones from `1 + N(0, initializer_range)` (so MUL starts close to a plain shared projection);
             `"normal"` uses `N(0, initializer_range)` for both, `"ones"` / `"zeros"` set constants.
         attention_bias (`bool`): bias in the Q/K/V and output projections (BERT uses biases).
+        is_decoder (`bool`): causal attention with a key/value cache, as `MHEForCausalLM` needs (it sets it).
+        use_cache (`bool`): whether a decoder returns its key/value cache by default.
 
     The other fields mean what they mean in `BertConfig`.
 
@@ -76,6 +78,8 @@ class MHEConfig(PreTrainedConfig):
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = True
     classifier_dropout: float | int | None = None
+    is_decoder: bool = False
+    use_cache: bool = True
 
     def __post_init__(self, **kwargs):
         # Checked here rather than in a `validate_*` hook so that bad values raise a plain ValueError.

@@ -19,6 +19,10 @@ kernels of Transformers (eager, sdpa, flash-attention, flex-attention) apply unc
          A_i V_i   = A_i X W^V + e_i^V                        -> exact whenever each row of A_i sums to one.
     Under attention dropout the rows of A_i no longer sum to one: the fused ADD path adds e_i^V undropped, which
     equals the materialised computation in expectation (inverted dropout keeps each row's expected sum at one).
+
+The same identities hold under a causal mask (the term ADD's softmax removes is constant along each row's visible
+keys), so `MHEForCausalLM` caches only X W^K and X W^V: one (batch, 1, seq, head_dim) key and value per layer, the
+cache of multi-query attention, 1/n of multi-head attention's.
 """
 
 from collections.abc import Callable
@@ -27,14 +31,19 @@ import torch
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
 from transformers.masking_utils import (
     create_bidirectional_mask,
+    create_causal_mask,
     find_packed_sequence_indices,
     packed_sequence_mask_function,
 )
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
+    BaseModelOutputWithPoolingAndCrossAttentions,
+    CausalLMOutputWithPast,
     MaskedLMOutput,
     MultipleChoiceModelOutput,
     QuestionAnsweringModelOutput,
@@ -61,6 +70,7 @@ AUTO_MAP = {
     "AutoModelForTokenClassification": "modeling_mhe.MHEForTokenClassification",
     "AutoModelForQuestionAnswering": "modeling_mhe.MHEForQuestionAnswering",
     "AutoModelForMultipleChoice": "modeling_mhe.MHEForMultipleChoice",
+    "AutoModelForCausalLM": "modeling_mhe.MHEForCausalLM",
 }
 
 
@@ -112,8 +122,15 @@ def eager_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    key = repeat_kv(key, module.num_key_value_groups)
-    value = repeat_kv(value, module.num_key_value_groups)
+    batch, num_heads, q_length, head_dim = query.shape
+    if q_length == 1 and module.num_key_value_groups > 1:
+        # Decoding one token: lay each key/value head's query heads along the query axis, (b, n, 1, d) ->
+        # (b, kv_heads, n / kv_heads, d), so the cache is read once instead of being copied n / kv_heads times by
+        # repeat_kv. A (b, 1, 1, kv) mask broadcasts over the new query axis unchanged.
+        query = query.reshape(batch, key.shape[1], -1, head_dim)
+    else:
+        key = repeat_kv(key, module.num_key_value_groups)
+        value = repeat_kv(value, module.num_key_value_groups)
     attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
@@ -121,8 +138,11 @@ def eager_attention_forward(
         attn_weights = attn_weights + attention_mask
     attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
     attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
-    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
-    return attn_output, attn_weights
+    attn_output = torch.matmul(attn_weights, value)
+    if q_length == 1:  # undo the packing above (a no-op otherwise)
+        attn_output = attn_output.reshape(batch, num_heads, 1, head_dim)
+        attn_weights = attn_weights.reshape(batch, num_heads, 1, -1)
+    return attn_output.transpose(1, 2).contiguous(), attn_weights
 
 
 class MHEAttention(nn.Module):
@@ -149,7 +169,7 @@ class MHEAttention(nn.Module):
         self.num_key_value_groups = self.num_heads // self.num_key_value_heads
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_probs_dropout_prob
-        self.is_causal = False
+        self.is_causal = config.is_decoder
 
         is_mhe = self.attention_type in MHE_TYPES
         num_query_projections = 1 if is_mhe else self.num_heads
@@ -168,6 +188,7 @@ class MHEAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
@@ -183,6 +204,10 @@ class MHEAttention(nn.Module):
             # `0 * e^K` keeps e^K in the graph with its true (zero) gradient, so distributed training does not
             # report it as an unused parameter.
             query = query + (self.q_head_embeddings + 0 * self.k_head_embeddings)[:, None, :]
+        if cache is not None:
+            # The key and value carry no head embedding (it is folded into the query or applied to the output), so
+            # the cache holds the shared head only: (batch, num_key_value_heads, seq, head_dim).
+            key, value = cache.update(key, value, self.layer_idx)
 
         implementation = self.config._attn_implementation
         if implementation == "sdpa" and kwargs.get("output_attentions", self.config.output_attentions):
@@ -292,8 +317,11 @@ class MHEPreTrainedModel(PreTrainedModel):
                     init.normal_(embeddings, mean=0.0, std=std)
 
 
-def _check_inputs(config: MHEConfig, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
+def _check_inputs(
+    config: MHEConfig, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_length: int = 0
+):
     """Turn the usual silent or cryptic failures (index errors deep inside torch) into errors that name the input.
+    `past_length`: tokens already in a decoder's cache, which the attention mask and the positions also cover.
 
     Shapes are checked everywhere. Id ranges are checked only for tensors on the CPU: reading a tensor's min/max on
     an accelerator waits for the device at every step, so there an out-of-range id is left to the device's own
@@ -314,17 +342,32 @@ def _check_inputs(config: MHEConfig, input_ids, attention_mask, token_type_ids, 
         shape = tuple(inputs_embeds.shape[:2])
     if shape[0] == 0 or shape[1] == 0:
         raise ValueError(f"The inputs are empty (batch size and sequence length must be at least 1), shape {shape}.")
-    if shape[1] > config.max_position_embeddings:
+    total_length = past_length + shape[1]
+    if total_length > config.max_position_embeddings:
         raise ValueError(
-            f"Sequence length {shape[1]} exceeds max_position_embeddings={config.max_position_embeddings}; "
+            f"Sequence length {total_length} (cached {past_length} + new {shape[1]}) exceeds "
+            f"max_position_embeddings={config.max_position_embeddings}; truncate the inputs "
+            "(e.g. tokenizer(..., truncation=True, max_length=...)) or generate fewer tokens."
+            if past_length
+            else f"Sequence length {shape[1]} exceeds max_position_embeddings={config.max_position_embeddings}; "
             "truncate the inputs (e.g. tokenizer(..., truncation=True, max_length=...))."
         )
-    if attention_mask is not None and attention_mask.dim() == 2 and tuple(attention_mask.shape) != shape:
-        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but the inputs have shape {shape}.")
+    mask_shape = (shape[0], total_length)
+    if attention_mask is not None and attention_mask.dim() == 2 and tuple(attention_mask.shape) != mask_shape:
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)} but the inputs have shape {shape}"
+            + (f" after {past_length} cached tokens, so it must be {mask_shape}." if past_length else ".")
+        )
     if attention_mask is not None and attention_mask.dim() == 4:
-        if attention_mask.shape[0] != shape[0] or tuple(attention_mask.shape[-2:]) != (shape[1], shape[1]):
+        # a decoder's cache that pre-allocates (StaticCache) makes the key axis longer than the tokens seen so far
+        key_length = attention_mask.shape[-1]
+        if (
+            attention_mask.shape[0] != shape[0]
+            or attention_mask.shape[-2] != shape[1]
+            or not (key_length >= total_length if config.is_decoder else key_length == total_length)
+        ):
             raise ValueError(
-                f"A 4D attention_mask must have shape ({shape[0]}, 1, {shape[1]}, {shape[1]}), "
+                f"A 4D attention_mask must have shape ({shape[0]}, 1, {shape[1]}, {total_length}), "
                 f"got {tuple(attention_mask.shape)}."
             )
     if attention_mask is not None and attention_mask.dim() not in (2, 4):
@@ -369,7 +412,9 @@ def _packed_sequences(config: MHEConfig, position_ids, attention_mask, batch_siz
 
 
 class MHEModel(MHEPreTrainedModel):
-    """The bare MHE encoder, returning hidden states and (optionally) the pooled [CLS] output."""
+    """The bare MHE encoder, returning hidden states and (optionally) the pooled [CLS] output.
+
+    With `config.is_decoder` it is a causal decoder: causal masks, and a key/value cache (`cache`, `use_cache`)."""
 
     def __init__(self, config: MHEConfig, add_pooling_layer: bool = True):
         super().__init__(config)
@@ -395,8 +440,10 @@ class MHEModel(MHEPreTrainedModel):
         token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPooling:
+    ) -> BaseModelOutputWithPooling | BaseModelOutputWithPoolingAndCrossAttentions:
         """
         Args:
             input_ids: token ids, (batch, seq_len). attention_mask: 1 for real tokens, 0 for padding, (batch, seq_len).
@@ -406,6 +453,8 @@ class MHEModel(MHEPreTrainedModel):
             output_hidden_states: return the embedding output and every layer's output.
             output_attentions: return each layer's attention probabilities. Under sdpa that forward pass falls back to
                 eager attention (with a warning); flash/flex attention cannot return them and raise.
+            cache, use_cache (decoders only): the key/value cache of the tokens seen so far (attention_mask then
+                covers those tokens too: (batch, cached + seq_len)); whether to create and return one.
         """
         if kwargs.get("output_attentions", self.config.output_attentions) and self.config._attn_implementation not in (
             "eager",
@@ -415,22 +464,52 @@ class MHEModel(MHEPreTrainedModel):
                 f"output_attentions=True needs attn_implementation='eager' (or 'sdpa', which falls back to eager for "
                 f"that call); the model uses '{self.config._attn_implementation}'."
             )
-        _check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        if not self.config.is_decoder:
+            if cache is not None:  # (use_cache is ignored: it defaults to config.use_cache for encoders too)
+                raise ValueError("A key/value cache needs a decoder: set is_decoder=True (MHEForCausalLM does).")
+            _check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+            hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+            packed = _packed_sequences(self.config, position_ids, attention_mask, hidden_states.shape[0])
+            attention_mask = create_bidirectional_mask(
+                config=self.config,
+                inputs_embeds=hidden_states,
+                attention_mask=attention_mask,
+                and_mask_function=packed_sequence_mask_function(packed) if packed is not None else None,
+            )
+            for layer in self.layers:
+                hidden_states = layer(hidden_states, attention_mask, position_ids=position_ids, **kwargs)
+            return BaseModelOutputWithPooling(
+                last_hidden_state=hidden_states,
+                pooler_output=self.pooler(hidden_states) if self.pooler is not None else None,
+            )
 
+        # Decoder: causal masks (packed sequences included, from position_ids) and a key/value cache.
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        past_length = cache.get_seq_length() if cache is not None else 0
+        _check_inputs(
+            self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_length
+        )
+        if position_ids is None and past_length:
+            reference = input_ids if input_ids is not None else inputs_embeds
+            position_ids = torch.arange(past_length, past_length + reference.shape[1], device=reference.device)[None]
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
-        packed = _packed_sequences(self.config, position_ids, attention_mask, hidden_states.shape[0])
-        attention_mask = create_bidirectional_mask(
+        attention_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=hidden_states,
             attention_mask=attention_mask,
-            and_mask_function=packed_sequence_mask_function(packed) if packed is not None else None,
+            cache=cache,
+            position_ids=position_ids,
+            # Decoding one token: an explicit mask makes sdpa lay the query heads along the query axis of their
+            # key/value head ("pack_gqa") instead of copying the cache per head (see eager_attention_forward).
+            allow_is_causal_skip=hidden_states.shape[1] > 1,
         )
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask, position_ids=position_ids, **kwargs)
-
-        return BaseModelOutputWithPooling(
+            hidden_states = layer(hidden_states, attention_mask, position_ids=position_ids, cache=cache, **kwargs)
+        return BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=hidden_states,
             pooler_output=self.pooler(hidden_states) if self.pooler is not None else None,
+            cache=cache,
         )
 
 
@@ -489,6 +568,71 @@ class MHEForMaskedLM(MHEPreTrainedModel):
         if labels is not None:
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+
+class MHEForCausalLM(MHEPreTrainedModel, GenerationMixin):
+    """A causal language model: the MHE stack with causal masks, a key/value cache and the masked-LM head predicting
+    the next token. For MHE-MUL/MHE-ADD (and MQA, single-head) the cache holds one (batch, 1, seq, head_dim) key and
+    value per layer, for GQA (batch, num_key_value_heads, ...), for MHA (batch, num_attention_heads, ...)."""
+
+    _tied_weights_keys = {"lm_head.decoder.weight": "model.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: MHEConfig):
+        if not config.is_decoder:
+            # e.g. warm-starting from a masked-LM checkpoint: its attention becomes causal
+            logger.warning("MHEForCausalLM needs a decoder; setting config.is_decoder=True.")
+            config.is_decoder = True
+        super().__init__(config)
+        self.model = MHEModel(config, add_pooling_layer=False)
+        self.lm_head = MHELMPredictionHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head.decoder = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """labels: the input ids (-100 where no loss is wanted); the loss shifts them by one inside.
+        logits_to_keep: compute logits for the last that many positions only (0: all), as generate() asks."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            cache=cache,
+            use_cache=use_cache,
+            return_dict=True,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
 
 class MHEForSequenceClassification(MHEPreTrainedModel):
@@ -666,6 +810,7 @@ __all__ = [
     "MHEPreTrainedModel",
     "MHEModel",
     "MHEForMaskedLM",
+    "MHEForCausalLM",
     "MHEForSequenceClassification",
     "MHEForTokenClassification",
     "MHEForQuestionAnswering",

@@ -1,0 +1,462 @@
+"""Decoding speed and key/value-cache size of every attention type against `transformers.GPT2LMHeadModel`.
+
+    python scripts/benchmark_decode.py --output_dir outputs/benchmark-decode
+
+For each model size, context length and attention type, `MHEForCausalLM` and a `GPT2LMHeadModel` of the same
+dimensions (hidden size, layers, heads, feed-forward size, vocabulary; GPT-2's multi-head attention) decode greedily
+from a prompt of `prompt_len` random tokens (batch `batch_size`) up to `context` tokens, one token per step through
+the key/value cache. Reported, as ratios ours / GPT-2 where it makes sense:
+
+* decode tokens/s: batch x decoded tokens / decode seconds (the prompt's prefill is not timed). With
+  `--decode_steps k` only the last k steps before `context` are decoded (the cache is prefilled with
+  `context - k` tokens, untimed): the decode rate near `context`, in a fraction of the time;
+* key/value-cache bytes at `context`: measured on the cache object after decoding (keys and values of every layer);
+  MHE-MUL/MHE-ADD, MQA and single-head cache one (batch, 1, seq, head_dim) key and value per layer, GPT-2 n of them;
+* the two limits a speed-up can approach: the FLOP ratio (GPT-2's matmul FLOPs of the decoded steps / ours) and the
+  bytes-moved ratio (GPT-2's bytes read per step / ours: every weight once plus the whole cache; decoding at small
+  batch is bound by memory traffic, so this is the limit that matters there).
+
+`--compare_kernels` adds, for the types whose key/value heads serve several query heads (MHE, MQA, GQA), two ways
+of running the same attention that Transformers would otherwise pick: `repeat_kv` (copy the cache once per query
+head at every step, then multi-head attention, as `eager` and `sdpa` do without `enable_gqa`) and `enable_gqa`
+(torch's grouped sdpa). The default path lays the query heads of one key/value head along the query axis of one
+attention, (batch, n, 1, d) -> (batch, g, n / g, d), and reads the cache once (`sdpa` and `eager`).
+
+Timing: every model in the same process; each repeat runs GPT-2, then each of ours with a GPT-2 run after it
+(R a R b R ..., the order rotated at each repeat); a model's speed ratio in a repeat is the mean decode time of the
+two GPT-2 runs around it over its own, the reported ratio the median over repeats. Decoding runs in eval mode under
+`torch.inference_mode()`, every dropout off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from transformers import AttentionInterface, AttentionMaskInterface, GPT2Config, GPT2LMHeadModel, HfArgumentParser
+from transformers.masking_utils import sdpa_mask
+
+from .benchmark import DTYPES, SIZES, _load_average, _mib, _quartiles, _synchronize, environment
+from .configuration_mhe import ATTENTION_TYPES, MHEConfig
+from .fileio import write_report
+from .modeling_mhe import MHE_TYPES, MHEForCausalLM, repeat_kv
+from .training_utils import default_num_key_value_heads
+
+logger = logging.getLogger(__name__)
+
+MICRO_SIZE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
+GROUPED_TYPES = ("mhe_mul", "mhe_add", "mqa", "gqa")  # several query heads per key/value head
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The attention kernels compared by --compare_kernels, registered with Transformers' attention interface
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _sdpa(module, query, key, value, attention_mask, scaling=None, **sdpa_kwargs):
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, scale=scaling, is_causal=False, **sdpa_kwargs
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def repeat_kv_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Decode-only sdpa that first copies every key/value head once per query head it serves."""
+    groups = module.num_key_value_groups
+    return _sdpa(module, query, repeat_kv(key, groups), repeat_kv(value, groups), attention_mask, scaling)
+
+
+def enable_gqa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Decode-only sdpa with torch's grouped-query support (`enable_gqa=True`)."""
+    return _sdpa(module, query, key, value, attention_mask, scaling, enable_gqa=module.num_key_value_groups > 1)
+
+
+KERNELS = {"repeat_kv": repeat_kv_attention, "enable_gqa": enable_gqa_attention}
+for _name, _function in KERNELS.items():
+    AttentionInterface.register(_name, _function)
+    AttentionMaskInterface.register(_name, sdpa_mask)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Closed-form FLOPs and bytes of one decode step
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cached_key_value_heads(config: MHEConfig) -> int:
+    return config.num_key_value_heads  # mhe_*, mqa, sha: 1; gqa: g; mha: n (MHEConfig's num_key_value_heads_for_type)
+
+
+def kv_cache_bytes(num_layers: int, kv_heads: int, head_dim: int, batch: int, seq: int, element_size: int) -> int:
+    """Keys and values of every layer: 2 x layers x (batch, kv_heads, seq, head_dim)."""
+    return 2 * num_layers * batch * kv_heads * seq * head_dim * element_size
+
+
+def decode_step_flops(config: MHEConfig, context: int) -> int:
+    """Matmul FLOPs (2 per multiply-add) of decoding ONE token of one sequence with `context` tokens in the cache
+    (itself included): projections, attention over the cache, feed-forward, and the LM head. GPT-2 is
+    `attention_type="mha"` without the LM head's dense layer (`lm_head_dense=False`)."""
+    return _decode_step_flops(config, context, lm_head_dense=True)
+
+
+def _decode_step_flops(config: MHEConfig, context: int, lm_head_dense: bool) -> int:
+    h, f, d, n = config.hidden_size, config.intermediate_size, config.head_dim, config.num_attention_heads
+    g = config.num_key_value_heads
+    q_out, kv_out, o_in, query_heads = {
+        "mha": (n * d, n * d, n * d, n),
+        "gqa": (n * d, g * d, n * d, n),
+        "mqa": (n * d, d, n * d, n),
+        "sha": (d, d, d, 1),
+        "mhe_add": (d, d, n * d, n),
+        "mhe_mul": (d, d, n * d, n),
+    }[config.attention_type]
+    layer = 2 * h * (q_out + 2 * kv_out) + 2 * o_in * h + 2 * 2 * context * d * query_heads + 2 * 2 * h * f
+    head = 2 * h * config.vocab_size + (2 * h * h if lm_head_dense else 0)
+    return config.num_hidden_layers * layer + head
+
+
+def gpt2_decode_step_flops(config: MHEConfig, context: int) -> int:
+    """As decode_step_flops for GPT2LMHeadModel of the dimensions of `config` (an "mha" config): its LM head is one
+    linear layer."""
+    return _decode_step_flops(config, context, lm_head_dense=False)
+
+
+def decode_step_bytes(parameter_bytes: int, cache_bytes_per_token: int, context: int, batch: int) -> int:
+    """Bytes one decode step must read at least: every weight once, and the whole cache of every sequence."""
+    return parameter_bytes + cache_bytes_per_token * context * batch
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models and timing
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_config(size: dict, attention_type: str, vocab_size: int, context: int, impl: str) -> MHEConfig:
+    n = size["num_attention_heads"]
+    return MHEConfig(
+        **size,
+        attention_type=attention_type,
+        num_key_value_heads=default_num_key_value_heads(n) if attention_type == "gqa" else None,
+        vocab_size=vocab_size,
+        max_position_embeddings=context,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        is_decoder=True,
+        attn_implementation=impl,
+    )
+
+
+def build_gpt2(config: MHEConfig, impl: str) -> GPT2LMHeadModel:
+    """`transformers.GPT2LMHeadModel` with the dimensions of `config`, dropout off."""
+    gpt2_config = GPT2Config(
+        vocab_size=config.vocab_size,
+        n_positions=config.max_position_embeddings,
+        n_embd=config.hidden_size,
+        n_layer=config.num_hidden_layers,
+        n_head=config.num_attention_heads,
+        n_inner=config.intermediate_size,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        attn_implementation=impl,
+    )
+    return GPT2LMHeadModel(gpt2_config)
+
+
+def cache_bytes(cache) -> int:
+    """Bytes of the keys and values a Transformers cache holds."""
+    return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+
+
+def make_decode(
+    model, prompt: torch.Tensor, context: int, decode_steps: int, device: torch.device
+) -> Callable[[], tuple[float, int]]:
+    """A callable that prefills `context - decode_steps` tokens (untimed), then decodes `decode_steps` tokens greedily
+    one at a time through the cache, and returns (decode seconds, cache bytes at the end)."""
+    prefill = context - decode_steps
+
+    def run() -> tuple[float, int]:
+        with torch.inference_mode():
+            out = model(input_ids=prompt[:, :prefill], use_cache=True)
+            cache, next_ids = out.cache, out.logits[:, -1:].argmax(-1)
+            _synchronize(device)
+            start = time.perf_counter()
+            for step in range(decode_steps):
+                position = torch.full((prompt.shape[0], 1), prefill + step, device=device)
+                out = model(input_ids=next_ids, position_ids=position, cache=cache, use_cache=True)
+                cache, next_ids = out.cache, out.logits[:, -1:].argmax(-1)
+            _synchronize(device)
+            return time.perf_counter() - start, cache_bytes(cache)
+
+    return run
+
+
+def time_alternately(
+    runs: dict[str, Callable[[], tuple[float, int]]], reference: str, repeats: int, warmup: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, int]]:
+    """As benchmark.time_alternately, with each run timing its own decode loop (the prefill left out)."""
+    others = [name for name in runs if name != reference]
+    cache = {}
+    for _ in range(warmup):
+        for name, run in runs.items():
+            cache[name] = run()[1]
+    seconds = {name: [] for name in runs}
+    speedups = {name: [] for name in others}
+
+    def timed(name):
+        elapsed, cache[name] = runs[name]()
+        seconds[name].append(elapsed)
+        return elapsed
+
+    for repeat in range(repeats):
+        shift = repeat % len(others) if others else 0
+        before = timed(reference)
+        for name in others[shift:] + others[:shift]:
+            own = timed(name)
+            after = timed(reference)
+            speedups[name].append((before + after) / 2 / own)
+            before = after
+    return seconds, speedups, cache
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The benchmark
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DecodeBenchmarkArguments:
+    output_dir: str = dataclasses.field(
+        default="outputs/benchmark-decode", metadata={"help": "Folder for benchmark-decode.json/.md/.png."}
+    )
+    sizes: list[str] = dataclasses.field(
+        default_factory=lambda: ["base", "small"], metadata={"help": f"Model sizes out of {sorted(SIZES)}."}
+    )
+    attention_types: list[str] = dataclasses.field(
+        default_factory=lambda: list(ATTENTION_TYPES), metadata={"help": "Attention types to compare with GPT-2."}
+    )
+    contexts: list[int] = dataclasses.field(
+        default_factory=lambda: [512, 2048], metadata={"help": "Context lengths reached by decoding."}
+    )
+    prompt_len: int = dataclasses.field(default=128, metadata={"help": "Prompt tokens (prefilled, untimed)."})
+    decode_steps: int | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Decode only the last k steps before each context (default: all, from prompt_len)."},
+    )
+    batch_size: int = dataclasses.field(default=8, metadata={"help": "Sequences decoded together."})
+    repeats: int = dataclasses.field(default=3, metadata={"help": "Timed runs per model; figures are medians."})
+    warmup: int = dataclasses.field(default=1, metadata={"help": "Untimed runs of every model first."})
+    attn_implementation: str = dataclasses.field(default="sdpa", metadata={"help": "sdpa or eager (both models)."})
+    compare_kernels: bool = dataclasses.field(
+        default=False, metadata={"help": "Also time MHE/MQA/GQA with the repeat_kv and enable_gqa kernels."}
+    )
+    dtype: str | None = dataclasses.field(
+        default=None, metadata={"help": f"Out of {sorted(DTYPES)}; default float32 on CPU, bfloat16 on CUDA."}
+    )
+    device: str = dataclasses.field(default="cpu", metadata={"help": "cpu or cuda[:N]."})
+    threads: int | None = dataclasses.field(default=None, metadata={"help": "torch.set_num_threads on CPU."})
+    vocab_size: int = dataclasses.field(default=50257, metadata={"help": "GPT-2's vocabulary by default."})
+    micro: bool = dataclasses.field(
+        default=False, metadata={"help": "Tiny dimensions instead of --sizes: a seconds-long smoke run."}
+    )
+    seed: int = dataclasses.field(default=0)
+
+    def __post_init__(self):
+        for name, values, allowed in (
+            ("sizes", self.sizes, SIZES),
+            ("attention_types", self.attention_types, ATTENTION_TYPES),
+            ("dtype", [self.dtype] if self.dtype else [], DTYPES),
+            ("attn_implementation", [self.attn_implementation], ("sdpa", "eager")),
+        ):
+            unknown = [value for value in values if value not in allowed]
+            if unknown:
+                raise ValueError(f"--{name}: unknown value(s) {unknown}; choose from {sorted(allowed)}.")
+        for name in ("batch_size", "repeats", "vocab_size", "prompt_len"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
+        if self.warmup < 0:
+            raise ValueError(f"--warmup must be >= 0, got {self.warmup}.")
+        if not self.contexts or min(self.contexts) <= self.prompt_len:
+            raise ValueError(f"--contexts must all exceed --prompt_len {self.prompt_len}, got {self.contexts}.")
+        if self.decode_steps is not None and not 0 < self.decode_steps <= min(self.contexts) - self.prompt_len:
+            raise ValueError(
+                f"--decode_steps must lie in [1, {min(self.contexts) - self.prompt_len}] (the shortest context minus "
+                f"the prompt), got {self.decode_steps}."
+            )
+        if not self.attention_types:
+            raise ValueError("--attention_types must not be empty.")
+        device = torch.device(self.device)
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"--device must be cpu or cuda[:N], got {self.device!r}.")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda, but torch.cuda.is_available() is False.")
+
+    def dtype_name(self) -> str:
+        return self.dtype or ("bfloat16" if torch.device(self.device).type == "cuda" else "float32")
+
+
+def run_benchmark(args: DecodeBenchmarkArguments) -> dict:
+    device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    sizes = {"micro": MICRO_SIZE} if args.micro else {name: SIZES[name] for name in args.sizes}
+    results = {"environment": environment(device), "settings": dataclasses.asdict(args), "decode": []}
+    results["settings"]["dtype"] = args.dtype_name()
+    for size_name, size in sizes.items():
+        for context in args.contexts:
+            results["decode"] += decode_rows(size_name, size, context, args, device)
+    results["environment"]["load_average_end"] = _load_average()
+    return results
+
+
+def decode_rows(size_name: str, size: dict, context: int, args: DecodeBenchmarkArguments, device) -> list[dict]:
+    dtype = DTYPES[args.dtype_name()]
+    torch.manual_seed(args.seed)
+    impl = args.attn_implementation
+    reference = build_config(size, "mha", args.vocab_size, context, impl)
+    models = {"gpt2": build_gpt2(reference, impl)}
+    variants = {}  # model name -> (attention type, kernel)
+    for attention_type in args.attention_types:
+        kernels = [impl] + (list(KERNELS) if args.compare_kernels and attention_type in GROUPED_TYPES else [])
+        for kernel in kernels:
+            name = attention_type if kernel == impl else f"{attention_type}+{kernel}"
+            models[name] = MHEForCausalLM(build_config(size, attention_type, args.vocab_size, context, kernel))
+            variants[name] = (attention_type, kernel)
+    for model in models.values():
+        model.to(device=device, dtype=dtype).eval()
+    decode_steps = args.decode_steps or context - args.prompt_len
+    # Random ids, no padding; the same for every model. Greedy decoding feeds each model its own predictions.
+    prompt = torch.randint(1, args.vocab_size, (args.batch_size, context), device=device)
+    runs = {name: make_decode(model, prompt, context, decode_steps, device) for name, model in models.items()}
+    logger.info("Decoding %s to context %d (%d steps), %s/%s", size_name, context, decode_steps, args.dtype_name(), impl)
+    load_start = _load_average()
+    seconds, speedups, cache = time_alternately(runs, "gpt2", args.repeats, args.warmup)
+    load_end = _load_average()
+
+    element_size = torch.tensor([], dtype=dtype).element_size()
+    gpt2_params = sum(p.numel() * p.element_size() for p in models["gpt2"].parameters())
+    prefill = context - decode_steps
+    tokens = args.batch_size * decode_steps
+
+    def limits(config: MHEConfig, params: int, gpt2: bool) -> tuple[int, int]:
+        per_token_cache = kv_cache_bytes(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, 1, 1, element_size)
+        flops = bytes_moved = 0
+        for position in range(prefill + 1, context + 1):
+            flops += (gpt2_decode_step_flops(config, position) if gpt2 else decode_step_flops(config, position))
+            bytes_moved += decode_step_bytes(params, per_token_cache, position, args.batch_size)
+        return flops * args.batch_size, bytes_moved
+
+    gpt2_flops, gpt2_bytes = limits(reference, gpt2_params, gpt2=True)
+    rows = []
+    for name, (attention_type, kernel) in variants.items():
+        config = models[name].config
+        params = sum(p.numel() * p.element_size() for p in models[name].parameters())
+        flops, bytes_moved = limits(config, params, gpt2=False)
+        rows.append(
+            {
+                "size": size_name,
+                "context": context,
+                "prompt_len": args.prompt_len,
+                "decode_steps": decode_steps,
+                "batch_size": args.batch_size,
+                "dtype": args.dtype_name(),
+                "attention_type": attention_type,
+                "kernel": kernel,
+                "tokens_per_s": tokens / statistics.median(seconds[name]),
+                "gpt2_tokens_per_s": tokens / statistics.median(seconds["gpt2"]),
+                "speed_ratio": statistics.median(speedups[name]),
+                "speed_ratios": speedups[name],
+                "seconds": seconds[name],
+                "gpt2_seconds": seconds["gpt2"],
+                "cache_bytes": cache[name],
+                "gpt2_cache_bytes": cache["gpt2"],
+                "cache_ratio": cache[name] / cache["gpt2"],
+                "cache_bytes_formula": kv_cache_bytes(
+                    config.num_hidden_layers, config.num_key_value_heads, config.head_dim, args.batch_size, context, element_size
+                ),
+                "flop_ratio_gpt2_over_ours": gpt2_flops / flops,
+                "bytes_ratio_gpt2_over_ours": gpt2_bytes / bytes_moved,
+                "parameter_bytes": params,
+                "gpt2_parameter_bytes": gpt2_params,
+                "load_average": {"start": load_start, "end": load_end},
+            }
+        )
+    return rows
+
+
+def markdown_report(results: dict) -> str:
+    env, settings = results["environment"], results["settings"]
+    lines = [
+        "# MHE decode benchmark",
+        "",
+        f"`{env['command']}` on {env['cpu']} ({env['cpu_count']} CPUs, {env['torch_threads']} torch threads), "
+        f"device {env['device']}, torch {env['torch']}, transformers {env['transformers']}, {env['date']}; "
+        f"load average (1/5/15 min) {env['load_average_start']} at start, {env['load_average_end']} at end.",
+        "",
+        f"Greedy decoding, batch {settings['batch_size']}, prompt {settings['prompt_len']} random tokens, "
+        f"{settings['dtype']}, {settings['attn_implementation']} (both models), {settings['repeats']} repeats. "
+        "Speed: median over repeats of GPT-2's decode time (the runs just before and after) / ours [quartiles]; "
+        "FLOP and bytes limits: GPT-2's matmul FLOPs / ours and GPT-2's bytes read per step (weights + cache) / ours, "
+        "over the decoded steps. Cache: keys and values of every layer at the context length.",
+        "",
+        "| size | context | steps | attention | kernel | tok/s (GPT-2) | speed | FLOP limit | bytes limit | cache MiB (GPT-2) | cache ratio |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["decode"]:
+        lines.append(
+            f"| {row['size']} | {row['context']} | {row['decode_steps']} | {row['attention_type']} | {row['kernel']} | "
+            f"{row['tokens_per_s']:,.0f} ({row['gpt2_tokens_per_s']:,.0f}) | "
+            f"{row['speed_ratio']:.2f} {_quartiles(row['speed_ratios'])} | {row['flop_ratio_gpt2_over_ours']:.2f} | "
+            f"{row['bytes_ratio_gpt2_over_ours']:.2f} | {_mib(row['cache_bytes'])} ({_mib(row['gpt2_cache_bytes'])}) | "
+            f"{row['cache_ratio']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path) -> None:
+    """One panel per (size, context): decode speed ratio and 1 / cache ratio by attention type, limits marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = {}
+    for row in results["decode"]:
+        panels.setdefault((row["size"], row["context"]), []).append(row)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.8), squeeze=False)
+    for ax, ((size, context), rows) in zip(axes.flat, panels.items()):
+        positions = range(len(rows))
+        ax.bar([p - 0.2 for p in positions], [row["speed_ratio"] for row in rows], 0.4, label="decode speed / GPT-2")
+        ax.bar([p + 0.2 for p in positions], [1 / row["cache_ratio"] for row in rows], 0.4, label="GPT-2 cache / ours")
+        ax.scatter([p - 0.2 for p in positions], [row["bytes_ratio_gpt2_over_ours"] for row in rows], marker="_", s=300,
+                   color="black", label="bytes-moved limit", zorder=3)  # fmt: skip
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_xticks(list(positions), [f"{row['attention_type']}\n{row['kernel']}" for row in rows], fontsize="small")
+        ax.set_yscale("log")
+        ax.set_title(f"{size}, context {context}")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(results: dict, output_dir: str | os.PathLike):
+    return write_report(output_dir, "benchmark-decode", results, markdown_report(results), plot)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    (args,) = HfArgumentParser(DecodeBenchmarkArguments).parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    results = run_benchmark(args)
+    output_dir = write_outputs(results, args.output_dir)
+    print(markdown_report(results))
+    print(f"Wrote {output_dir}/benchmark-decode.json, benchmark-decode.md and benchmark-decode.png")
+    return results
+
+
+__all__ = ["DecodeBenchmarkArguments", "decode_step_flops", "kv_cache_bytes", "run_benchmark", "main"]
