@@ -6,19 +6,12 @@ Auto class so that `save_pretrained` / `push_to_hub` copy `configuration_mhe.py`
 weights and write a complete `auto_map`: the checkpoint then loads anywhere with `trust_remote_code=True`.
 """
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForMaskedLM,
-    AutoModelForMultipleChoice,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-)
+import transformers
+from transformers import AutoConfig
 
-from .configuration_mhe import ATTENTION_TYPES, MHEConfig
+from .configuration_mhe import ATTENTION_TYPES, MHE_TYPES, MHEConfig
 from .modeling_mhe import (
+    HEADS,
     MHEForCausalLM,
     MHEForMaskedLM,
     MHEForMultipleChoice,
@@ -31,24 +24,15 @@ from .modeling_mhe import (
 
 __version__ = "0.1.0"
 
-MODEL_CLASSES = {
-    AutoModel: MHEModel,
-    AutoModelForMaskedLM: MHEForMaskedLM,
-    AutoModelForSequenceClassification: MHEForSequenceClassification,
-    AutoModelForTokenClassification: MHEForTokenClassification,
-    AutoModelForQuestionAnswering: MHEForQuestionAnswering,
-    AutoModelForMultipleChoice: MHEForMultipleChoice,
-    AutoModelForCausalLM: MHEForCausalLM,
-}
-
 AutoConfig.register(MHEConfig.model_type, MHEConfig, exist_ok=True)
 MHEConfig.register_for_auto_class()
-for auto_class, model_class in MODEL_CLASSES.items():
-    auto_class.register(MHEConfig, model_class, exist_ok=True)
-    model_class.register_for_auto_class(auto_class.__name__)
+for model_class, head in HEADS.items():
+    getattr(transformers, head.auto_class).register(MHEConfig, model_class, exist_ok=True)
+    model_class.register_for_auto_class(head.auto_class)
 
 __all__ = [
     "ATTENTION_TYPES",
+    "MHE_TYPES",
     "MHEConfig",
     "MHEPreTrainedModel",
     "MHEModel",

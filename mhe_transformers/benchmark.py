@@ -1,4 +1,4 @@
-"""Parameters, speed and memory of every attention type against `transformers.BertModel` (DESIGN.md §4).
+"""Parameters, speed and memory of every attention type against `transformers.BertModel`.
 
     python scripts/benchmark.py --output_dir outputs/benchmark
 
@@ -40,9 +40,7 @@ import dataclasses
 import logging
 import math
 import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,10 +50,10 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from transformers import BertConfig, BertModel, HfArgumentParser
 
-from .configuration_mhe import ATTENTION_TYPES, MHEConfig
-from .fileio import write_report
-from .modeling_mhe import MHE_TYPES, MHEModel
-from .training_utils import default_num_key_value_heads
+from .configuration_mhe import ATTENTION_TYPES, MHEConfig, default_num_key_value_heads
+from .counting import attention_parameter_formula, count_parameters, encoder_matmul_flops, encoder_parameter_formula
+from .fileio import environment, load_average, write_report
+from .modeling_mhe import MHEModel
 
 logger = logging.getLogger(__name__)
 
@@ -66,77 +64,6 @@ SIZES = {
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("forward", "train")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Closed-form parameter and FLOP counts
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _projection_sizes(attention_type: str, n: int, d: int, g: int | None) -> tuple[int, int, int, int]:
-    """(q_proj outputs, k_proj = v_proj outputs, o_proj inputs, query heads) of one attention layer."""
-    if attention_type not in ATTENTION_TYPES:
-        raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {attention_type!r}.")
-    if attention_type == "gqa" and not g:
-        raise ValueError("attention_type='gqa' needs g, its number of key/value heads.")
-    return {
-        "mha": (n * d, n * d, n * d, n),
-        "gqa": (n * d, (g or 0) * d, n * d, n),
-        "mqa": (n * d, d, n * d, n),
-        "sha": (d, d, d, 1),
-        "mhe_add": (d, d, n * d, n),  # one shared projection of a single head's size; n heads through embeddings
-        "mhe_mul": (d, d, n * d, n),
-    }[attention_type]
-
-
-def attention_parameter_formula(attention_type: str, h: int, n: int, d: int, g: int | None = None, bias: bool = True) -> int:
-    """Attention-only parameters of ONE layer: Q/K/V/O projection weights, their biases, and MHE's head embeddings.
-
-    h: hidden size, n: heads, d: head size, g: key/value heads (gqa only). With h = n·d the Q/K/V weights are
-    3n²d² for MHA and 3nd² for MHE, which adds 3nd head-embedding parameters (DESIGN.md §1).
-    """
-    q_out, kv_out, o_in, _ = _projection_sizes(attention_type, n, d, g)
-    weights = h * (q_out + 2 * kv_out) + o_in * h
-    biases = q_out + 2 * kv_out + h if bias else 0
-    head_embeddings = 3 * n * d if attention_type in MHE_TYPES else 0
-    return weights + biases + head_embeddings
-
-
-def encoder_parameter_formula(config: MHEConfig, add_pooling_layer: bool = False) -> int:
-    """All parameters of `MHEModel(config)`: embeddings, layers (attention, two LayerNorms, feed-forward), pooler.
-    With attention_type="mha" this is also the count of `BertModel` of the same dimensions."""
-    h, f = config.hidden_size, config.intermediate_size
-    embeddings = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * h + 2 * h
-    attention = attention_parameter_formula(
-        config.attention_type, h, config.num_attention_heads, config.head_dim, config.num_key_value_heads, config.attention_bias
-    )
-    layer = attention + 2 * h + (h * f + f) + (f * h + h) + 2 * h
-    pooler = h * h + h if add_pooling_layer else 0
-    return embeddings + config.num_hidden_layers * layer + pooler
-
-
-def encoder_matmul_flops(config: MHEConfig, seq_len: int) -> int:
-    """Matmul FLOPs (2 per multiply-add) of one forward pass of the encoder over one sequence of `seq_len` tokens:
-    Q/K/V/O projections, attention scores and weighted values, feed-forward. Element-wise work (MHE's head
-    embeddings, softmax, LayerNorm, GELU) is left out. A backward pass costs twice a forward one for every matmul,
-    so the ratio between two models is the same for training."""
-    h, f, T, d = config.hidden_size, config.intermediate_size, seq_len, config.head_dim
-    q_out, kv_out, o_in, query_heads = _projection_sizes(
-        config.attention_type, config.num_attention_heads, d, config.num_key_value_heads
-    )
-    projections = 2 * T * h * (q_out + 2 * kv_out) + 2 * T * o_in * h
-    attention = 2 * (2 * T * T * d) * query_heads  # Q·Kᵀ and A·V, per query head
-    feed_forward = 2 * (2 * T * h * f)
-    return config.num_hidden_layers * (projections + attention + feed_forward)
-
-
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Total parameters and attention-only ones (projections, their biases and head embeddings; not LayerNorms).
-    Works for MHEModel (`layers.N.attention.*`) and BertModel (`encoder.layer.N.attention.{self,output.dense}.*`)."""
-    attention = sum(
-        p.numel() for name, p in model.named_parameters() if ".attention." in name and "LayerNorm" not in name
-    )
-    return {"total": sum(p.numel() for p in model.parameters()), "attention": attention}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -369,7 +296,7 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
         for dtype_name, impl in args.setups():
             for seq_len in args.seq_lens:
                 results["speed"] += speed_rows(size_name, size, seq_len, dtype_name, impl, args, device)
-    results["environment"]["load_average_end"] = _load_average()
+    results["environment"]["load_average_end"] = load_average()
     return results
 
 
@@ -419,7 +346,7 @@ def speed_rows(
     tokens = args.batch_size * seq_len
     bert_flops = encoder_matmul_flops(reference, seq_len)
 
-    load_start = _load_average()
+    load_start = load_average()
     measured = {}
     for mode in args.modes:
         steps = {name: make_step(model, input_ids, mode) for name, model in models.items()}
@@ -435,7 +362,7 @@ def speed_rows(
                 "speedups": speedups.get(name),
                 "peak_memory_bytes": memory,
             }
-    load_end = _load_average()
+    load_end = load_average()
 
     rows = []
     for attention_type in args.attention_types:
@@ -470,42 +397,6 @@ def speed_rows(
             }
         rows.append(row)
     return rows
-
-
-def _load_average() -> list[float] | None:
-    """1, 5 and 15-minute load averages (what `uptime` prints): how busy the machine was."""
-    try:
-        return [round(load, 2) for load in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(device: torch.device) -> dict:
-    import transformers
-
-    return {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "load_average_start": _load_average(),
-    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -641,10 +532,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
 __all__ = [
     "SIZES",
     "BenchmarkArguments",
-    "attention_parameter_formula",
-    "encoder_parameter_formula",
-    "encoder_matmul_flops",
-    "count_parameters",
     "peak_step_memory",
     "time_alternately",
     "run_benchmark",

@@ -23,9 +23,7 @@ import json
 import logging
 import math
 import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,7 +32,7 @@ from typing import Any
 import yaml
 
 from .configuration_mhe import ATTENTION_TYPES
-from .fileio import write_report
+from .fileio import environment, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -310,14 +308,11 @@ def _wordnet_matches(counts: dict, max_synsets: int | None) -> bool:
 
 def parameter_counts(model_dir: Path) -> dict[str, int]:
     """Total and attention-only parameters of the encoder saved in `model_dir` (shapes only, no weights read)."""
-    import torch
     from transformers import AutoConfig, AutoModel
 
-    from .benchmark import count_parameters
+    from .counting import count_config_parameters
 
-    config = AutoConfig.from_pretrained(model_dir)
-    with torch.device("meta"):
-        return count_parameters(AutoModel.from_config(config, add_pooling_layer=False))
+    return count_config_parameters(AutoModel.from_config, AutoConfig.from_pretrained(model_dir), add_pooling_layer=False)
 
 
 def run_comparison(config: CompareConfig, pipeline: Pipeline | None = None) -> dict:
@@ -412,24 +407,6 @@ def summarize(runs: list[dict], config: CompareConfig) -> dict:
 
 def _jsonable(values: Any) -> Any:
     return json.loads(json.dumps(values, default=str))
-
-
-def environment() -> dict:
-    import torch
-    import transformers
-
-    from .benchmark import _cpu_model
-
-    return {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ small learned embedding per head. The same configuration also builds the baselin
 every comparison is a single `attention_type` switch.
 """
 
+from typing import Literal, get_args
+
 import transformers
 from huggingface_hub.dataclasses import strict
 from packaging import version
@@ -21,8 +23,21 @@ if not SUPPORTED_TRANSFORMERS[0] <= version.parse(transformers.__version__) < SU
         f"transformers {transformers.__version__} is installed. Run `pip install 'transformers>=5.4,<6'`."
     )
 
-ATTENTION_TYPES = ("mhe_mul", "mhe_add", "mha", "mqa", "gqa", "sha")
-HEAD_EMBEDDING_INITS = ("default", "normal", "ones", "zeros")
+AttentionType = Literal["mhe_mul", "mhe_add", "mha", "mqa", "gqa", "sha"]
+HeadEmbeddingInit = Literal["default", "normal", "ones", "zeros"]
+ATTENTION_TYPES: tuple[str, ...] = get_args(AttentionType)
+HEAD_EMBEDDING_INITS: tuple[str, ...] = get_args(HeadEmbeddingInit)
+MHE_TYPES = ("mhe_mul", "mhe_add")  # one shared Q/K/V projection of a single head's size, plus per-head embeddings
+
+
+def default_num_key_value_heads(num_attention_heads: int) -> int:
+    """GQA's key/value heads when a recipe gives none (`--attention_type gqa`, the benchmark): a quarter of the heads
+    (BERT-base: 12 -> 3), but at least two so that GQA differs from MQA, rounded down to a divisor of the head
+    count. The config itself never guesses: `MHEConfig(attention_type="gqa")` needs `num_key_value_heads`."""
+    groups = max(2, num_attention_heads // 4)
+    while num_attention_heads % groups:
+        groups -= 1
+    return groups
 
 
 @strict
@@ -63,9 +78,9 @@ class MHEConfig(PreTrainedConfig):
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
     head_dim: int | None = None
-    attention_type: str = "mhe_mul"
+    attention_type: AttentionType = "mhe_mul"
     num_key_value_heads: int | None = None
-    head_embedding_init: str = "default"
+    head_embedding_init: HeadEmbeddingInit = "default"
     attention_bias: bool = True
     intermediate_size: int = 3072
     hidden_act: str = "gelu"
@@ -82,14 +97,13 @@ class MHEConfig(PreTrainedConfig):
     use_cache: bool = True
 
     def __post_init__(self, **kwargs):
-        # Checked here rather than in a `validate_*` hook so that bad values raise a plain ValueError.
-        self.validate_mhe()
-        if self.head_dim is None:
+        # Derived fields only; every check is in `validate_mhe`, which `@strict` runs once the config is built.
+        if self.head_dim is None and self.num_attention_heads > 0 and self.hidden_size % self.num_attention_heads == 0:
             self.head_dim = self.hidden_size // self.num_attention_heads
         self.num_key_value_heads = self.num_key_value_heads_for_type()
         super().__post_init__(**kwargs)
 
-    def num_key_value_heads_for_type(self) -> int:
+    def num_key_value_heads_for_type(self) -> int | None:
         return {
             "mha": self.num_attention_heads,
             "gqa": self.num_key_value_heads,
@@ -97,13 +111,8 @@ class MHEConfig(PreTrainedConfig):
         }.get(self.attention_type, 1)  # mqa, mhe_add and mhe_mul share one key/value head
 
     def validate_mhe(self):
-        """Raise a ValueError naming the first invalid field and what is allowed."""
-        if self.attention_type not in ATTENTION_TYPES:
-            raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {self.attention_type!r}.")
-        if self.head_embedding_init not in HEAD_EMBEDDING_INITS:
-            raise ValueError(
-                f"head_embedding_init must be one of {HEAD_EMBEDDING_INITS}, got {self.head_embedding_init!r}."
-            )
+        """The checks across fields (`@strict` checks each field's type and `Literal` choices on its own); run by
+        `@strict` after `__init__` and by `save_pretrained`. Raises naming the first invalid field."""
         for name in (
             "vocab_size",
             "hidden_size",
@@ -117,7 +126,7 @@ class MHEConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         if self.head_dim is not None and self.head_dim <= 0:
             raise ValueError(f"head_dim must be a positive integer or None, got {self.head_dim}.")
-        if self.head_dim is None and self.hidden_size % self.num_attention_heads != 0:
+        if self.head_dim is None:  # left unset by __post_init__: hidden_size is not a multiple of the heads
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads}) when head_dim is not given; set head_dim explicitly otherwise."
@@ -141,4 +150,4 @@ class MHEConfig(PreTrainedConfig):
             raise ValueError(f"pad_token_id must be None or in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}.")
 
 
-__all__ = ["MHEConfig"]
+__all__ = ["ATTENTION_TYPES", "MHE_TYPES", "MHEConfig", "default_num_key_value_heads"]

@@ -25,56 +25,35 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForMaskedLM,
-    AutoModelForMultipleChoice,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    AutoTokenizer,
-    HfArgumentParser,
-    PreTrainedModel,
-)
+import transformers
+from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, PreTrainedModel
 from transformers.activations import ACT2FN
 
 from . import data
-from .configuration_mhe import MHEConfig
+from .configuration_mhe import MHE_TYPES, MHEConfig
 from .distillation import RecoveryArguments, distill_hidden_states
 from .fileio import atomic_directory
 from .wordnet import wordnet_texts
 from .modeling_mhe import (
+    HEADS,
     MHEForMaskedLM,
-    MHEForMultipleChoice,
     MHEForQuestionAnswering,
     MHEForSequenceClassification,
-    MHEForTokenClassification,
     MHEModel,
     MHEPreTrainedModel,
 )
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
-TARGET_ATTENTION_TYPES = ("mhe_mul", "mhe_add")
 REPORT_NAME = "conversion_report.json"
 
-# task -> (Auto class that loads the source, MHE class that receives it). The task is read from the source's
-# `config.architectures` (e.g. "BertForMaskedLM" -> "masked-lm") unless given.
+# task -> (Auto class that loads the source, MHE class that receives it), from modeling_mhe.HEADS. The task is read
+# from the source's `config.architectures` (e.g. "BertForMaskedLM" -> "masked-lm") unless given.
 TASKS = {
-    "base": (AutoModel, MHEModel),
-    "masked-lm": (AutoModelForMaskedLM, MHEForMaskedLM),
-    "sequence-classification": (AutoModelForSequenceClassification, MHEForSequenceClassification),
-    "token-classification": (AutoModelForTokenClassification, MHEForTokenClassification),
-    "question-answering": (AutoModelForQuestionAnswering, MHEForQuestionAnswering),
-    "multiple-choice": (AutoModelForMultipleChoice, MHEForMultipleChoice),
+    head.task: (getattr(transformers, head.auto_class), model_class) for model_class, head in HEADS.items() if head.task
 }
+# "ForMaskedLM" -> "masked-lm": the suffix an architecture shares with the MHE head of that task.
 ARCHITECTURE_SUFFIXES = {
-    "Model": "base",
-    "ForMaskedLM": "masked-lm",
-    "ForSequenceClassification": "sequence-classification",
-    "ForTokenClassification": "token-classification",
-    "ForQuestionAnswering": "question-answering",
-    "ForMultipleChoice": "multiple-choice",
+    model_class.__name__.removeprefix("MHE"): head.task for model_class, head in HEADS.items() if head.task
 }
 
 
@@ -196,8 +175,7 @@ def align_and_fit(
     is never worse than fitting without alignment and is exact when the heads already have MHE form. Iteration
     stops when the objective improves by less than `tolerance` (relative) or after `max_iterations` Procrustes steps.
     """
-    if attention_type not in TARGET_ATTENTION_TYPES:
-        raise ConversionError(f"attention_type must be one of {TARGET_ATTENTION_TYPES}, got {attention_type!r}.")
+    check_attention_type(attention_type)
     query, key, value = projections.query, projections.key, projections.value
     num_heads, _, head_dim = query.shape
     identity = torch.eye(head_dim, dtype=query.dtype).expand(num_heads, head_dim, head_dim)
@@ -247,10 +225,15 @@ def position_offset(source_config) -> int:
     return source_config.pad_token_id + 1 if source_config.model_type == "roberta" else 0
 
 
+def check_attention_type(attention_type: str) -> None:
+    """Conversion targets the MHE types only: the baselines have no shared projection to fit."""
+    if attention_type not in MHE_TYPES:
+        raise ConversionError(f"attention_type must be one of {MHE_TYPES}, got {attention_type!r}.")
+
+
 def check_source_config(source_config, attention_type: str) -> None:
     """Raise a ConversionError naming the first property of the source that this conversion cannot map."""
-    if attention_type not in TARGET_ATTENTION_TYPES:
-        raise ConversionError(f"attention_type must be one of {TARGET_ATTENTION_TYPES}, got {attention_type!r}.")
+    check_attention_type(attention_type)
     model_type = getattr(source_config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ConversionError(
@@ -687,7 +670,7 @@ def convert_checkpoint(
 class ConversionArguments:
     model_name_or_path: str = field(metadata={"help": "A BERT or RoBERTa checkpoint: local folder or Hub id."})
     output_dir: str = field(metadata={"help": "Where to write the MHE checkpoint."})
-    attention_type: str = field(default="mhe_mul", metadata={"choices": TARGET_ATTENTION_TYPES})
+    attention_type: str = field(default="mhe_mul", metadata={"choices": MHE_TYPES})
     task: str | None = field(
         default=None,
         metadata={"help": "Head to convert (default: from the checkpoint's architectures).", "choices": sorted(TASKS)},

@@ -41,11 +41,10 @@ import torch
 from transformers import AttentionInterface, AttentionMaskInterface, GPT2Config, GPT2LMHeadModel, HfArgumentParser
 from transformers.masking_utils import sdpa_mask
 
-from .benchmark import DTYPES, SIZES, _load_average, _mib, _quartiles, _synchronize, environment
-from .configuration_mhe import ATTENTION_TYPES, MHEConfig
-from .fileio import write_report
-from .modeling_mhe import MHE_TYPES, MHEForCausalLM, repeat_kv
-from .training_utils import default_num_key_value_heads
+from .benchmark import DTYPES, SIZES, _mib, _quartiles, _synchronize
+from .configuration_mhe import ATTENTION_TYPES, MHEConfig, default_num_key_value_heads
+from .fileio import environment, load_average, write_report
+from .modeling_mhe import MHEForCausalLM, repeat_kv
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +308,7 @@ def run_benchmark(args: DecodeBenchmarkArguments) -> dict:
     for size_name, size in sizes.items():
         for context in args.contexts:
             results["decode"] += decode_rows(size_name, size, context, args, device)
-    results["environment"]["load_average_end"] = _load_average()
+    results["environment"]["load_average_end"] = load_average()
     return results
 
 
@@ -333,9 +332,9 @@ def decode_rows(size_name: str, size: dict, context: int, args: DecodeBenchmarkA
     prompt = torch.randint(1, args.vocab_size, (args.batch_size, context), device=device)
     runs = {name: make_decode(model, prompt, context, decode_steps, device) for name, model in models.items()}
     logger.info("Decoding %s to context %d (%d steps), %s/%s", size_name, context, decode_steps, args.dtype_name(), impl)
-    load_start = _load_average()
+    load_start = load_average()
     seconds, speedups, cache = time_alternately(runs, "gpt2", args.repeats, args.warmup)
-    load_end = _load_average()
+    load_end = load_average()
 
     element_size = torch.tensor([], dtype=dtype).element_size()
     gpt2_params = sum(p.numel() * p.element_size() for p in models["gpt2"].parameters())

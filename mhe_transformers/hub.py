@@ -31,18 +31,22 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
 from . import modeling_mhe
-from .configuration_mhe import SUPPORTED_TRANSFORMERS, MHEConfig
-from .modeling_mhe import AUTO_MAP, MHE_TYPES, MHEAttention
+from .configuration_mhe import MHE_TYPES, SUPPORTED_TRANSFORMERS, MHEConfig
+from .counting import count_config_parameters
+from .modeling_mhe import AUTO_MAP
 
 logger = logging.getLogger(__name__)
 
 # Shipped inside the package (pyproject's package-data takes *.jinja), so pip-installed users have it too.
 TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md.jinja")
 
-# Pipeline task -> (model class written in config.architectures, the Auto class that loads it).
+# The pipeline tasks a model card is written for (the template's texts and example inputs cover these).
+CARD_TASKS = ("fill-mask", "text-classification")
+# Pipeline task -> (model class written in config.architectures, the Auto class that loads it), from modeling_mhe.HEADS.
 TASKS = {
-    "fill-mask": ("MHEForMaskedLM", "AutoModelForMaskedLM"),
-    "text-classification": ("MHEForSequenceClassification", "AutoModelForSequenceClassification"),
+    head.pipeline_tag: (model_class.__name__, head.auto_class)
+    for model_class, head in modeling_mhe.HEADS.items()
+    if head.pipeline_tag in CARD_TASKS
 }
 
 REQUIRED_FILES = (
@@ -127,23 +131,21 @@ class CheckpointError(ValueError):
 def parameter_counts(config: MHEConfig, architecture: str | None = None) -> dict[str, int]:
     """Total and attention-only parameters of `config`'s model and of the MHA model of the same size.
 
-    `architecture` is a class name in modeling_mhe (default: `config.architectures[0]`, else `MHEModel`). Models are
-    built on the meta device, so this is instant and allocates nothing even for large configs. Tied weights count
-    once; "attention" is every attention module's Q/K/V/O projections (and biases) plus MHE's head embeddings.
+    `architecture` is a class name in modeling_mhe (default: `config.architectures[0]`, else `MHEModel`). Counted by
+    `counting.count_parameters` on the meta device. Tied weights count once; "attention" is every attention
+    module's Q/K/V/O projections (and biases) plus MHE's head embeddings.
     """
     architecture = architecture or (config.architectures or ["MHEModel"])[0]
     model_class = getattr(modeling_mhe, architecture)
     mha_config = MHEConfig.from_dict({**config.to_dict(), "attention_type": "mha", "num_key_value_heads": None})
-
-    def count(cfg: MHEConfig) -> tuple[int, int]:
-        with torch.device("meta"):
-            model = model_class(cfg)
-        attention = sum(p.numel() for m in model.modules() if isinstance(m, MHEAttention) for p in m.parameters())
-        return sum(p.numel() for p in model.parameters()), attention
-
-    total, attention = count(config)
-    mha_total, mha_attention = count(mha_config)
-    return {"total": total, "attention": attention, "mha_total": mha_total, "mha_attention": mha_attention}
+    counts = count_config_parameters(model_class, config)
+    mha_counts = count_config_parameters(model_class, mha_config)
+    return {
+        "total": counts["total"],
+        "attention": counts["attention"],
+        "mha_total": mha_counts["total"],
+        "mha_attention": mha_counts["attention"],
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ cache of multi-query attention, 1/n of multi-head attention's.
 """
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -55,24 +56,9 @@ from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_mhe import MHEConfig
+from .configuration_mhe import MHE_TYPES, MHEConfig
 
 logger = logging.get_logger(__name__)
-
-MHE_TYPES = ("mhe_mul", "mhe_add")
-
-# Every Auto class a checkpoint of this family can be loaded with; written into `config.auto_map` on save.
-AUTO_MAP = {
-    "AutoConfig": "configuration_mhe.MHEConfig",
-    "AutoModel": "modeling_mhe.MHEModel",
-    "AutoModelForMaskedLM": "modeling_mhe.MHEForMaskedLM",
-    "AutoModelForSequenceClassification": "modeling_mhe.MHEForSequenceClassification",
-    "AutoModelForTokenClassification": "modeling_mhe.MHEForTokenClassification",
-    "AutoModelForQuestionAnswering": "modeling_mhe.MHEForQuestionAnswering",
-    "AutoModelForMultipleChoice": "modeling_mhe.MHEForMultipleChoice",
-    "AutoModelForCausalLM": "modeling_mhe.MHEForCausalLM",
-}
-
 
 class MHEEmbeddings(nn.Module):
     """Word, learned absolute position and token type embeddings, summed and layer-normalised as in BERT."""
@@ -418,7 +404,6 @@ class MHEModel(MHEPreTrainedModel):
 
     def __init__(self, config: MHEConfig, add_pooling_layer: bool = True):
         super().__init__(config)
-        config.validate_mhe()  # a config edited after construction is checked again before weights are built
         self.embeddings = MHEEmbeddings(config)
         self.layers = nn.ModuleList([MHELayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)])
         self.pooler = MHEPooler(config) if add_pooling_layer else None
@@ -806,7 +791,36 @@ class MHEForMultipleChoice(MHEPreTrainedModel):
         )
 
 
+class Head(NamedTuple):
+    auto_class: str  # the Auto class that loads the head (its key in `config.auto_map`)
+    task: str | None  # its name for the converter (`--task`), matched by suffix against a source's architecture;
+    # None: the converter (BERT-family encoders) does not produce this head
+    pipeline_tag: str | None  # the Hub pipeline it serves, if any
+
+
+# One row per head; everything else is derived from this table: `AUTO_MAP`, the package's Auto registrations
+# (mhe_transformers/__init__.py), the converter's tasks and the model card's pipeline tags.
+HEADS = {
+    MHEModel: Head("AutoModel", "base", "feature-extraction"),
+    MHEForMaskedLM: Head("AutoModelForMaskedLM", "masked-lm", "fill-mask"),
+    MHEForSequenceClassification: Head(
+        "AutoModelForSequenceClassification", "sequence-classification", "text-classification"
+    ),
+    MHEForTokenClassification: Head("AutoModelForTokenClassification", "token-classification", "token-classification"),
+    MHEForQuestionAnswering: Head("AutoModelForQuestionAnswering", "question-answering", "question-answering"),
+    MHEForMultipleChoice: Head("AutoModelForMultipleChoice", "multiple-choice", None),
+    MHEForCausalLM: Head("AutoModelForCausalLM", None, "text-generation"),
+}
+
+# Every Auto class a checkpoint of this family can be loaded with; written into `config.auto_map` on save.
+AUTO_MAP = {
+    "AutoConfig": "configuration_mhe.MHEConfig",
+    **{head.auto_class: f"modeling_mhe.{model_class.__name__}" for model_class, head in HEADS.items()},
+}
+
+
 __all__ = [
+    "HEADS",
     "MHEPreTrainedModel",
     "MHEModel",
     "MHEForMaskedLM",

@@ -22,6 +22,7 @@ import yaml
 from transformers import AutoConfig, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from .configuration_mhe import default_num_key_value_heads
 from .fileio import atomic_directory
 from .hub import push_checkpoint, write_model_card
 
@@ -163,15 +164,6 @@ def record_args(*args_instances: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def default_num_key_value_heads(num_attention_heads: int) -> int:
-    """GQA's key/value heads when none are given: a quarter of the heads (BERT-base: 12 -> 3), but at least two so
-    that GQA differs from MQA, rounded down to a divisor of the head count."""
-    groups = max(2, num_attention_heads // 4)
-    while num_attention_heads % groups:
-        groups -= 1
-    return groups
 
 
 def parse_config_overrides(overrides: str | None) -> dict[str, Any]:

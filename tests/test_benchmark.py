@@ -7,17 +7,18 @@ import sys
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import BertModel
 
 from mhe_transformers import ATTENTION_TYPES, MHEConfig, MHEModel
 from mhe_transformers.benchmark import (
     BenchmarkArguments,
-    attention_parameter_formula,
     build_bert,
+    peak_step_memory,
+)
+from mhe_transformers.counting import (
+    attention_parameter_formula,
     count_parameters,
     encoder_matmul_flops,
     encoder_parameter_formula,
-    peak_step_memory,
 )
 
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)

@@ -8,6 +8,7 @@ from conftest import REPO_ROOT
 from transformers import AutoTokenizer
 
 from mhe_transformers import ATTENTION_TYPES, MHEConfig, data, finetuning, pretraining, training_utils
+from mhe_transformers.configuration_mhe import default_num_key_value_heads
 from mhe_transformers.finetuning import GLUE_TASKS
 
 CONFIGS = REPO_ROOT / "configs"
@@ -37,7 +38,7 @@ def test_model_config_builds_with_the_tokenizer_vocabulary(path, tiny_tokenizer_
     ) == SIZES[size]
     assert (config.vocab_size, config.pad_token_id) == (len(tokenizer), tokenizer.pad_token_id)
     if attention_type == "gqa":
-        assert config.num_key_value_heads == training_utils.default_num_key_value_heads(config.num_attention_heads)
+        assert config.num_key_value_heads == default_num_key_value_heads(config.num_attention_heads)
     if size == "base":
         assert json.loads(path.read_text())["vocab_size"] == 30522  # BERT's, for its tokenizer
 
@@ -64,7 +65,7 @@ def test_subsample_is_a_fixed_random_subset_in_file_order():
 
 @pytest.mark.parametrize("heads, expected", [(1, 1), (4, 2), (8, 2), (12, 3), (16, 4), (6, 2)])
 def test_default_num_key_value_heads(heads, expected):
-    assert training_utils.default_num_key_value_heads(heads) == expected
+    assert default_num_key_value_heads(heads) == expected
 
 
 # --- YAML configs and overrides --------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassError
 
 from mhe_transformers import MHEConfig, MHEForMaskedLM, MHEModel
 
@@ -30,8 +31,9 @@ TINY = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_he
         ({"pad_token_id": 50}, "pad_token_id"),
     ],
 )
-def test_bad_config_values_raise_value_error_naming_the_field(overrides, field):
-    with pytest.raises(ValueError, match=field):
+def test_bad_config_values_raise_an_error_naming_the_field(overrides, field):
+    # `@strict` checks each field (types, Literal choices) and runs the cross-field checks (`validate_mhe`) once.
+    with pytest.raises(StrictDataclassError, match=field):
         MHEConfig(**{**TINY, **overrides})
 
 
@@ -42,11 +44,19 @@ def test_explicit_head_dim_allows_any_hidden_size():
     assert model(torch.randint(0, 50, (1, 5))).last_hidden_state.shape == (1, 5, 30)
 
 
-def test_config_edited_after_construction_is_checked_when_building_a_model():
+def test_config_edited_after_construction_is_checked():
     config = MHEConfig(**TINY)
-    config.attention_type = "unknown"
-    with pytest.raises(ValueError, match="attention_type"):
-        MHEModel(config)
+    with pytest.raises(StrictDataclassError, match="attention_type"):
+        config.attention_type = "unknown"  # refused at once: a bad value never reaches a model
+
+
+def test_config_validation_runs_once_per_config(monkeypatch):
+    calls = []
+    original = MHEConfig.validate_mhe
+    monkeypatch.setattr(MHEConfig, "validate_mhe", lambda self: calls.append(1) or original(self))
+    monkeypatch.setattr(MHEConfig, "__class_validators__", [MHEConfig.validate_mhe])
+    MHEModel(MHEConfig(**TINY))
+    assert len(calls) == 1
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from mhe_transformers import (
     MHEForTokenClassification,
     MHEModel,
 )
+from mhe_transformers.counting import attention_parameter_formula
 
 TINY = dict(
     vocab_size=99,
@@ -50,7 +51,7 @@ def randomise_head_embeddings(model):
 
 
 def reference_mhe_attention(attention, hidden_states, padding_mask):
-    """Materialise every head's Q_i, K_i, V_i exactly as the paper writes them (DESIGN.md §1)."""
+    """Materialise every head's Q_i, K_i, V_i exactly as the paper writes them (docs/model.md)."""
     q, k, v = attention.q_proj(hidden_states), attention.k_proj(hidden_states), attention.v_proj(hidden_states)
     combine = torch.mul if attention.attention_type == "mhe_mul" else torch.add
     heads = []
@@ -98,7 +99,7 @@ def test_fused_mhe_equals_per_head_reference(attention_type, padded, attn_implem
     for name in reference[2]:
         torch.testing.assert_close(fused[2][name], reference[2][name], atol=1e-5, rtol=1e-5, msg=name)
     if attention_type == "mhe_add":
-        # Softmax removes e^K entirely: its true gradient is zero (DESIGN.md §1).
+        # Softmax removes e^K entirely: its true gradient is zero (docs/model.md).
         assert torch.count_nonzero(fused[2]["k_head_embeddings"]) == 0
         assert reference[2]["k_head_embeddings"].abs().max() < 1e-5
 
@@ -142,23 +143,12 @@ def test_padded_batch_equals_each_sequence_alone(attention_type):
             torch.testing.assert_close(batched[row, :length], alone, atol=1e-5, rtol=1e-5)
 
 
-def attention_parameters_formula(attention_type, h, n, d, g):
-    """Per-layer Q/K/V/O weights and biases plus head embeddings, from DESIGN.md §1."""
-    query_width = {"mha": n * d, "gqa": n * d, "mqa": n * d, "sha": d}.get(attention_type, d)
-    kv_width = {"mha": n * d, "gqa": g * d}.get(attention_type, d)
-    out_width = d if attention_type == "sha" else n * d
-    weights = h * query_width + 2 * h * kv_width + out_width * h
-    biases = query_width + 2 * kv_width + h
-    head_embeddings = 3 * n * d if attention_type.startswith("mhe") else 0
-    return weights + biases + head_embeddings
-
-
 @pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
 def test_parameter_counts_match_closed_form(attention_type):
     config = tiny_config(attention_type, num_hidden_layers=3)
     h, n, d, g = config.hidden_size, config.num_attention_heads, config.head_dim, 2
     model = MHEModel(config)
-    expected_attention = attention_parameters_formula(attention_type, h, n, d, g)
+    expected_attention = attention_parameter_formula(attention_type, h, n, d, g)  # mhe_transformers.counting
     for layer in model.layers:
         assert sum(p.numel() for p in layer.attention.parameters()) == expected_attention
     layer_norms = 2 * 2 * h

@@ -7,10 +7,11 @@ import sys
 import textwrap
 
 import torch
+import transformers
 from transformers import AutoModel, AutoModelForSequenceClassification
 
-from mhe_transformers import MHEConfig, MHEForMaskedLM, MHEForSequenceClassification
-from mhe_transformers.modeling_mhe import AUTO_MAP
+from mhe_transformers import MHEConfig, MHEForMaskedLM, MHEForSequenceClassification, conversion, hub
+from mhe_transformers.modeling_mhe import AUTO_MAP, HEADS
 
 CONFIG = dict(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
               max_position_embeddings=32, attention_type="mhe_mul")
@@ -89,3 +90,21 @@ def test_masked_lm_checkpoint_loads_as_remote_code_for_every_head(tmp_path):
             input_ids=torch.tensor(INPUT_IDS), attention_mask=torch.tensor(ATTENTION_MASK)
         ).last_hidden_state
     torch.testing.assert_close(torch.tensor(report["hidden"]), expected)
+
+
+def test_every_head_is_registered_from_the_one_table():
+    # modeling_mhe.HEADS is the one head <-> Auto class <-> task table; the registrations, AUTO_MAP, the converter's
+    # tasks and the model card's tasks are derived from it, so a new row is all a new head needs.
+    assert set(AUTO_MAP) == {"AutoConfig"} | {head.auto_class for head in HEADS.values()}
+    for model_class, head in HEADS.items():
+        auto_class = getattr(transformers, head.auto_class)
+        assert auto_class._model_mapping[MHEConfig] is model_class
+        assert AUTO_MAP[head.auto_class] == f"modeling_mhe.{model_class.__name__}"
+        if head.task is not None:  # a head the converter produces
+            assert conversion.TASKS[head.task] == (auto_class, model_class)
+            assert conversion.task_of("Bert" + model_class.__name__.removeprefix("MHE")) == head.task
+    assert set(conversion.TASKS) == {head.task for head in HEADS.values()} - {None}
+    assert hub.TASKS == {
+        "fill-mask": ("MHEForMaskedLM", "AutoModelForMaskedLM"),
+        "text-classification": ("MHEForSequenceClassification", "AutoModelForSequenceClassification"),
+    }
