@@ -1,6 +1,6 @@
 """The paper's experiment at any scale: one model per attention type, pretrained with the same data, budget, seed and
 recipe, each fine-tuned on the same tasks; scores, their spread over seeds, and the Performance Retention Ratio
-PRR = score / score(MHA) (Xue & Aletras 2023; DESIGN.md §4).
+PRR = score / score(MHA) (Xue & Aletras 2023, the paper's measure of how much of MHA's quality a variant keeps).
 
     python scripts/compare_attention.py --config configs/compare/wordnet-tiny.yaml
 

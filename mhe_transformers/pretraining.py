@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class ModelArguments:
     model_config: str | None = field(
-        default=None, metadata={"help": "JSON model configuration (configs/model/*.json) of a NEW model to pretrain."}
+        default=None, metadata={"help": "Dimensions (configs/model/<size>.json) of a NEW model to pretrain."}
     )
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Checkpoint folder or Hub id of a model to CONTINUE pretraining."}
@@ -49,7 +49,7 @@ class ModelArguments:
     )
     attention_type: str | None = field(
         default=None,
-        metadata={"help": "Override the model config's attention_type (mhe_mul, mhe_add, mha, mqa, gqa, sha)."},
+        metadata={"help": f"Attention of a new model: {', '.join(ATTENTION_TYPES)} (default: mhe_mul)."},
     )
     config_overrides: str | None = field(
         default=None, metadata={"help": "Override model config fields of a new model: 'num_hidden_layers=4,...'."}

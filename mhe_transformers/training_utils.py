@@ -186,8 +186,9 @@ def parse_config_overrides(overrides: str | None) -> dict[str, Any]:
 def build_config(
     model_config: str | os.PathLike, tokenizer, attention_type: str | None = None, config_overrides: str | None = None
 ):
-    """A new model's configuration from a JSON file (configs/model/*.json), with `vocab_size` and `pad_token_id`
-    taken from the tokenizer (the JSON's values are only defaults), then --attention_type and --config_overrides."""
+    """A new model's configuration from a JSON file (configs/model/<size>.json: dimensions only), with `vocab_size`
+    and `pad_token_id` taken from the tokenizer, then `attention_type` (default: the file's, else MHEConfig's) and
+    `config_overrides`. GQA without `num_key_value_heads` gets `default_num_key_value_heads`."""
     path = Path(model_config)
     if not path.is_file():
         raise FileNotFoundError(f"Model config file not found: {path}")
@@ -195,12 +196,11 @@ def build_config(
     if "model_type" not in values:
         raise ValueError(f'{path} has no model_type (e.g. "mhe").')
     values.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-    overrides = parse_config_overrides(config_overrides)
     if attention_type is not None:
-        if attention_type == "gqa" and values.get("attention_type") != "gqa" and "num_key_value_heads" not in overrides:
-            values["num_key_value_heads"] = default_num_key_value_heads(values.get("num_attention_heads", 12))
         values["attention_type"] = attention_type
-    values.update(overrides)
+    values.update(parse_config_overrides(config_overrides))
+    if values.get("attention_type") == "gqa" and values.get("num_key_value_heads") is None:
+        values["num_key_value_heads"] = default_num_key_value_heads(values.get("num_attention_heads", 12))
     return AutoConfig.for_model(**values)
 
 
@@ -209,7 +209,7 @@ def check_model_source(model_config: str | None, model_name_or_path: str | None,
     former (a trained model keeps its own configuration)."""
     if bool(model_config) == bool(model_name_or_path):
         raise ValueError(
-            "Pass exactly one of --model_config (a configs/model/*.json file: train a new model) and "
+            "Pass exactly one of --model_config (a configs/model/<size>.json file: train a new model) and "
             "--model_name_or_path (a checkpoint folder or Hub id: continue training it)"
             + ("; got both." if model_config else "; got neither.")
         )

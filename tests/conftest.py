@@ -46,7 +46,7 @@ TEMPLATES = [
 
 # A new model small enough to train for a few steps in a second: the shipped tiny config, shrunk further.
 TINY_MODEL_ARGS = [
-    "--model_config", str(REPO_ROOT / "configs/model/mhe_mul-tiny.json"),
+    "--model_config", str(REPO_ROOT / "configs/model/tiny.json"), "--attention_type", "mhe_mul",
     "--config_overrides", "hidden_size=32,intermediate_size=64,num_hidden_layers=1,max_position_embeddings=64",
 ]  # fmt: skip
 

@@ -65,7 +65,7 @@ def write_config(tmp_path, **changes):
         "seeds": [42, 43],
         "pretrain": {
             "config": "configs/pretrain/wordnet-tiny.yaml",
-            "args": {"model_config": "configs/model/mha-tiny.json", "max_steps": 2},
+            "args": {"model_config": "configs/model/tiny.json", "max_steps": 2},
             "metrics": ["eval_accuracy"],
         },
         "finetune": {
