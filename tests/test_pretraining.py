@@ -44,7 +44,8 @@ def test_pretraining_writes_a_complete_final_checkpoint(tiny_pretrained_dir, tin
     recorded = json.loads(recorded)
     assert recorded["DataArguments"]["max_seq_length"] == 32
     assert recorded["MHETrainingArguments"]["max_steps"] == 4
-    assert recorded["ModelArguments"]["model_config"].endswith("mhe_mul-tiny.json")
+    assert recorded["ModelArguments"]["model_config"].endswith("tiny.json")
+    assert recorded["ModelArguments"]["attention_type"] == "mhe_mul"
 
     # Trainer's checkpoints stay next to the final model; no temporary folder is left behind.
     assert sorted(path.name for path in folder.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
