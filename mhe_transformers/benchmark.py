@@ -42,7 +42,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import torch
@@ -71,9 +71,11 @@ MODES = ("forward", "train")
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def build_config(size: dict, attention_type: str, vocab_size: int, attn_implementation: str) -> MHEConfig:
+def build_config(
+    size: dict, attention_type: str, vocab_size: int, attn_implementation: str, **overrides
+) -> MHEConfig:
     """An MHE config of the given dimensions with every dropout off, so that forward+backward compares matmuls,
-    not dropout kernels (BERT gets the same)."""
+    not dropout kernels (BERT gets the same); `overrides` are further config fields."""
     n = size["num_attention_heads"]
     return MHEConfig(
         **size,
@@ -83,6 +85,7 @@ def build_config(size: dict, attention_type: str, vocab_size: int, attn_implemen
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         attn_implementation=attn_implementation,
+        **overrides,
     )
 
 
@@ -139,10 +142,8 @@ def _synchronize(device: torch.device) -> None:
 def time_alternately(
     steps: dict[str, Callable[[], None]], reference: str, repeats: int, warmup: int, device: torch.device
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Time every step, each non-reference step sandwiched between two reference steps: R a R b R c R ...
-    (the order of a, b, c rotates at every repeat). Returns the seconds of every step, and for each non-reference
-    entry its speed-up in every repeat: the mean of the two reference steps around it / its own time. Load that
-    changes over seconds hits both sides of each ratio alike."""
+    """Time every step, each non-reference step sandwiched between two reference steps (`alternate`). Returns the
+    seconds of every step and, for each non-reference entry, its speed-up in every repeat."""
 
     def timed(name: str) -> float:
         _synchronize(device)
@@ -152,21 +153,27 @@ def time_alternately(
         seconds[name].append(time.perf_counter() - start)
         return seconds[name][-1]
 
-    others = [name for name in steps if name != reference]
     for _ in range(warmup):
         for step in steps.values():
             step()
     seconds = {name: [] for name in steps}
+    return seconds, alternate(timed, reference, [name for name in steps if name != reference], repeats)
+
+
+def alternate(timed: Callable[[str], float], reference: str, others: list[str], repeats: int) -> dict[str, list[float]]:
+    """Run `timed(name)` as R a R b R c R ... (the order of a, b, c rotates at every repeat) and return, for each of
+    `others`, its speed-up in every repeat: the mean time of the two reference runs around it / its own time. Load
+    that changes over seconds hits both sides of each ratio alike."""
     speedups = {name: [] for name in others}
     for repeat in range(repeats):
-        shift = repeat % len(others)
+        shift = repeat % len(others) if others else 0
         before = timed(reference)
         for name in others[shift:] + others[:shift]:
             own = timed(name)
             after = timed(reference)
             speedups[name].append((before + after) / 2 / own)
             before = after
-    return seconds, speedups
+    return speedups
 
 
 def peak_step_memory(step: Callable[[], None], device: torch.device) -> int:
@@ -237,15 +244,12 @@ class BenchmarkArguments:
 
     def __post_init__(self):
         # Checked before any model is built, so a typo fails in a second.
-        for name, values, allowed in (
+        check_choices(
             ("sizes", self.sizes, SIZES),
             ("attention_types", self.attention_types, ATTENTION_TYPES),
             ("modes", self.modes, MODES),
             ("dtypes", self.dtypes or [], DTYPES),
-        ):
-            unknown = [value for value in values if value not in allowed]
-            if unknown:
-                raise ValueError(f"--{name}: unknown value(s) {unknown}; choose from {sorted(allowed)}.")
+        )
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"--threads must be positive, got {self.threads}.")
         for name in ("batch_size", "repeats", "vocab_size"):
@@ -257,11 +261,7 @@ class BenchmarkArguments:
             raise ValueError(f"--seq_lens must lie in [1, 512] (BERT's max_position_embeddings), got {self.seq_lens}.")
         if not self.attention_types or not self.modes:
             raise ValueError("--attention_types and --modes must not be empty.")
-        device = torch.device(self.device)
-        if device.type not in ("cpu", "cuda"):
-            raise ValueError(f"--device must be cpu or cuda[:N], got {self.device!r}.")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda, but torch.cuda.is_available() is False.")
+        check_device(self.device)
 
     def setups(self) -> list[tuple[str, str]]:
         """(dtype, attn_implementation) pairs to run; flash-attention only in half precision."""
@@ -278,6 +278,22 @@ class BenchmarkArguments:
             for impl in implementations
             if not (impl.startswith("flash") and dtype == "float32")
         ]
+
+
+def check_choices(*options: tuple[str, Sequence, Collection]) -> None:
+    """Raise naming the option and the allowed values for each `(option, values, allowed)` with an unknown value."""
+    for name, values, allowed in options:
+        unknown = [value for value in values if value not in allowed]
+        if unknown:
+            raise ValueError(f"--{name}: unknown value(s) {unknown}; choose from {sorted(allowed)}.")
+
+
+def check_device(name: str) -> None:
+    device = torch.device(name)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda[:N], got {name!r}.")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but torch.cuda.is_available() is False.")
 
 
 MICRO_SIZE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}

@@ -41,14 +41,14 @@ import torch
 from transformers import AttentionInterface, AttentionMaskInterface, GPT2Config, GPT2LMHeadModel, HfArgumentParser
 from transformers.masking_utils import sdpa_mask
 
-from .benchmark import DTYPES, SIZES, _mib, _quartiles, _synchronize
-from .configuration_mhe import ATTENTION_TYPES, MHEConfig, default_num_key_value_heads
+from .benchmark import DTYPES, MICRO_SIZE, SIZES, _mib, _quartiles, _synchronize, alternate, check_choices, check_device
+from .benchmark import build_config as benchmark_config
+from .configuration_mhe import ATTENTION_TYPES, MHEConfig
 from .fileio import environment, load_average, write_report
 from .modeling_mhe import MHEForCausalLM, repeat_kv
 
 logger = logging.getLogger(__name__)
 
-MICRO_SIZE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
 GROUPED_TYPES = ("mhe_mul", "mhe_add", "mqa", "gqa")  # several query heads per key/value head
 
 
@@ -135,18 +135,8 @@ def decode_step_bytes(parameter_bytes: int, cache_bytes_per_token: int, context:
 
 
 def build_config(size: dict, attention_type: str, vocab_size: int, context: int, impl: str) -> MHEConfig:
-    n = size["num_attention_heads"]
-    return MHEConfig(
-        **size,
-        attention_type=attention_type,
-        num_key_value_heads=default_num_key_value_heads(n) if attention_type == "gqa" else None,
-        vocab_size=vocab_size,
-        max_position_embeddings=context,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        is_decoder=True,
-        attn_implementation=impl,
-    )
+    """benchmark.build_config's config (dropout off), as a decoder with positions for `context` tokens."""
+    return benchmark_config(size, attention_type, vocab_size, impl, max_position_embeddings=context, is_decoder=True)
 
 
 def build_gpt2(config: MHEConfig, impl: str) -> GPT2LMHeadModel:
@@ -197,28 +187,20 @@ def make_decode(
 def time_alternately(
     runs: dict[str, Callable[[], tuple[float, int]]], reference: str, repeats: int, warmup: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, int]]:
-    """As benchmark.time_alternately, with each run timing its own decode loop (the prefill left out)."""
-    others = [name for name in runs if name != reference]
+    """As benchmark.time_alternately (`benchmark.alternate`), with each run timing its own decode loop (the prefill
+    left out) and returning its cache bytes too."""
     cache = {}
     for _ in range(warmup):
         for name, run in runs.items():
             cache[name] = run()[1]
     seconds = {name: [] for name in runs}
-    speedups = {name: [] for name in others}
 
     def timed(name):
         elapsed, cache[name] = runs[name]()
         seconds[name].append(elapsed)
         return elapsed
 
-    for repeat in range(repeats):
-        shift = repeat % len(others) if others else 0
-        before = timed(reference)
-        for name in others[shift:] + others[:shift]:
-            own = timed(name)
-            after = timed(reference)
-            speedups[name].append((before + after) / 2 / own)
-            before = after
+    speedups = alternate(timed, reference, [name for name in runs if name != reference], repeats)
     return seconds, speedups, cache
 
 
@@ -265,15 +247,12 @@ class DecodeBenchmarkArguments:
     seed: int = dataclasses.field(default=0)
 
     def __post_init__(self):
-        for name, values, allowed in (
+        check_choices(
             ("sizes", self.sizes, SIZES),
             ("attention_types", self.attention_types, ATTENTION_TYPES),
             ("dtype", [self.dtype] if self.dtype else [], DTYPES),
             ("attn_implementation", [self.attn_implementation], ("sdpa", "eager")),
-        ):
-            unknown = [value for value in values if value not in allowed]
-            if unknown:
-                raise ValueError(f"--{name}: unknown value(s) {unknown}; choose from {sorted(allowed)}.")
+        )
         for name in ("batch_size", "repeats", "vocab_size", "prompt_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
@@ -288,11 +267,7 @@ class DecodeBenchmarkArguments:
             )
         if not self.attention_types:
             raise ValueError("--attention_types must not be empty.")
-        device = torch.device(self.device)
-        if device.type not in ("cpu", "cuda"):
-            raise ValueError(f"--device must be cpu or cuda[:N], got {self.device!r}.")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda, but torch.cuda.is_available() is False.")
+        check_device(self.device)
 
     def dtype_name(self) -> str:
         return self.dtype or ("bfloat16" if torch.device(self.device).type == "cuda" else "float32")

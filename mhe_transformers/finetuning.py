@@ -70,13 +70,9 @@ GLUE_TASKS = {
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(training_utils.HubArguments):
     model_name_or_path: str | None = field(default=None, metadata={"help": "Checkpoint folder or Hub id to fine-tune."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: model_name_or_path)."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache Hub models and datasets."})
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow a Hub checkpoint's own modeling code (not needed for MHE models)."}
-    )
     ignore_mismatched_sizes: bool = field(
         default=False, metadata={"help": "Re-initialise a classifier trained with another number of labels."}
     )

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(training_utils.HubArguments):
     model_config: str | None = field(
         default=None, metadata={"help": "Dimensions (configs/model/<size>.json) of a NEW model to pretrain."}
     )
@@ -53,10 +53,6 @@ class ModelArguments:
     )
     config_overrides: str | None = field(
         default=None, metadata={"help": "Override model config fields of a new model: 'num_hidden_layers=4,...'."}
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache Hub models and datasets."})
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow a Hub checkpoint's own modeling code (not needed for MHE models)."}
     )
 
     def __post_init__(self):

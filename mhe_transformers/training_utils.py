@@ -42,6 +42,18 @@ class MHETrainingArguments(TrainingArguments):
     )
 
 
+@dataclasses.dataclass
+class HubArguments:
+    """The loading options of both pipelines' ModelArguments, passed to every `from_pretrained`."""
+
+    cache_dir: str | None = dataclasses.field(
+        default=None, metadata={"help": "Where to cache Hub models and datasets."}
+    )
+    trust_remote_code: bool = dataclasses.field(
+        default=False, metadata={"help": "Allow a Hub checkpoint's own modeling code (not needed for MHE models)."}
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Arguments: a YAML config, then `--key value` overrides of any dataclass field
 # ---------------------------------------------------------------------------------------------------------------
