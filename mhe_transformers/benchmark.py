@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -530,18 +529,20 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(results: dict, output_dir: str | os.PathLike) -> Path:
-    """benchmark.json, benchmark.md and benchmark.png, written to a temporary folder that then replaces output_dir."""
-    return write_report(output_dir, "benchmark", results, markdown_report(results), plot)
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
     (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses(args=argv)
+    return run_and_report(args, run_benchmark, "benchmark", markdown_report, plot)
+
+
+def run_and_report(args, run: Callable, stem: str, markdown: Callable[[dict], str], plot: Callable) -> dict:
+    """`run(args)`, then `<stem>.json`, `<stem>.md` and `<stem>.png` written to `args.output_dir` (a temporary folder
+    that then replaces it) and the tables printed: the command line of this benchmark and of the decode one."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    results = run_benchmark(args)
-    output_dir = write_outputs(results, args.output_dir)
-    print(markdown_report(results))
-    print(f"Wrote {output_dir}/benchmark.json, benchmark.md and benchmark.png")
+    results = run(args)
+    report = markdown(results)
+    output_dir = write_report(args.output_dir, stem, results, report, plot)
+    print(report)
+    print(f"Wrote {output_dir}/{stem}.json, {stem}.md and {stem}.png")
     return results
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -41,10 +40,21 @@ import torch
 from transformers import AttentionInterface, AttentionMaskInterface, GPT2Config, GPT2LMHeadModel, HfArgumentParser
 from transformers.masking_utils import sdpa_mask
 
-from .benchmark import DTYPES, MICRO_SIZE, SIZES, _mib, _quartiles, _synchronize, alternate, check_choices, check_device
+from .benchmark import (
+    DTYPES,
+    MICRO_SIZE,
+    SIZES,
+    _mib,
+    _quartiles,
+    _synchronize,
+    alternate,
+    check_choices,
+    check_device,
+    run_and_report,
+)
 from .benchmark import build_config as benchmark_config
 from .configuration_mhe import ATTENTION_TYPES, MHEConfig
-from .fileio import environment, load_average, write_report
+from .fileio import environment, load_average
 from .modeling_mhe import MHEForCausalLM, repeat_kv
 
 logger = logging.getLogger(__name__)
@@ -419,18 +429,9 @@ def plot(results: dict, path) -> None:
     plt.close(fig)
 
 
-def write_outputs(results: dict, output_dir: str | os.PathLike):
-    return write_report(output_dir, "benchmark-decode", results, markdown_report(results), plot)
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
     (args,) = HfArgumentParser(DecodeBenchmarkArguments).parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    results = run_benchmark(args)
-    output_dir = write_outputs(results, args.output_dir)
-    print(markdown_report(results))
-    print(f"Wrote {output_dir}/benchmark-decode.json, benchmark-decode.md and benchmark-decode.png")
-    return results
+    return run_and_report(args, run_benchmark, "benchmark-decode", markdown_report, plot)
 
 
 __all__ = ["DecodeBenchmarkArguments", "decode_step_flops", "kv_cache_bytes", "run_benchmark", "main"]
