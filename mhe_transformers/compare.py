@@ -270,7 +270,9 @@ def prepare_data(prepare: dict[str, Any]) -> dict | None:
     wordnet_dir, max_synsets = prepare.get("wordnet_dir"), prepare.get("max_synsets")
     if wordnet_dir is not None:
         counts_path = Path(wordnet_dir) / "counts.json"
-        if not counts_path.is_file():
+        # Data prepared before the gloss-pair task existed is prepared again (it is derived from WordNet only).
+        outdated = counts_path.is_file() and "pairs_train" not in json.loads(counts_path.read_text(encoding="utf-8"))
+        if not counts_path.is_file() or outdated:
             from .wordnet import prepare_wordnet
 
             logger.info("Preparing the WordNet data in %s", wordnet_dir)
@@ -365,6 +367,7 @@ def run_comparison(config: CompareConfig, pipeline: Pipeline | None = None) -> d
         "parameters": parameters,
         "runs": runs,
         "summary": summarize(runs, config),
+        "differences": differences(runs, config),
     }
 
 
@@ -374,6 +377,28 @@ def _mean_std(values: list[float]) -> dict[str, Any]:
         "std": statistics.stdev(values) if len(values) > 1 else 0.0,
         "n": len(values),
     }
+
+
+def paired_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean of paired per-seed values (e.g. PRRs: each run's score over MHA's run with the same seeds) and its
+    Student-t confidence interval, `mean ± t_{n-1} * std / sqrt(n)`. Seeds are the only source of variation the
+    runs share, so pairing them removes what the two types have in common (data order, masks, fine-tuning seed).
+    With one value the interval is undefined (NaN)."""
+    from scipy import stats
+
+    n = len(values)
+    if n == 0:
+        raise ValueError("paired_interval needs at least one value.")
+    mean = statistics.fmean(values)
+    if n == 1:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "n": 1}
+    half = stats.t.ppf((1 + confidence) / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def significant(interval: dict[str, Any], null: float = 1.0) -> bool:
+    """Whether the interval excludes `null` (1 for a PRR, 0 for a difference); False when undefined."""
+    return not (math.isnan(interval["low"]) or interval["low"] <= null <= interval["high"])
 
 
 def summarize(runs: list[dict], config: CompareConfig) -> dict:
@@ -397,12 +422,36 @@ def summarize(runs: list[dict], config: CompareConfig) -> dict:
             ]
             scores["prr"] = scores["mean"] / reference_mean if reference_mean else math.nan
             scores["prr_std"] = statistics.stdev(paired) if len(paired) > 1 else 0.0
+            # 95% interval of the mean per-seed PRR; `significant`: it excludes 1 (the type differs from MHA).
+            scores["prr_ci"] = paired_interval(paired) if paired else None
+            scores["prr_significant"] = significant(scores["prr_ci"]) if paired else False
             entry["tasks"][name] = scores
         for metric in config.pretrain_metrics:
             values = [run["pretrain"][metric] for run in own if run["pretrain"].get(metric) is not None]
             entry["pretrain"][metric] = _mean_std(values) if values else None
         summary[attention_type] = entry
     return summary
+
+
+def differences(runs: list[dict], config: CompareConfig, types: Sequence[str] = ("mhe_mul", "mhe_add")) -> dict:
+    """For each of `types` against every other type: the paired difference of scores (this type's run minus the
+    other's run with the same seeds) per task, with its 95% interval and whether it excludes 0."""
+    by_key = {(run["attention_type"], run["seed"], run["finetune_seed"]): run for run in runs}
+    result = {}
+    for first in [t for t in types if t in config.attention_types]:
+        for second in [t for t in config.attention_types if t != first]:
+            entry = {}
+            for name in list(runs[0]["scores"]) if runs else []:
+                paired = [
+                    run["scores"][name] - by_key[(second, run["seed"], run["finetune_seed"])]["scores"][name]
+                    for run in runs
+                    if run["attention_type"] == first and (second, run["seed"], run["finetune_seed"]) in by_key
+                ]
+                if paired:
+                    interval = paired_interval(paired)
+                    entry[name] = {**interval, "significant": significant(interval, null=0.0)}
+            result[f"{first} - {second}"] = entry
+    return result
 
 
 def _jsonable(values: Any) -> Any:
@@ -445,14 +494,36 @@ def markdown_report(report: dict) -> str:
         cells = [attention_type, f"{counts['total']:,}", f"{counts['attention']:,}"]
         cells += [_cell(entry["pretrain"][metric]) for metric in config["pretrain_metrics"]]
         cells += [_cell(entry["tasks"][name]) for name in task_names]
-        cells += [_cell(average), f"{average['prr']:.4f} ± {average['prr_std']:.4f}"]
+        cells += [_cell(average), _prr_cell(average)]
         lines.append("| " + " | ".join(cells) + " |")
-    if len(task_names) > 1:
-        lines += ["", "PRR per task:", "", "| attention | " + " | ".join(task_names) + " |",
-                  "|---|" + "---:|" * len(task_names)]
-        for attention_type, entry in summary.items():
-            lines.append(f"| {attention_type} | " + " | ".join(f"{entry['tasks'][n]['prr']:.4f}" for n in task_names) + " |")
+    lines += ["", "PRR per task, with the 95% t-interval of the mean per-seed PRR (* the interval excludes 1):", "",
+              "| attention | " + " | ".join(task_names) + " |", "|---|" + "---:|" * len(task_names)]
+    for attention_type, entry in summary.items():
+        lines.append(f"| {attention_type} | " + " | ".join(_prr_cell(entry["tasks"][n]) for n in task_names) + " |")
+    lines += ["", *significance_statements(report)]
     return "\n".join(lines) + "\n"
+
+
+def _prr_cell(stats: dict) -> str:
+    interval = stats.get("prr_ci")
+    if not interval or math.isnan(interval["low"]):
+        return f"{stats['prr']:.3f}"
+    return f"{stats['prr']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]" + ("*" if stats["prr_significant"] else "")
+
+
+def significance_statements(report: dict) -> list[str]:
+    """Plain sentences: which paired differences (95% t-interval over seeds) are significant, per task."""
+    lines = ["Paired differences of scores over seeds (95% t-interval); significant when the interval excludes 0:", ""]
+    for pair, tasks in report.get("differences", {}).items():
+        for task, interval in tasks.items():
+            if math.isnan(interval["low"]):
+                verdict = "no interval with one seed"
+            else:
+                verdict = "significant" if interval["significant"] else "not significant"
+            lines.append(
+                f"- {pair}, {task}: {interval['mean']:+.4f} [{interval['low']:+.4f}, {interval['high']:+.4f}], {verdict}"
+            )
+    return lines
 
 
 def plot(report: dict, path: Path) -> None:

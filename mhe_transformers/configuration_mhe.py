@@ -60,6 +60,9 @@ class MHEConfig(PreTrainedConfig):
         attention_bias (`bool`): bias in the Q/K/V and output projections (BERT uses biases).
         is_decoder (`bool`): causal attention with a key/value cache, as `MHEForCausalLM` needs (it sets it).
         use_cache (`bool`): whether a decoder returns its key/value cache by default.
+        sparse_prediction (`bool`): when `MHEForMaskedLM` gets `labels`, run the prediction head on the masked
+            positions only and return logits of shape (masked tokens, vocab_size) (as ModernBERT does). The loss is
+            the same; a training step is cheaper, since the head over the vocabulary dominates a small model.
 
     The other fields mean what they mean in `BertConfig`.
 
@@ -95,6 +98,7 @@ class MHEConfig(PreTrainedConfig):
     classifier_dropout: float | int | None = None
     is_decoder: bool = False
     use_cache: bool = True
+    sparse_prediction: bool = False
 
     def __post_init__(self, **kwargs):
         # Derived fields only; every check is in `validate_mhe`, which `@strict` runs once the config is built.

@@ -538,7 +538,9 @@ class MHEForMaskedLM(MHEPreTrainedModel):
         labels: torch.LongTensor | None = None,
         **kwargs,
     ) -> MaskedLMOutput:
-        """labels: token ids to predict at masked positions, -100 elsewhere (as DataCollatorForLanguageModeling makes)."""
+        """labels: token ids to predict at masked positions, -100 elsewhere (as DataCollatorForLanguageModeling makes).
+        With `config.sparse_prediction` and labels, the logits are those of the masked positions only, in row-major
+        order: shape (number of labels != -100, vocab_size)."""
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -548,7 +550,12 @@ class MHEForMaskedLM(MHEPreTrainedModel):
             return_dict=True,
             **kwargs,
         )
-        logits = self.lm_head(outputs.last_hidden_state)
+        hidden_states = outputs.last_hidden_state
+        if self.config.sparse_prediction and labels is not None:
+            # Only the masked positions have a target: skip the vocabulary projection everywhere else.
+            predicted = labels != -100
+            hidden_states, labels = hidden_states[predicted], labels[predicted]
+        logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)

@@ -204,6 +204,12 @@ def run(
             eval_dataset, f"validation split, cut into {data_args.max_seq_length}-token blocks,"
         )
 
+    unigram = None
+    if training_args.do_eval:
+        # The frequency model of the training blocks; of the evaluation blocks when there is no training or the
+        # training data is streamed (counting a whole stream would read it all once more).
+        counted = train_dataset if training_args.do_train and not data_args.streaming else eval_dataset
+        unigram = unigram_log_probs(counted, len(tokenizer), tokenizer.all_special_ids)
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -213,7 +219,7 @@ def run(
         data_collator=BatchSeededMLMCollator(
             tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed
         ),
-        compute_metrics=masked_token_accuracy if training_args.do_eval else None,
+        compute_metrics=masked_lm_metrics(unigram) if training_args.do_eval else None,
         preprocess_logits_for_metrics=_argmax_logits if training_args.do_eval else None,
         callbacks=callbacks,
     )
@@ -295,10 +301,47 @@ def masked_token_accuracy(eval_prediction) -> dict[str, float]:
     return {"accuracy": float((predictions[masked] == labels[masked]).mean()) if masked.any() else 0.0}
 
 
+def unigram_log_probs(blocks, vocab_size: int, special_ids: Sequence[int]) -> np.ndarray:
+    """Log-probabilities of the frequency (unigram) model of the tokens in `blocks` (a dataset with `input_ids`):
+    the best a model that ignores context can do. Special tokens get probability 0 (the collator never masks
+    them); add-one smoothing keeps every other token finite."""
+    counts = np.zeros(vocab_size, dtype=np.float64)
+    for batch in blocks.iter(batch_size=1024):
+        counts += np.bincount(np.concatenate([np.asarray(ids) for ids in batch["input_ids"]]), minlength=vocab_size)
+    counts += 1.0
+    counts[list(special_ids)] = 0.0
+    with np.errstate(divide="ignore"):
+        return np.log(counts / counts.sum())
+
+
+def masked_lm_metrics(unigram: np.ndarray | None = None):
+    """compute_metrics for masked-LM evaluation: masked-token accuracy and, given the unigram log-probabilities,
+    the unigram baseline ON THE SAME MASKED POSITIONS: its cross-entropy (`unigram_loss`, to read next to
+    eval_loss) and top-1 accuracy (`unigram_accuracy`: always predicting the most frequent token)."""
+
+    def compute(eval_prediction) -> dict[str, float]:
+        metrics = masked_token_accuracy(eval_prediction)
+        if unigram is not None:
+            labels = eval_prediction.label_ids
+            targets = labels[labels != -100]
+            if targets.size:
+                metrics["unigram_loss"] = float(-unigram[targets].mean())
+                metrics["unigram_accuracy"] = float((targets == unigram.argmax()).mean())
+        return metrics
+
+    return compute
+
+
 def _argmax_logits(logits, labels):
     # Keeps only the predicted token ids: accumulating the full (batch, seq, vocab) logits would not fit in memory.
     if isinstance(logits, tuple):
         logits = logits[0]
+    if logits.dim() == 2:
+        # Sparse prediction (config.sparse_prediction): one row per masked position, in row-major order. Put the
+        # predictions back in place so that they line up with the labels.
+        predictions = torch.full_like(labels, -100)
+        predictions[labels != -100] = logits.argmax(dim=-1)
+        return predictions
     return logits.argmax(dim=-1)
 
 

@@ -161,6 +161,39 @@ def wordnet_texts(split: str, include_examples: bool = False, wordnet_dir=None) 
     return texts
 
 
+PAIR_LABELS = ("no", "yes")  # does the gloss define the lemma?
+
+
+def gloss_pairs(synsets: Sequence[Synset]) -> list[dict[str, str]]:
+    """The sentence-pair task "does this gloss define this lemma?", built from ONE split's synsets only.
+
+    Each synset with a definition gives a positive pair (its first lemma, its definition) and a negative: the same
+    lemma with the definition of a hard distractor, chosen deterministically (by hash) among the other synsets of
+    the list: another sense of the same lemma when there is one (polysemy: the two glosses share a topic word),
+    else a synset of the same supersense. Both glosses come from `synsets`, so a split built from its own synsets
+    shares no synset with another split. Rows: {"id", "lemma", "gloss", "negative_of" (synset or ""), "label"}.
+    """
+    synsets = [synset for synset in synsets if synset.definition and synset.words]
+    by_lemma, by_lexname = collections.defaultdict(list), collections.defaultdict(list)
+    for synset in synsets:
+        by_lexname[synset.lexname].append(synset)
+        for word in set(word.lower() for word in synset.words):
+            by_lemma[word].append(synset)
+    pairs = []
+    for synset in synsets:
+        lemma = synset.words[0]
+        pairs.append({"id": synset.synset_id, "lemma": lemma, "gloss": synset.definition, "negative_of": "",
+                      "label": "yes"})  # fmt: skip
+        distractors = [other for other in by_lemma[lemma.lower()] if other.definition != synset.definition]
+        if not distractors:
+            distractors = [other for other in by_lexname[synset.lexname] if other.definition != synset.definition]
+        if distractors:
+            other = min(distractors, key=lambda o: _hash_fraction(f"pair:{synset.synset_id}:{o.synset_id}"))
+            pairs.append({"id": other.synset_id, "lemma": lemma, "gloss": other.definition,
+                          "negative_of": synset.synset_id, "label": "no"})  # fmt: skip
+    return pairs
+
+
 def prepare_wordnet(
     output_dir: str | os.PathLike,
     wordnet_dir: str | os.PathLike | None = None,
@@ -179,6 +212,8 @@ def prepare_wordnet(
       `corpus_splits=SPLITS` to pretrain on every gloss.
     * `supersense/{train,validation,test}.jsonl`: `{"id", "text" (definition), "label" (lexname)}`.
     * `supersense/labels.json`: the 45 lexnames (`SUPERSENSES`), in lexfile-number order.
+    * `gloss-pairs/{train,validation,test}.jsonl` and `labels.json`: the sentence-pair task of `gloss_pairs`
+      ("does this gloss define this lemma?", hard negatives), each split built from its own synsets only.
     * `counts.json`: the counts returned, with the most frequent train label and its share of test.
 
     `max_synsets` keeps a deterministic pseudo-random subset of that many synsets (the ones
@@ -222,8 +257,18 @@ def prepare_wordnet(
         ),
     }
 
+    pairs_by_split = {split: gloss_pairs([s for s in synsets if split_of(s.synset_id) == split]) for split in SPLITS}
+    counts.update({f"pairs_{split}": len(pairs) for split, pairs in pairs_by_split.items()})
+
     with atomic_directory(output_dir) as tmp_dir:
         (tmp_dir / "corpus.txt").write_text("".join(line + "\n" for line in corpus_lines), encoding="utf-8")
+        pairs_dir = tmp_dir / "gloss-pairs"
+        pairs_dir.mkdir()
+        for split, pairs in pairs_by_split.items():
+            with open(pairs_dir / f"{split}.jsonl", "w", encoding="utf-8") as f:
+                for pair in pairs:
+                    f.write(json.dumps(pair) + "\n")
+        (pairs_dir / "labels.json").write_text(json.dumps(list(PAIR_LABELS)) + "\n", encoding="utf-8")
         supersense_dir = tmp_dir / "supersense"
         supersense_dir.mkdir()
         for split, examples in examples_by_split.items():

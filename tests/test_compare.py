@@ -15,6 +15,7 @@ from mhe_transformers.compare import (
     finetune_argv,
     load_config,
     main,
+    paired_interval,
     prepare_data,
     pretrain_argv,
     run_comparison,
@@ -93,7 +94,7 @@ def test_comparison_reports_scores_spread_and_prr(tmp_path):
     output_dir = tmp_path / "report"
     assert sorted(p.name for p in output_dir.iterdir()) == ["comparison.json", "comparison.md", "comparison.png"]
     saved = json.loads((output_dir / "comparison.json").read_text())
-    assert set(saved) == {"config", "environment", "data", "parameters", "runs", "summary"}
+    assert set(saved) == {"config", "environment", "data", "parameters", "runs", "summary", "differences"}
     assert saved["summary"] == report["summary"]
 
     summary = report["summary"]
@@ -228,3 +229,34 @@ def test_prepared_data_of_another_size_is_an_error(tmp_path):
     prepare_data({"wordnet_dir": str(wordnet_dir), "max_synsets": 500, "tokenizer_dir": str(tmp_path / "tok"), "vocab_size": 60})
     with pytest.raises(ValueError, match="tokenizer"):
         prepare_data({"wordnet_dir": str(wordnet_dir), "max_synsets": 500, "tokenizer_dir": str(tmp_path / "tok"), "vocab_size": 10})
+
+
+def test_paired_interval_is_the_student_t_interval_of_the_mean():
+    # Values 1, 2, 3: mean 2, std 1; t(0.975, 2 degrees of freedom) = 4.302653 (statistical tables).
+    interval = paired_interval([1.0, 2.0, 3.0])
+    half = 4.302653 / 3**0.5
+    assert (interval["mean"], interval["n"]) == (2.0, 3)
+    assert (interval["low"], interval["high"]) == (pytest.approx(2 - half), pytest.approx(2 + half))
+    # t(0.95, 2) = 2.919986 for a 90% interval; more values with the same spread give a narrower one.
+    assert paired_interval([1.0, 2.0, 3.0], confidence=0.9)["high"] == pytest.approx(2 + 2.919986 / 3**0.5)
+    assert paired_interval([1.0, 2.0, 3.0] * 3)["high"] - 2 < half
+    single = paired_interval([0.9])
+    assert single["mean"] == 0.9 and single["low"] != single["low"]  # NaN: no interval from one value
+    with pytest.raises(ValueError, match="at least one value"):
+        paired_interval([])
+
+
+def test_report_states_which_differences_are_significant(tmp_path):
+    report = main(["--config", str(write_config(tmp_path, seeds=[42, 43, 44]))], pipeline=FakePipeline())
+    # Every run of a type is its MHA run times a constant-ish ratio: SHA (0.60 vs 0.80) is far below MHA on every
+    # seed, so its PRR interval excludes 1; MHA's own PRR is exactly 1 and not significant.
+    rte = report["summary"]["sha"]["tasks"]["rte"]
+    assert rte["prr_ci"]["high"] < 1 and rte["prr_significant"] is True
+    assert report["summary"]["mha"]["tasks"]["rte"]["prr_significant"] is False
+    # Paired differences: MHE-MUL - SHA = 0.18 on every seed (significant), with an interval of zero width.
+    difference = report["differences"]["mhe_mul - sha"]["rte"]
+    assert difference["mean"] == pytest.approx(0.18) and difference["significant"] is True
+    assert set(report["differences"]) == {f"{first} - {second}" for first in ("mhe_mul", "mhe_add")
+                                          for second in ATTENTION_TYPES if second != first}
+    markdown = (tmp_path / "report" / "comparison.md").read_text()
+    assert "- mhe_mul - sha, rte: +0.1800" in markdown and "significant" in markdown

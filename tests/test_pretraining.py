@@ -60,6 +60,44 @@ def test_masked_token_accuracy_counts_masked_positions_only():
     assert pretraining.masked_token_accuracy(EvalPrediction(predictions, labels)) == {"accuracy": 0.5}
 
 
+def test_unigram_baseline_is_the_frequency_model_on_the_masked_positions():
+    from datasets import Dataset
+
+    # Vocabulary of 6: ids 0 and 1 are special. Counts of 2..5 in the blocks: 4, 2, 1, 0 (+1 smoothing: 5, 3, 2, 1).
+    blocks = Dataset.from_dict({"input_ids": [[0, 2, 2, 3, 1], [0, 2, 2, 3, 4]]})
+    log_probs = pretraining.unigram_log_probs(blocks, vocab_size=6, special_ids=[0, 1])
+    assert np.isneginf(log_probs[:2]).all()
+    assert np.exp(log_probs[2:]) == pytest.approx(np.array([5, 3, 2, 1]) / 11)
+
+    labels = np.array([[-100, 2, -100, 4], [3, -100, -100, -100]])  # masked targets 2, 4, 3
+    predictions = np.array([[9, 2, 9, 9], [2, 9, 9, 9]])  # right on 2, wrong on 4 and 3
+    metrics = pretraining.masked_lm_metrics(log_probs)(EvalPrediction(predictions, labels))
+    assert metrics["accuracy"] == pytest.approx(1 / 3)
+    assert metrics["unigram_loss"] == pytest.approx(-np.mean(np.log([5 / 11, 2 / 11, 3 / 11])))
+    assert metrics["unigram_accuracy"] == pytest.approx(1 / 3)  # the most frequent token, 2, is 1 of 3 targets
+
+
+def test_sparse_prediction_gives_the_dense_loss_and_predictions_in_place(tiny_tokenizer_dir):
+    from mhe_transformers import MHEConfig, MHEForMaskedLM
+
+    config = MHEConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+    model = MHEForMaskedLM(config).eval()
+    input_ids = torch.randint(2, 50, (3, 10), generator=torch.Generator().manual_seed(0))
+    labels = torch.full_like(input_ids, -100)
+    labels[0, 1], labels[1, 4], labels[1, 7], labels[2, 0] = 5, 6, 7, 8
+    dense = model(input_ids, labels=labels)
+    model.config.sparse_prediction = True
+    sparse = model(input_ids, labels=labels)
+    assert sparse.logits.shape == (4, 50)
+    assert torch.allclose(sparse.loss, dense.loss, atol=1e-6)
+    assert torch.allclose(sparse.logits, dense.logits[labels != -100], atol=1e-5)
+    assert model(input_ids).logits.shape == (3, 10, 50)  # without labels, every position is scored
+    # The metrics see the sparse predictions where the dense ones would be.
+    in_place = pretraining._argmax_logits(sparse.logits, labels)
+    expected = torch.where(labels != -100, dense.logits.argmax(-1), -100)
+    assert torch.equal(in_place, expected)
+
+
 def test_masks_depend_on_the_batch_only(tiny_tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     collator = pretraining.BatchSeededMLMCollator(tokenizer, mlm_probability=0.5, seed=0)

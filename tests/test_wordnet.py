@@ -237,3 +237,35 @@ def test_wordnet_texts_read_one_split(fake_wordnet):
     assert len(with_examples) == sum(bool(s.definition) + len(s.examples) for s in train)
     with pytest.raises(ValueError, match="split must be one of"):
         wordnet.wordnet_texts("dev", wordnet_dir=fake_wordnet)
+
+
+def test_gloss_pairs_have_hard_negatives_and_no_synset_in_two_splits(tmp_path):
+    from mhe_transformers.wordnet import Synset, gloss_pairs
+
+    # "bank" has two senses: each one's negative is the other sense's gloss; "lonely" falls back to its supersense.
+    synsets = [
+        Synset("n1", "noun.group", ("bank",), "a financial institution", ()),
+        Synset("n2", "noun.object", ("bank", "riverside"), "sloping land beside a river", ()),
+        Synset("n3", "noun.object", ("lonely rock",), "a rock on its own", ()),
+    ]
+    pairs = gloss_pairs(synsets)
+    assert [(p["lemma"], p["gloss"], p["label"]) for p in pairs if p["negative_of"] == "n1"] == [
+        ("bank", "sloping land beside a river", "no")
+    ]
+    assert [p["gloss"] for p in pairs if p["negative_of"] == "n3"] == ["sloping land beside a river"]
+    assert sorted(p["label"] for p in pairs) == ["no"] * 3 + ["yes"] * 3
+
+    # The files written for the real task: every gloss of a split (positive or distractor) is a synset of that split.
+    output = tmp_path / "prepared"
+    counts = prepare_wordnet(output, write_fake_wordnet(tmp_path / "dict"))
+    synsets_by_split = {}
+    for split in wordnet.SPLITS:
+        rows = [json.loads(line) for line in (output / "gloss-pairs" / f"{split}.jsonl").read_text().splitlines()]
+        assert len(rows) == counts[f"pairs_{split}"] > 0
+        assert {row["label"] for row in rows} == {"yes", "no"}
+        assert all(split_of(row["id"]) == split for row in rows)
+        assert all(split_of(row["negative_of"]) == split for row in rows if row["negative_of"])
+        synsets_by_split[split] = {row["id"] for row in rows} | {row["negative_of"] for row in rows} - {""}
+    assert not synsets_by_split["train"] & (synsets_by_split["validation"] | synsets_by_split["test"])
+    assert not synsets_by_split["validation"] & synsets_by_split["test"]
+    assert json.loads((output / "gloss-pairs" / "labels.json").read_text()) == ["no", "yes"]
