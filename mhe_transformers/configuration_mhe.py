@@ -27,6 +27,8 @@ AttentionType = Literal["mhe_mul", "mhe_add", "mha", "mqa", "gqa", "sha"]
 HeadEmbeddingInit = Literal["default", "normal", "ones", "zeros"]
 ATTENTION_TYPES: tuple[str, ...] = get_args(AttentionType)
 HEAD_EMBEDDING_INITS: tuple[str, ...] = get_args(HeadEmbeddingInit)
+PositionEmbeddingType = Literal["absolute", "relative_bias"]
+POSITION_EMBEDDING_TYPES: tuple[str, ...] = get_args(PositionEmbeddingType)
 MHE_TYPES = ("mhe_mul", "mhe_add")  # one shared Q/K/V projection of a single head's size, plus per-head embeddings
 
 
@@ -60,6 +62,12 @@ class MHEConfig(PreTrainedConfig):
         attention_bias (`bool`): bias in the Q/K/V and output projections (BERT uses biases).
         is_decoder (`bool`): causal attention with a key/value cache, as `MHEForCausalLM` needs (it sets it).
         use_cache (`bool`): whether a decoder returns its key/value cache by default.
+        position_embedding_type (`str`): `"absolute"` (BERT's learned position embeddings, added to the word
+            embeddings) or `"relative_bias"`: no absolute embeddings; each attention layer adds a learned bias per
+            head and per key-query offset (clipped to +-`relative_attention_max_distance`) to the attention logits,
+            initialised at zero. The bias lets a head learn "look at my neighbour" directly, which small encoders
+            trained briefly with masked-LM otherwise barely learn (docs/results.md).
+        relative_attention_max_distance (`int`): offsets beyond it share one bias (`"relative_bias"` only).
         sparse_prediction (`bool`): when `MHEForMaskedLM` gets `labels`, run the prediction head on the masked
             positions only and return logits of shape (masked tokens, vocab_size) (as ModernBERT does). The loss is
             the same; a training step is cheaper, since the head over the vocabulary dominates a small model.
@@ -98,6 +106,8 @@ class MHEConfig(PreTrainedConfig):
     classifier_dropout: float | int | None = None
     is_decoder: bool = False
     use_cache: bool = True
+    position_embedding_type: PositionEmbeddingType = "absolute"
+    relative_attention_max_distance: int = 16
     sparse_prediction: bool = False
 
     def __post_init__(self, **kwargs):
@@ -117,6 +127,10 @@ class MHEConfig(PreTrainedConfig):
     def validate_mhe(self):
         """The checks across fields (`@strict` checks each field's type and `Literal` choices on its own); run by
         `@strict` after `__init__` and by `save_pretrained`. Raises naming the first invalid field."""
+        if self.relative_attention_max_distance <= 0:
+            raise ValueError(
+                f"relative_attention_max_distance must be a positive integer, got {self.relative_attention_max_distance}."
+            )
         for name in (
             "vocab_size",
             "hidden_size",

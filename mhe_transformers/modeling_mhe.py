@@ -61,12 +61,17 @@ from .configuration_mhe import MHE_TYPES, MHEConfig
 logger = logging.get_logger(__name__)
 
 class MHEEmbeddings(nn.Module):
-    """Word, learned absolute position and token type embeddings, summed and layer-normalised as in BERT."""
+    """Word, learned absolute position (`position_embedding_type="absolute"`) and token type embeddings, summed and
+    layer-normalised as in BERT."""
 
     def __init__(self, config: MHEConfig):
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.position_embeddings = (
+            nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            if config.position_embedding_type == "absolute"
+            else None
+        )
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -80,12 +85,13 @@ class MHEEmbeddings(nn.Module):
     ) -> torch.Tensor:
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
-        seq_length = inputs_embeds.shape[1]
-        if position_ids is None:
-            position_ids = torch.arange(seq_length, device=inputs_embeds.device).unsqueeze(0)
         if token_type_ids is None:
             token_type_ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
-        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids)
+        if self.position_embeddings is not None:
+            if position_ids is None:
+                position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device).unsqueeze(0)
+            embeddings = embeddings + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(embeddings))
 
 
@@ -106,6 +112,7 @@ def eager_attention_forward(
     attention_mask: torch.Tensor | None,
     scaling: float,
     dropout: float = 0.0,
+    position_bias: torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     batch, num_heads, q_length, head_dim = query.shape
@@ -118,6 +125,8 @@ def eager_attention_forward(
         key = repeat_kv(key, module.num_key_value_groups)
         value = repeat_kv(value, module.num_key_value_groups)
     attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if position_bias is not None:
+        attn_weights = attn_weights + position_bias
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             attention_mask = torch.where(attention_mask, 0.0, torch.finfo(attn_weights.dtype).min)
@@ -169,6 +178,18 @@ class MHEAttention(nn.Module):
             self.q_head_embeddings = nn.Parameter(torch.empty(shape))
             self.k_head_embeddings = nn.Parameter(torch.empty(shape))
             self.v_head_embeddings = nn.Parameter(torch.empty(shape))
+        self.relative_position_bias = None
+        if config.position_embedding_type == "relative_bias":
+            # One learned logit bias per head and per key-minus-query offset in [-max, max].
+            self.max_distance = config.relative_attention_max_distance
+            self.relative_position_bias = nn.Parameter(torch.empty(self.num_heads, 2 * self.max_distance + 1))
+
+    def position_bias(self, seq_length: int, position_ids: torch.Tensor | None, device) -> torch.Tensor:
+        """(batch or 1, heads, seq, seq) bias added to the attention logits; offsets from `position_ids` when given
+        (packed sequences restart them), else 0..seq_length-1."""
+        positions = position_ids if position_ids is not None else torch.arange(seq_length, device=device)[None]
+        offsets = (positions[:, None, :] - positions[:, :, None]).clamp(-self.max_distance, self.max_distance)
+        return self.relative_position_bias[:, offsets + self.max_distance].transpose(0, 1)
 
     def forward(
         self,
@@ -205,6 +226,15 @@ class MHEAttention(nn.Module):
                 "attn_implementation='eager' to silence this warning."
             )
             implementation = "eager"
+        if self.relative_position_bias is not None:
+            if implementation not in ("eager", "sdpa", "flex_attention"):
+                raise ValueError(
+                    f"position_embedding_type='relative_bias' adds a bias to the attention logits, which "
+                    f"attn_implementation='{implementation}' cannot take; use 'sdpa', 'eager' or 'flex_attention'."
+                )
+            kwargs["position_bias"] = self.position_bias(
+                query.shape[2], kwargs.get("position_ids"), query.device
+            ).to(query.dtype)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attn_output, attn_weights = attention_interface(
             self,
@@ -289,6 +319,8 @@ class MHEPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module):
         super()._init_weights(module)  # Linear / Embedding: N(0, initializer_range), biases 0, LayerNorm 1 and 0
+        if isinstance(module, MHEAttention) and module.relative_position_bias is not None:
+            init.zeros_(module.relative_position_bias)  # attention starts uniform, as with absolute positions
         if isinstance(module, MHEAttention) and module.attention_type in MHE_TYPES:
             std = self.config.initializer_range
             mode = self.config.head_embedding_init

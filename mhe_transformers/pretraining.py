@@ -36,6 +36,9 @@ from .training_utils import MHETrainingArguments
 logger = logging.getLogger(__name__)
 
 
+OUTPUT_BIAS_INITS = ("zeros", "unigram")
+
+
 @dataclass
 class ModelArguments(training_utils.HubArguments):
     model_config: str | None = field(
@@ -54,10 +57,20 @@ class ModelArguments(training_utils.HubArguments):
     config_overrides: str | None = field(
         default=None, metadata={"help": "Override model config fields of a new model: 'num_hidden_layers=4,...'."}
     )
+    output_bias_init: str = field(
+        default="zeros",
+        metadata={
+            "help": "Masked-LM decoder bias of a NEW model: 'zeros' (BERT), or 'unigram': the log-frequencies of the "
+            "training tokens, so that training starts at the unigram baseline instead of spending its first hundreds "
+            "of steps learning token frequencies (Adam moves a bias by about the learning rate per step)."
+        },
+    )
 
     def __post_init__(self):
         if self.attention_type is not None and self.attention_type not in ATTENTION_TYPES:
             raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {self.attention_type!r}.")
+        if self.output_bias_init not in OUTPUT_BIAS_INITS:
+            raise ValueError(f"output_bias_init must be one of {OUTPUT_BIAS_INITS}, got {self.output_bias_init!r}.")
 
 
 @dataclass
@@ -146,6 +159,12 @@ def run(
         raise ValueError(
             "A new model needs a tokenizer: pass --tokenizer_name (e.g. one trained with scripts/train_tokenizer.py)."
         )
+    init_bias = model_args.output_bias_init == "unigram"
+    if init_bias and not (model_args.model_config and training_args.do_train and not data_args.streaming):
+        raise ValueError(
+            "--output_bias_init unigram initialises a NEW model (--model_config) from the counts of a training split "
+            "that is not streamed (--do_train without --streaming)."
+        )
     resume_checkpoint = training_utils.set_up_run(training_args)
 
     raw_datasets = data.load_raw_datasets(
@@ -205,11 +224,17 @@ def run(
         )
 
     unigram = None
-    if training_args.do_eval:
+    if training_args.do_eval or init_bias:
         # The frequency model of the training blocks; of the evaluation blocks when there is no training or the
         # training data is streamed (counting a whole stream would read it all once more).
         counted = train_dataset if training_args.do_train and not data_args.streaming else eval_dataset
         unigram = unigram_log_probs(counted, len(tokenizer), tokenizer.all_special_ids)
+    if init_bias:
+        decoder = model.get_output_embeddings()
+        with torch.no_grad():
+            # Special tokens are never predicted: give them the rarest token's bias rather than -inf.
+            log_probs = np.where(np.isfinite(unigram), unigram, unigram[np.isfinite(unigram)].min())
+            decoder.bias[: len(log_probs)] = torch.as_tensor(log_probs, dtype=decoder.bias.dtype)
     trainer = Trainer(
         model=model,
         args=training_args,

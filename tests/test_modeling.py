@@ -265,3 +265,47 @@ def test_head_embedding_initialisation_follows_the_config():
     assert abs(add.mean().item()) < 0.02 and 0 < add.std().item() < 0.05
     ones = MHEModel(tiny_config("mhe_add", head_embedding_init="ones")).layers[0].attention.v_head_embeddings
     assert torch.equal(ones, torch.ones_like(ones))
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_relative_position_bias_matches_across_kernels_and_padding(attention_type):
+    config = tiny_config(attention_type, position_embedding_type="relative_bias", relative_attention_max_distance=3)
+    eager = build(MHEModel, config, "eager")
+    randomise_head_embeddings(eager)
+    assert eager.embeddings.position_embeddings is None  # no absolute positions with relative_bias
+    with torch.no_grad():
+        for layer in eager.layers:
+            bias = layer.attention.relative_position_bias
+            assert bias.shape == (layer.attention.num_heads, 7) and torch.count_nonzero(bias) == 0  # starts at zero
+            bias.normal_(0, 2.0)
+    sdpa = build(MHEModel, config, "sdpa")
+    sdpa.load_state_dict(eager.state_dict())
+    lengths = [9, 5, 2]
+    input_ids, attention_mask = padded_batch(config.vocab_size, lengths)
+    with torch.no_grad():
+        expected = eager(input_ids, attention_mask).last_hidden_state
+        actual = sdpa(input_ids, attention_mask).last_hidden_state
+        real = attention_mask.bool()
+        torch.testing.assert_close(actual[real], expected[real], atol=1e-5, rtol=1e-5)
+        alone = sdpa(input_ids[1:2, :5]).last_hidden_state[0]
+        torch.testing.assert_close(actual[1, :5], alone, atol=1e-5, rtol=1e-5)
+        # Word order matters: reversing the tokens changes the outputs (beyond reversing them).
+        reversed_ids = input_ids[:1].flip(-1)
+        assert not torch.allclose(sdpa(reversed_ids).last_hidden_state.flip(1), actual[:1], atol=1e-3)
+
+
+def test_relative_position_bias_puts_attention_on_the_chosen_offset():
+    config = tiny_config("mha", position_embedding_type="relative_bias", relative_attention_max_distance=4)
+    model = build(MHEModel, config, "eager")
+    with torch.no_grad():
+        model.layers[0].attention.relative_position_bias[:, 4 - 1] = 30.0  # offset -1: the previous token
+    input_ids = torch.randint(1, config.vocab_size, (2, 8))
+    attentions = model(input_ids, output_attentions=True).attentions[0]  # (batch, heads, query, key)
+    assert torch.all(attentions[:, :, torch.arange(1, 8), torch.arange(0, 7)] > 0.99)
+    # The bias gets a gradient at initialisation (zero bias, uniform attention): nothing has to be learned first.
+    model = build(MHEForMaskedLM, config, "sdpa").train()
+    labels = input_ids.clone()
+    model(input_ids, labels=labels).loss.backward()
+    assert model.model.layers[0].attention.relative_position_bias.grad.abs().sum() > 0
+    with pytest.raises(Exception, match="position_embedding_type"):
+        tiny_config(position_embedding_type="rotary")

@@ -281,3 +281,29 @@ def test_an_earlier_run_is_neither_mixed_in_nor_lost(tmp_path, base_argv):
     assert earlier.is_dir()
     pretraining.main(base_argv + ["--overwrite_output_dir", "true", "--save_strategy", "no"])
     assert not earlier.exists() and (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_unigram_output_bias_starts_training_at_the_unigram_baseline(tmp_path, base_argv):
+    # Learning rate 0: the saved model is the initial one. Sparse prediction and relative position bias on too.
+    argv = without(base_argv, "--learning_rate") + [
+        "--learning_rate", "0", "--do_eval", "true", "--validation_split_percentage", "10",
+        "--output_bias_init", "unigram", "--per_device_eval_batch_size", "16", "--config_overrides",
+        "hidden_size=32,intermediate_size=64,num_hidden_layers=1,max_position_embeddings=64,"
+        "sparse_prediction=true,position_embedding_type=relative_bias",
+    ]  # fmt: skip
+    argv = without(argv, "--config_overrides") if argv.count("--config_overrides") > 1 else argv
+    metrics = pretraining.main(argv)
+    # Every evaluation reports the unigram baseline on its masked positions; the untrained model with the
+    # unigram bias is that baseline, up to its small random logits.
+    assert metrics["eval_unigram_loss"] > 0 and 0 <= metrics["eval_unigram_accuracy"] <= 1
+    assert metrics["eval_loss"] == pytest.approx(metrics["eval_unigram_loss"], abs=0.05)
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "out")
+    assert model.config.sparse_prediction and model.config.position_embedding_type == "relative_bias"
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    bias = model.lm_head.decoder.bias.detach()
+    special = tokenizer.all_special_ids
+    assert torch.all(bias[special] <= bias.min() + 1e-6)  # specials: the rarest token's bias, not -inf
+    assert torch.logsumexp(bias[[i for i in range(len(tokenizer)) if i not in special]], 0) == pytest.approx(0, abs=1e-4)
+
+    with pytest.raises(ValueError, match="initialises a NEW model"):
+        pretraining.main(without(argv, "--do_train") + ["--do_train", "false"])
