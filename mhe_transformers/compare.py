@@ -270,8 +270,9 @@ def prepare_data(prepare: dict[str, Any]) -> dict | None:
     wordnet_dir, max_synsets = prepare.get("wordnet_dir"), prepare.get("max_synsets")
     if wordnet_dir is not None:
         counts_path = Path(wordnet_dir) / "counts.json"
-        # Data prepared before the gloss-pair task existed is prepared again (it is derived from WordNet only).
-        outdated = counts_path.is_file() and "pairs_train" not in json.loads(counts_path.read_text(encoding="utf-8"))
+        # Data written by prepare_wordnet before the gloss-pair task existed (supersense/ but no gloss-pairs/) is
+        # prepared again: it is derived from WordNet alone.
+        outdated = (Path(wordnet_dir) / "supersense").is_dir() and not (Path(wordnet_dir) / "gloss-pairs").is_dir()
         if not counts_path.is_file() or outdated:
             from .wordnet import prepare_wordnet
 

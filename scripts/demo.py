@@ -3,7 +3,8 @@
     python scripts/demo.py [--output_dir outputs/demo] [--pretrain_args "--max_steps 100"] ...
 
 WordNet data -> WordPiece tokenizer -> MLM pretraining of a tiny MHE-MUL encoder -> fine-tuning on
-"gloss -> supersense" (45 classes) -> test -> the final checkpoint reloaded in a fresh process that cannot import
+"gloss -> supersense" (45 classes) -> test (and the same fine-tuning from a random init, to show what pretraining
+brings) -> the final checkpoint reloaded in a fresh process that cannot import
 mhe_transformers (so the model comes from the checkpoint's own code, as it would from the Hub) -> a results table.
 """
 
@@ -19,6 +20,9 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
 from mhe_transformers import finetuning, pretraining
 from mhe_transformers.hub import run_without_package
@@ -108,13 +112,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "--output_dir", str(pretrained_dir), "--overwrite_output_dir", "true", *shlex.split(args.pretrain_args),
         ])  # fmt: skip
 
-    with stage("fine-tuning + test"):
-        finetune_metrics = finetuning.main([
-            "--config", str(FINETUNE_CONFIG), "--model_name_or_path", str(pretrained_dir),
+    def finetune(model_dir: Path, output: Path) -> dict:
+        return finetuning.main([
+            "--config", str(FINETUNE_CONFIG), "--model_name_or_path", str(model_dir),
             "--train_file", str(supersense / "train.jsonl"), "--validation_file", str(supersense / "validation.jsonl"),
             "--test_file", str(supersense / "test.jsonl"), "--label_list_file", str(supersense / "labels.json"),
-            "--output_dir", str(finetuned_dir), "--overwrite_output_dir", "true", *shlex.split(args.finetune_args),
+            "--output_dir", str(output), "--overwrite_output_dir", "true", *shlex.split(args.finetune_args),
         ])  # fmt: skip
+
+    with stage("fine-tuning + test"):
+        finetune_metrics = finetune(pretrained_dir, finetuned_dir)
+
+    with stage("same fine-tuning from a random init"):
+        # What pretraining is worth: the same model, tokenizer and fine-tuning recipe, without pretraining.
+        random_dir = output_dir / "random-init-mhe_mul"
+        save_random_init(pretrained_dir, random_dir)
+        random_metrics = finetune(random_dir, output_dir / "supersense-random-init-mhe_mul")
 
     with stage("reload in a fresh process"):
         # The same truncation as in fine-tuning, read from the checkpoint's record of its arguments.
@@ -137,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "test_examples": counts["test"],
         "pretraining_eval_loss": pretrain_metrics.get("eval_loss"),
         "pretraining_masked_accuracy": pretrain_metrics.get("eval_accuracy"),
+        "pretraining_unigram_loss": pretrain_metrics.get("eval_unigram_loss"),
+        "pretraining_unigram_accuracy": pretrain_metrics.get("eval_unigram_accuracy"),
+        "random_init_test_accuracy": random_metrics["test_accuracy"],
         "checkpoint": str(finetuned_dir),
         "seconds": {**seconds, "total": time.perf_counter() - start},
     }
@@ -147,13 +163,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return results
 
 
+def save_random_init(pretrained_dir: Path, output: Path) -> None:
+    """A randomly initialised masked-LM model with the pretrained one's configuration and tokenizer."""
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(pretrained_dir)
+    AutoModelForMaskedLM.from_config(config).save_pretrained(output)
+    AutoTokenizer.from_pretrained(pretrained_dir).save_pretrained(output)
+
+
 def print_table(results: dict) -> None:
     rows = [
         ("WordNet supersense test accuracy (MHE-MUL tiny)", f"{results['test_accuracy']:.4f}"),
         ("  same checkpoint, reloaded in a fresh process", f"{results['reloaded_test_accuracy']:.4f}"),
         (f"majority-class baseline ({results['majority_label']})", f"{results['majority_baseline_accuracy']:.4f}"),
         ("test examples", str(results["test_examples"])),
-        ("pretraining masked-token accuracy", f"{results['pretraining_masked_accuracy']:.4f}"),
+        ("  same fine-tuning from a random init (no pretraining)", f"{results['random_init_test_accuracy']:.4f}"),
+        ("pretraining held-out masked-token accuracy", f"{results['pretraining_masked_accuracy']:.4f}"),
+        ("  unigram baseline (most frequent token) on the same positions", f"{results['pretraining_unigram_accuracy']:.4f}"),
+        ("pretraining held-out masked-LM loss", f"{results['pretraining_eval_loss']:.4f}"),
+        ("  unigram baseline cross-entropy on the same positions", f"{results['pretraining_unigram_loss']:.4f}"),
     ] + [(f"wall time: {name}", f"{value:.0f} s") for name, value in results["seconds"].items()]
     width = max(len(name) for name, _ in rows)
     print("\n" + "\n".join(f"{name:<{width}}  {value:>8}" for name, value in rows))

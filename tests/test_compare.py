@@ -260,3 +260,18 @@ def test_report_states_which_differences_are_significant(tmp_path):
                                           for second in ATTENTION_TYPES if second != first}
     markdown = (tmp_path / "report" / "comparison.md").read_text()
     assert "- mhe_mul - sha, rte: +0.1800" in markdown and "significant" in markdown
+
+
+def test_wordnet_data_prepared_before_the_pair_task_is_prepared_again(tmp_path, monkeypatch):
+    import shutil
+
+    from test_wordnet import write_fake_wordnet
+
+    from mhe_transformers.wordnet import prepare_wordnet
+
+    monkeypatch.setenv("WNSEARCHDIR", str(write_fake_wordnet(tmp_path / "dict")))
+    prepared = tmp_path / "wordnet"
+    synsets = prepare_wordnet(prepared)["synsets"]
+    shutil.rmtree(prepared / "gloss-pairs")  # as an older prepare_wordnet left it
+    counts = prepare_data({"wordnet_dir": str(prepared), "max_synsets": synsets})
+    assert (prepared / "gloss-pairs" / "train.jsonl").is_file() and counts["pairs_train"] > 0
