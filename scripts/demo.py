@@ -175,9 +175,9 @@ def print_table(results: dict) -> None:
     rows = [
         ("WordNet supersense test accuracy (MHE-MUL tiny)", f"{results['test_accuracy']:.4f}"),
         ("  same checkpoint, reloaded in a fresh process", f"{results['reloaded_test_accuracy']:.4f}"),
+        ("  same fine-tuning from a random init (no pretraining)", f"{results['random_init_test_accuracy']:.4f}"),
         (f"majority-class baseline ({results['majority_label']})", f"{results['majority_baseline_accuracy']:.4f}"),
         ("test examples", str(results["test_examples"])),
-        ("  same fine-tuning from a random init (no pretraining)", f"{results['random_init_test_accuracy']:.4f}"),
         ("pretraining held-out masked-token accuracy", f"{results['pretraining_masked_accuracy']:.4f}"),
         ("  unigram baseline (most frequent token) on the same positions", f"{results['pretraining_unigram_accuracy']:.4f}"),
         ("pretraining held-out masked-LM loss", f"{results['pretraining_eval_loss']:.4f}"),
