@@ -180,6 +180,8 @@ class MHEAttention(nn.Module):
             self.v_head_embeddings = nn.Parameter(torch.empty(shape))
         self.relative_position_bias = None
         if config.position_embedding_type == "relative_bias":
+            if config.is_decoder:  # the bias below assumes as many queries as keys (no key/value cache)
+                raise ValueError("position_embedding_type='relative_bias' is implemented for encoders only.")
             # One learned logit bias per head and per key-minus-query offset in [-max, max].
             self.max_distance = config.relative_attention_max_distance
             self.relative_position_bias = nn.Parameter(torch.empty(self.num_heads, 2 * self.max_distance + 1))
