@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md.jinja")
 
 # The pipeline tasks a model card is written for (the template's texts and example inputs cover these).
-CARD_TASKS = ("fill-mask", "text-classification")
+CARD_TASKS = ("fill-mask", "text-classification", "text-generation")
 # Pipeline task -> (model class written in config.architectures, the Auto class that loads it), from modeling_mhe.HEADS.
 TASKS = {
     head.pipeline_tag: (model_class.__name__, head.auto_class)
@@ -285,6 +285,8 @@ def _labels(config: MHEConfig) -> list[str]:
 def _example_input(checkpoint_dir: Path, task: str) -> str:
     if task == "text-classification":
         return "a small domesticated carnivorous mammal with soft fur"
+    if task == "text-generation":
+        return "a small domesticated carnivorous"
     mask_token = (_read_json(checkpoint_dir / "tokenizer_config.json") or {}).get("mask_token") or "[MASK]"
     return f"a small domesticated carnivorous {mask_token} with soft fur"
 

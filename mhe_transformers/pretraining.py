@@ -1,12 +1,15 @@
 """Masked-language-model pretraining of an MHE encoder (or any AutoModelForMaskedLM), after transformers'
-examples/pytorch/language-modeling/run_mlm.py.
+examples/pytorch/language-modeling/run_mlm.py; with `--objective clm`, causal-language-model pretraining of an MHE
+decoder (MHEForCausalLM, or any AutoModelForCausalLM), after run_clm.py.
 
     python scripts/pretrain_mlm.py --config configs/pretrain/wordnet-tiny.yaml [--field value ...]
+    python scripts/pretrain_clm.py --config configs/pretrain/wordnet-clm-tiny.yaml [--field value ...]
     accelerate launch --multi_gpu --num_processes 8 scripts/pretrain_mlm.py --config ...
 
-Texts are tokenized, concatenated and cut into blocks of `max_seq_length` tokens (run_mlm's group_texts);
-BatchSeededMLMCollator masks them on the fly. Evaluation reports the MLM loss, its perplexity and the
-accuracy on masked tokens.
+Texts are tokenized, concatenated and cut into blocks of `max_seq_length` tokens (run_mlm's group_texts).
+MLM: BatchSeededMLMCollator masks them on the fly; evaluation reports the MLM loss, its perplexity and the accuracy
+on masked tokens. CLM: every token predicts the next one; evaluation reports the loss, its perplexity and the
+next-token accuracy.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from itertools import chain
 import numpy as np
 import torch
 from transformers import (
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
@@ -73,6 +77,9 @@ class ModelArguments(training_utils.HubArguments):
             raise ValueError(f"output_bias_init must be one of {OUTPUT_BIAS_INITS}, got {self.output_bias_init!r}.")
 
 
+OBJECTIVES = ("mlm", "clm")
+
+
 @dataclass
 class DataArguments:
     dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset name, e.g. wikitext."})
@@ -86,6 +93,9 @@ class DataArguments:
         default=5, metadata={"help": "Percentage of train held out for validation when there is no validation split."}
     )
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per training block."})
+    objective: str = field(
+        default="mlm", metadata={"help": "mlm (masked LM, an encoder) or clm (causal LM, a decoder: MHEForCausalLM)."}
+    )
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens to mask."})
     streaming: bool = field(
         default=False, metadata={"help": "Stream the dataset instead of downloading it (needs max_steps)."}
@@ -105,6 +115,8 @@ class DataArguments:
             )
         if not 0 < self.mlm_probability < 1:
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}.")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}.")
         if self.max_seq_length < 2:
             raise ValueError(f"max_seq_length must be at least 2, got {self.max_seq_length}.")
 
@@ -190,21 +202,30 @@ def run(
     tokenizer = AutoTokenizer.from_pretrained(
         tokenizer_name, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
     )
-    if tokenizer.mask_token is None:
+    causal = data_args.objective == "clm"
+    auto_class = AutoModelForCausalLM if causal else AutoModelForMaskedLM
+    if tokenizer.mask_token is None and not causal:
         raise ValueError(f"The tokenizer {tokenizer_name} has no mask token, which masked-language modelling needs.")
     if model_args.model_config:
         config = training_utils.build_config(
             model_args.model_config, tokenizer, model_args.attention_type, model_args.config_overrides
         )
-        model = AutoModelForMaskedLM.from_config(config, trust_remote_code=model_args.trust_remote_code)
+        if causal:
+            config.is_decoder = True
+        model = auto_class.from_config(config, trust_remote_code=model_args.trust_remote_code)
     else:
-        model = AutoModelForMaskedLM.from_pretrained(
+        model = auto_class.from_pretrained(
             model_args.model_name_or_path,
             cache_dir=model_args.cache_dir,
             trust_remote_code=model_args.trust_remote_code,
         )
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
+    if causal:
+        # Texts end with the tokenizer's end token ([SEP] for a BERT-style one): generation stops there.
+        end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+        model.generation_config.eos_token_id = end
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
     max_positions = getattr(model.config, "max_position_embeddings", None)
     if max_positions is not None and data_args.max_seq_length > max_positions:
         raise ValueError(
@@ -224,7 +245,7 @@ def run(
         )
 
     unigram = None
-    if training_args.do_eval or init_bias:
+    if (training_args.do_eval and not causal) or init_bias:
         # The frequency model of the training blocks; of the evaluation blocks when there is no training or the
         # training data is streamed (counting a whole stream would read it all once more).
         counted = train_dataset if training_args.do_train and not data_args.streaming else eval_dataset
@@ -241,10 +262,12 @@ def run(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        data_collator=BatchSeededMLMCollator(
-            tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed
+        data_collator=(
+            DataCollatorForLanguageModeling(tokenizer, mlm=False)
+            if causal
+            else BatchSeededMLMCollator(tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed)
         ),
-        compute_metrics=masked_lm_metrics(unigram) if training_args.do_eval else None,
+        compute_metrics=(next_token_accuracy if causal else masked_lm_metrics(unigram)) if training_args.do_eval else None,
         preprocess_logits_for_metrics=_argmax_logits if training_args.do_eval else None,
         callbacks=callbacks,
     )
@@ -268,7 +291,7 @@ def run(
         training_args.output_dir,
         metrics,
         args_to_record=training_utils.record_args(model_args, data_args, training_args),
-        task="fill-mask",
+        task="text-generation" if causal else "fill-mask",
         datasets=datasets_used,
         base_model=model_args.model_name_or_path,
     )
@@ -355,6 +378,13 @@ def masked_lm_metrics(unigram: np.ndarray | None = None):
         return metrics
 
     return compute
+
+
+def next_token_accuracy(eval_prediction) -> dict[str, float]:
+    """Accuracy of the token predicted at each position (argmax-ed by _argmax_logits) against the next token."""
+    predictions, labels = eval_prediction.predictions[:, :-1], eval_prediction.label_ids[:, 1:]
+    scored = labels != -100
+    return {"accuracy": float((predictions[scored] == labels[scored]).mean()) if scored.any() else 0.0}
 
 
 def _argmax_logits(logits, labels):
