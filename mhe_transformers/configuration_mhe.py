@@ -22,6 +22,10 @@ if not SUPPORTED_TRANSFORMERS[0] <= version.parse(transformers.__version__) < SU
         f"The MHE model code supports transformers>={SUPPORTED_TRANSFORMERS[0]},<{SUPPORTED_TRANSFORMERS[1]}; "
         f"transformers {transformers.__version__} is installed. Run `pip install 'transformers>=5.4,<6'`."
     )
+# The decoder (MHEForCausalLM) follows the cache API of transformers 5.24 (`cache=`, no `cache_position`); building
+# one on an older release raises (modeling_mhe); the encoders work from SUPPORTED_TRANSFORMERS[0].
+DECODER_MIN_TRANSFORMERS = version.parse("5.24.0")
+DECODER_SUPPORTED = version.parse(transformers.__version__) >= DECODER_MIN_TRANSFORMERS
 
 AttentionType = Literal["mhe_mul", "mhe_add", "mha", "mqa", "gqa", "sha"]
 HeadEmbeddingInit = Literal["default", "normal", "ones", "zeros"]

@@ -31,7 +31,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
 from . import modeling_mhe
-from .configuration_mhe import MHE_TYPES, SUPPORTED_TRANSFORMERS, MHEConfig
+from .configuration_mhe import DECODER_MIN_TRANSFORMERS, MHE_TYPES, SUPPORTED_TRANSFORMERS, MHEConfig
 from .counting import count_config_parameters
 from .modeling_mhe import AUTO_MAP
 
@@ -229,7 +229,10 @@ def write_model_card(
             "torch": torch.__version__,
             "huggingface_hub": huggingface_hub.__version__,
         },
-        supported_transformers=f">={SUPPORTED_TRANSFORMERS[0]},<{SUPPORTED_TRANSFORMERS[1]}",
+        supported_transformers=(
+            f">={DECODER_MIN_TRANSFORMERS if task == 'text-generation' else SUPPORTED_TRANSFORMERS[0]},"
+            f"<{SUPPORTED_TRANSFORMERS[1]}"
+        ),
     )
     _write_text_atomically(checkpoint_dir / "README.md", str(card) + "\n")
     return card

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+import transformers
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -56,7 +57,7 @@ from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_mhe import MHE_TYPES, MHEConfig
+from .configuration_mhe import DECODER_MIN_TRANSFORMERS, DECODER_SUPPORTED, MHE_TYPES, MHEConfig
 
 logger = logging.get_logger(__name__)
 
@@ -604,6 +605,11 @@ class MHEForCausalLM(MHEPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.decoder.weight": "model.embeddings.word_embeddings.weight"}
 
     def __init__(self, config: MHEConfig):
+        if not DECODER_SUPPORTED:
+            raise ImportError(
+                f"MHEForCausalLM needs transformers>={DECODER_MIN_TRANSFORMERS} (its cache API); transformers "
+                f"{transformers.__version__} is installed. The encoder heads work with it."
+            )
         if not config.is_decoder:
             # e.g. warm-starting from a masked-LM checkpoint: its attention becomes causal
             logger.warning("MHEForCausalLM needs a decoder; setting config.is_decoder=True.")

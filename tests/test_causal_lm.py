@@ -269,3 +269,12 @@ def test_positions_continue_from_the_cache_without_position_ids():
             out = model(ids[:, t : t + 1], cache=out.cache)
             stepped.append(out.logits)
     torch.testing.assert_close(torch.cat(stepped, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_the_decoder_names_the_transformers_it_needs(monkeypatch):
+    import mhe_transformers.modeling_mhe as modeling
+
+    monkeypatch.setattr(modeling, "DECODER_SUPPORTED", False)
+    with pytest.raises(ImportError, match=r"transformers>=5\.24\.0"):
+        MHEForCausalLM(MHEConfig(**CONFIG))
+    MHEModel(MHEConfig(**CONFIG))  # the encoders do not care

@@ -44,6 +44,7 @@ def test_clm_checkpoint_is_a_hub_ready_decoder_that_generates(clm_run, tiny_toke
     card = ModelCard.load(output_dir / "README.md")
     assert card.data.pipeline_tag == "text-generation"
     assert 'pipeline("text-generation"' in card.text and "causal decoder" in card.text
+    assert "`transformers>=5.24.0,<6.0.0`" in card.text  # the decoder's cache API, not the encoders' 5.4
     assert hub.verify_checkpoint(output_dir).task == "text-generation"  # loads without mhe_transformers too
 
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
