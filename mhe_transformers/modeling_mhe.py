@@ -611,8 +611,9 @@ class MHEForCausalLM(MHEPreTrainedModel, GenerationMixin):
                 f"{transformers.__version__} is installed. The encoder heads work with it."
             )
         if not config.is_decoder:
-            # e.g. warm-starting from a masked-LM checkpoint: its attention becomes causal
-            logger.warning("MHEForCausalLM needs a decoder; setting config.is_decoder=True.")
+            if config.architectures and "MHEForCausalLM" not in config.architectures:
+                # warm-starting from, say, a masked-LM checkpoint: its bidirectional attention becomes causal
+                logger.warning(f"Building MHEForCausalLM from a {config.architectures[0]} config: attention becomes causal.")
             config.is_decoder = True
         super().__init__(config)
         self.model = MHEModel(config, add_pooling_layer=False)
