@@ -168,10 +168,10 @@ def gloss_pairs(synsets: Sequence[Synset]) -> list[dict[str, str]]:
     """The sentence-pair task "does this gloss define this lemma?", built from ONE split's synsets only.
 
     Each synset with a definition gives a positive pair (its first lemma, its definition) and a negative: the same
-    lemma with the definition of a hard distractor, chosen deterministically (by hash) among the other synsets of
-    the list: another sense of the same lemma when there is one (polysemy: the two glosses share a topic word),
-    else a synset of the same supersense. Both glosses come from `synsets`, so a split built from its own synsets
-    shares no synset with another split. Rows: {"id", "lemma", "gloss", "negative_of" (synset or ""), "label"}.
+    lemma with the definition of a hard distractor from the same list: another sense of the same lemma when there is
+    one (the one with the smallest hash), else the next synset of the same supersense in a fixed pseudo-random order.
+    Both glosses come from `synsets`, so a split built from its own synsets shares no synset with another split.
+    Rows: {"id", "lemma", "gloss", "negative_of" (the positive's synset, or ""), "label"}.
     """
     synsets = [synset for synset in synsets if synset.definition and synset.words]
     by_lemma, by_lexname = collections.defaultdict(list), collections.defaultdict(list)
@@ -179,16 +179,23 @@ def gloss_pairs(synsets: Sequence[Synset]) -> list[dict[str, str]]:
         by_lexname[synset.lexname].append(synset)
         for word in set(word.lower() for word in synset.words):
             by_lemma[word].append(synset)
+    # Each supersense's synsets in a fixed pseudo-random ring: a synset's fallback distractor is the next one.
+    ring_next = {}
+    for group in by_lexname.values():
+        group.sort(key=lambda synset: _hash_fraction("pair:" + synset.synset_id))
+        for i, synset in enumerate(group):
+            ring_next[synset.synset_id] = [group[(i + k) % len(group)] for k in range(1, min(len(group), 4))]
     pairs = []
     for synset in synsets:
         lemma = synset.words[0]
         pairs.append({"id": synset.synset_id, "lemma": lemma, "gloss": synset.definition, "negative_of": "",
                       "label": "yes"})  # fmt: skip
-        distractors = [other for other in by_lemma[lemma.lower()] if other.definition != synset.definition]
-        if not distractors:
-            distractors = [other for other in by_lexname[synset.lexname] if other.definition != synset.definition]
-        if distractors:
-            other = min(distractors, key=lambda o: _hash_fraction(f"pair:{synset.synset_id}:{o.synset_id}"))
+        senses = [other for other in by_lemma[lemma.lower()] if other.definition != synset.definition]
+        if senses:
+            other = min(senses, key=lambda o: _hash_fraction(f"pair:{synset.synset_id}:{o.synset_id}"))
+        else:
+            other = next((o for o in ring_next[synset.synset_id] if o.definition != synset.definition), None)
+        if other is not None:
             pairs.append({"id": other.synset_id, "lemma": lemma, "gloss": other.definition,
                           "negative_of": synset.synset_id, "label": "no"})  # fmt: skip
     return pairs

@@ -269,3 +269,17 @@ def test_gloss_pairs_have_hard_negatives_and_no_synset_in_two_splits(tmp_path):
     assert not synsets_by_split["train"] & (synsets_by_split["validation"] | synsets_by_split["test"])
     assert not synsets_by_split["validation"] & synsets_by_split["test"]
     assert json.loads((output / "gloss-pairs" / "labels.json").read_text()) == ["no", "yes"]
+
+
+def test_gloss_pairs_do_not_scan_a_whole_supersense_per_synset(monkeypatch):
+    # The full WordNet has supersenses of ~10,000 synsets: drawing each fallback distractor by hashing the whole
+    # supersense made prepare_wordnet quadratic (minutes to hours). The hashes drawn must grow linearly.
+    from mhe_transformers.wordnet import Synset, gloss_pairs
+
+    calls = []
+    original = wordnet._hash_fraction
+    monkeypatch.setattr(wordnet, "_hash_fraction", lambda text: calls.append(text) or original(text))
+    synsets = [Synset(f"n{i}", "noun.artifact", (f"word{i}",), f"gloss {i}", ()) for i in range(400)]
+    pairs = gloss_pairs(synsets)
+    assert len(pairs) == 800 and len(calls) <= 2 * len(synsets)
+    assert all(pair["gloss"] != f"gloss {pair['negative_of'][1:]}" for pair in pairs if pair["negative_of"])
