@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo benchmark compare compare-long clean
+.PHONY: install test demo benchmark benchmark-decode compare compare-long clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ demo: $(STAMP)
 # `make benchmark BENCHMARK_ARGS="--sizes base --seq_lens 128"` for the headline setting only.
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py --output_dir outputs/benchmark/cpu $(BENCHMARK_ARGS)
+
+# Decode tokens/s and key/value-cache size of every attention type against GPT2LMHeadModel, BERT-base dims, batch 8,
+# context 2048, the last 64 steps (docs/results.md); DECODE_ARGS="--sizes small --contexts 512 ..." for others.
+benchmark-decode: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(PY) scripts/benchmark_decode.py --sizes base --contexts 2048 --decode_steps 64 --repeats 3 \
+		--output_dir outputs/benchmark-decode/cpu-base-2048 $(DECODE_ARGS)
 
 # The paper's comparison at tiny scale, offline: pretrain + fine-tune every attention type, 3 seeds, PRR.
 compare: $(STAMP)
