@@ -51,7 +51,7 @@ from transformers import BertConfig, BertModel, HfArgumentParser
 
 from .configuration_mhe import ATTENTION_TYPES, MHEConfig, default_num_key_value_heads
 from .counting import attention_parameter_formula, count_parameters, encoder_matmul_flops, encoder_parameter_formula
-from .fileio import environment, load_average, write_report
+from .fileio import check_output_dir, environment, load_average, write_report
 from .modeling_mhe import MHEModel
 
 logger = logging.getLogger(__name__)
@@ -240,6 +240,9 @@ class BenchmarkArguments:
         default=False, metadata={"help": "Tiny dimensions instead of --sizes (hidden 64, 2 layers): a seconds-long smoke run."}
     )
     seed: int = dataclasses.field(default=0)
+    overwrite_output_dir: bool = dataclasses.field(
+        default=False, metadata={"help": "Replace an earlier benchmark report in output_dir."}
+    )
 
     def __post_init__(self):
         # Checked before any model is built, so a typo fails in a second.
@@ -537,6 +540,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 def run_and_report(args, run: Callable, stem: str, markdown: Callable[[dict], str], plot: Callable) -> dict:
     """`run(args)`, then `<stem>.json`, `<stem>.md` and `<stem>.png` written to `args.output_dir` (a temporary folder
     that then replaces it) and the tables printed: the command line of this benchmark and of the decode one."""
+    # Before hours of measuring, not after: a folder that is not ours, or ours without --overwrite_output_dir.
+    check_output_dir(args.output_dir, args.overwrite_output_dir)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     results = run(args)
     report = markdown(results)

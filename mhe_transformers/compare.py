@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from .configuration_mhe import ATTENTION_TYPES
-from .fileio import environment, write_report
+from .fileio import check_output_dir, environment, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -576,6 +576,9 @@ def main(argv: Sequence[str] | None = None, pipeline: Pipeline | None = None) ->
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     overrides = {key: value for key, value in vars(args).items() if key != "config"}
     config = load_config(args.config, overrides)
+    # A rerun continues the comparison (finished runs are reused), so its own report may be replaced; anything else
+    # in output_dir is refused now rather than after hours of training.
+    check_output_dir(config.output_dir, overwrite=True, inputs=[args.config])
     report = run_comparison(config, pipeline)
     output_dir = write_outputs(report, config.output_dir)
     print(markdown_report(report))

@@ -32,7 +32,7 @@ from transformers.activations import ACT2FN
 from . import data
 from .configuration_mhe import MHE_TYPES, MHEConfig
 from .distillation import RecoveryArguments, distill_hidden_states
-from .fileio import atomic_directory
+from .fileio import atomic_directory, check_output_dir
 from .wordnet import wordnet_texts
 from .modeling_mhe import (
     HEADS,
@@ -609,10 +609,7 @@ def convert_checkpoint(
     with `recover_steps > 0` first distils the original into the converted model on `recovery_texts`.
     """
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite_output_dir:
-        raise ConversionError(f"Output directory {output_dir} exists and is not empty; pass overwrite_output_dir.")
-    if Path(model_name_or_path).resolve() == output_dir.resolve():
-        raise ConversionError("output_dir must differ from the source checkpoint's folder.")
+    check_output_dir(output_dir, overwrite_output_dir, inputs=[model_name_or_path, tokenizer_name])
     recover = recovery is not None and recovery.recover_steps > 0
     if recover and not recovery_texts:
         raise ConversionError("Recovery training (recover_steps > 0) needs training texts; none were given.")

@@ -271,6 +271,9 @@ class DecodeBenchmarkArguments:
         default=False, metadata={"help": "Tiny dimensions instead of --sizes: a seconds-long smoke run."}
     )
     seed: int = dataclasses.field(default=0)
+    overwrite_output_dir: bool = dataclasses.field(
+        default=False, metadata={"help": "Replace an earlier decode benchmark report in output_dir."}
+    )
 
     def __post_init__(self):
         check_choices(

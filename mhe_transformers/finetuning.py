@@ -257,14 +257,23 @@ def run(
     )
     splits = select_splits(raw_datasets, setup, training_args)
     label_names = resolve_label_names(setup, splits, model_args, training_args)
+    model_label_names = resolve_model_label_order(label_names, model_args)
     labelled = check_splits(splits, setup, label_names)
-    tokenizer, model = load_tokenizer_and_model(model_args, label_names)
-    encoded, test_rows = encode_splits(splits, labelled, setup, label_names, tokenizer, data_args, training_args)
+    tokenizer, model = load_tokenizer_and_model(model_args, model_label_names)
+    encoded, test_rows = encode_splits(
+        splits, labelled, setup, label_names, tokenizer, data_args, training_args, model_label_names
+    )
 
     train_name, validation_name, *other_validation = setup.splits["train"] + setup.splits["validation"]
     callbacks = list(callbacks or [])
     if data_args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
+    training_utils.claim_output_dir(
+        training_args,
+        resume_checkpoint,
+        inputs=[model_args.model_name_or_path, model_args.tokenizer_name, data_args.label_list_file,
+                *setup.data_files.values()],
+    )  # fmt: skip
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -291,7 +300,9 @@ def run(
         if labelled[test_name]:
             metrics["test"] = {**output.metrics, "test_samples": len(encoded[test_name])}
             trainer.log_metrics("test", metrics["test"])
-        name, text = format_predictions(output.predictions, test_rows, label_names, data_args.predictions_format)
+        name, text = format_predictions(
+            output.predictions, test_rows, model_label_names, data_args.predictions_format
+        )
         extra_files[name] = text
 
     training_utils.save_final_checkpoint(
@@ -358,6 +369,38 @@ def resolve_label_names(
     return None if regression else tuple(config.id2label[i] for i in range(config.num_labels))
 
 
+def resolve_model_label_order(
+    label_names: tuple[str, ...] | None, model_args: ModelArguments
+) -> tuple[str, ...] | None:
+    """The label order of the model to fine-tune or evaluate (its ids): `label_names` for a new classifier; the
+    checkpoint's own (`config.id2label`) when it is a classifier with named labels, the data's labels being mapped
+    to it by name (as run_glue does with `label2id`), so that its predictions keep meaning the same labels.
+
+    Raises, naming both orders, when such a classifier was trained on other labels than `label_names` (its head would
+    be reused for labels it never learned), unless a head of another size is to be re-initialised
+    (`--ignore_mismatched_sizes`)."""
+    if label_names is None:
+        return None
+    config = AutoConfig.from_pretrained(
+        model_args.model_name_or_path, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
+    )
+    checkpoint_labels = tuple(config.id2label[i] for i in range(config.num_labels))
+    named = checkpoint_labels != tuple(f"LABEL_{i}" for i in range(config.num_labels))
+    if not (named and any(arch.endswith("ForSequenceClassification") for arch in config.architectures or [])):
+        return label_names
+    if set(checkpoint_labels) == set(label_names):
+        if checkpoint_labels != label_names:
+            logger.info("Labels mapped by name to the order of %s: %s", model_args.model_name_or_path, checkpoint_labels)
+        return checkpoint_labels
+    if model_args.ignore_mismatched_sizes and len(checkpoint_labels) != len(label_names):
+        return label_names  # a new head of another size: the checkpoint's labels no longer apply
+    raise ValueError(
+        f"{model_args.model_name_or_path} is a classifier trained on the labels {list(checkpoint_labels)} (in this "
+        f"order), but this run's labels are {list(label_names)}. Use the checkpoint's label names, or fine-tune the "
+        "pretrained (masked-LM) checkpoint for a new label set."
+    )
+
+
 def check_splits(splits: dict[str, tuple], setup: TaskSetup, label_names: tuple[str, ...] | None) -> dict[str, bool]:
     """Check every split's columns and labels; return split name -> whether it is labelled."""
     labelled = {}
@@ -406,11 +449,13 @@ def encode_splits(
     tokenizer,
     data_args: DataArguments,
     training_args: MHETrainingArguments,
+    model_label_names: tuple[str, ...] | None = None,
 ) -> tuple[dict, list[int] | None]:
-    """Subsample and tokenize every split, labels as ids (floats for regression). Returns the encoded splits and
-    the test file's row numbers that were kept (for the predictions file)."""
+    """Subsample and tokenize every split, labels as ids (floats for regression). String labels are names, integer
+    labels index `label_names`; ids follow `model_label_names` (default: `label_names`). Returns the encoded splits
+    and the test file's row numbers that were kept (for the predictions file)."""
     is_regression = label_names is None
-    label2id = {label: i for i, label in enumerate(label_names or ())}
+    label2id = {label: i for i, label in enumerate(model_label_names or label_names or ())}
 
     def preprocess(batch):
         pairs = (batch[setup.text_column],) + ((batch[setup.text_pair_column],) if setup.text_pair_column else ())
@@ -418,7 +463,7 @@ def encode_splits(
         if setup.label_column in batch:
             labels = batch[setup.label_column]
             encoded["labels"] = [
-                float(v) if is_regression else label2id[v] if isinstance(v, str) else v for v in labels
+                float(v) if is_regression else label2id[v if isinstance(v, str) else label_names[v]] for v in labels
             ]
         return encoded
 

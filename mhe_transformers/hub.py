@@ -12,6 +12,7 @@ fresh Python process in which `mhe_transformers` cannot be imported, exactly as 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ import torch
 import transformers
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import filter_repo_objects, validate_repo_id
+from huggingface_hub.utils import validate_repo_id
 
 from . import modeling_mhe
 from .configuration_mhe import DECODER_MIN_TRANSFORMERS, MHE_TYPES, SUPPORTED_TRANSFORMERS, MHEConfig
@@ -61,22 +62,25 @@ REQUIRED_FILES = (
     "README.md",
 )
 
-# Never uploaded: Trainer's intermediate checkpoints, TensorBoard logs, resume-only state, the pickled
-# TrainingArguments (training_args.json records the same), hidden files and caches.
-IGNORE_PATTERNS = [
-    ".*",
-    "*/.*",
-    "_*",
-    "__pycache__/",
-    "*/__pycache__/",
-    "checkpoint-*/",
-    "runs/",
-    "training_args.bin",
-    "optimizer.pt",
-    "scheduler.pt",
-    "scaler.pt",
-    "rng_state*.pth",
-]
+# What a push may send, and nothing else: the required files, then the known optional ones the training and conversion
+# scripts write. Never Trainer's checkpoint-*/ folders, TensorBoard runs/, resume-only state (optimizer.pt, ...), the
+# pickled training_args.bin (training_args.json records the same), logs, hidden files or symlinks.
+OPTIONAL_FILES = (
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "generation_config.json",
+    "model.safetensors.index.json",
+    "train_results.json",
+    "eval_results.json",
+    "test_results.json",
+    "trainer_state.json",
+    "predictions.tsv",
+    "predictions.jsonl",
+    "conversion_report.json",
+)
+# Weights sharded by save_pretrained (with model.safetensors.index.json instead of model.safetensors).
+WEIGHT_SHARD_PATTERN = "model-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].safetensors"
 
 # Trainer.save_metrics keys that describe the run's speed or size rather than the model's quality.
 NON_QUALITY_METRICS = {
@@ -502,10 +506,17 @@ def _load_without_package(checkpoint_dir: Path, auto_class_name: str) -> None:
 
 
 def files_to_upload(checkpoint_dir: str | os.PathLike) -> list[str]:
-    """Files of `checkpoint_dir` (relative POSIX paths, sorted) that a push sends: all but IGNORE_PATTERNS."""
+    """The files of `checkpoint_dir` a push sends, sorted: those of REQUIRED_FILES, OPTIONAL_FILES and weight shards
+    that are regular files (not symlinks) at the top of the folder. Everything else stays local."""
     checkpoint_dir = Path(checkpoint_dir)
-    files = (p.relative_to(checkpoint_dir).as_posix() for p in checkpoint_dir.rglob("*") if p.is_file())
-    return sorted(filter_repo_objects(files, ignore_patterns=IGNORE_PATTERNS))
+    known = set(REQUIRED_FILES) | set(OPTIONAL_FILES)
+    return sorted(
+        path.name
+        for path in checkpoint_dir.iterdir()
+        if path.is_file()
+        and not path.is_symlink()
+        and (path.name in known or fnmatch.fnmatchcase(path.name, WEIGHT_SHARD_PATTERN))
+    )
 
 
 def push_checkpoint(
@@ -514,11 +525,14 @@ def push_checkpoint(
     private: bool = False,
     commit_message: str = "Upload MHE checkpoint",
     api: HfApi | None = None,
+    token: str | None = None,
 ):
-    """Verify `checkpoint_dir`, then upload it to the model repo `repo_id` (created if needed) in one commit.
+    """Verify `checkpoint_dir`, then upload the files `files_to_upload` lists (printed first) to the model repo
+    `repo_id` (created if needed) in one commit.
 
-    Nothing is sent if verification fails. Authentication is huggingface_hub's own: the HF_TOKEN environment variable
-    or the token saved by `hf auth login`. Returns the CommitInfo (its `.commit_url` links to the commit).
+    Nothing is sent if verification fails. `token` authenticates (it is kept in memory only); without it,
+    huggingface_hub's own: the HF_TOKEN environment variable or the token saved by `hf auth login`. Returns the
+    CommitInfo (its `.commit_url` links to the commit).
     """
     report = verify_checkpoint(checkpoint_dir)
     if repo_id not in (Path(checkpoint_dir) / "README.md").read_text(encoding="utf-8"):
@@ -528,7 +542,8 @@ def push_checkpoint(
             repo_id,
             repo_id,
         )
-    api = api or HfApi()
+    print(f"Uploading {len(report.files)} files of {checkpoint_dir} to {repo_id}: {', '.join(report.files)}", flush=True)
+    api = api or HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     operations = [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(checkpoint_dir) / name)) for name in report.files

@@ -256,6 +256,17 @@ def run(
             # Special tokens are never predicted: give them the rarest token's bias rather than -inf.
             log_probs = np.where(np.isfinite(unigram), unigram, unigram[np.isfinite(unigram)].min())
             decoder.bias[: len(log_probs)] = torch.as_tensor(log_probs, dtype=decoder.bias.dtype)
+    training_utils.claim_output_dir(
+        training_args,
+        resume_checkpoint,
+        inputs=[
+            model_args.model_config,
+            model_args.model_name_or_path,
+            tokenizer_name,
+            *(data_args.train_files or []),
+            *(data_args.validation_files or []),
+        ],
+    )
     trainer = Trainer(
         model=model,
         args=training_args,

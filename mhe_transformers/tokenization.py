@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 
 from . import data
-from .fileio import atomic_directory
+from .fileio import atomic_directory, check_output_dir
 
 SPECIAL_TOKENS = {
     "pad_token": "[PAD]",
@@ -47,6 +47,8 @@ def train_wordpiece_tokenizer(
     Special tokens, normalization (BERT: clean text, CJK spacing, optional lowercasing and accent
     stripping) and the `[CLS] A [SEP] B [SEP]` template with token_type_ids 0/1 follow BERT.
     """
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}.")
     tokenizer = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -133,9 +135,16 @@ def main(argv: Sequence[str] | None = None) -> PreTrainedTokenizerFast:
     parser.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--model_max_length", type=int, default=512)
     parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace an earlier tokenizer of this script")
     args = parser.parse_args(argv)
 
     try:
+        if args.vocab_size <= len(SPECIAL_TOKENS):
+            raise ValueError(
+                f"--vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {args.vocab_size}."
+            )
+        # Before reading anything: a folder that is not ours, or an input, is never replaced.
+        check_output_dir(args.output_dir, args.overwrite_output_dir, inputs=args.train_files or ())
         raw = data.load_raw_datasets(args.dataset_name, args.dataset_config_name, {args.split: args.train_files})
         if args.split not in raw:
             raise ValueError(f"--split {args.split!r}: the dataset has splits {list(raw)}.")

@@ -23,7 +23,14 @@ from transformers import AutoConfig, HfArgumentParser, TrainingArguments, set_se
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .configuration_mhe import default_num_key_value_heads
-from .fileio import atomic_directory
+from .fileio import (
+    OutputDirError,
+    atomic_directory,
+    check_not_an_input,
+    check_output_dir,
+    clean_stale_temporaries,
+    write_marker,
+)
 from .hub import push_checkpoint, write_model_card
 
 logger = logging.getLogger(__name__)
@@ -32,14 +39,51 @@ logger = logging.getLogger(__name__)
 TRAINING_ARTEFACTS = (f"{PREFIX_CHECKPOINT_DIR}-*", "runs")
 
 
+class HubPush:
+    """Where the final checkpoint goes on the Hub, and with which token (None: huggingface_hub's own, i.e. HF_TOKEN
+    or the `hf auth login` cache). Never written anywhere: pickling drops the token, repr hides it."""
+
+    def __init__(self, repo_id: str | None, private: bool, token: str | None):
+        self.repo_id, self.private, self.token = repo_id, private, token
+
+    def __reduce__(self):  # pickled (e.g. inside training_args.bin) without the token
+        return HubPush, (self.repo_id, self.private, None)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __repr__(self) -> str:
+        return f"HubPush(repo_id={self.repo_id!r}, private={self.private}, token={'<set>' if self.token else None})"
+
+
 @dataclasses.dataclass
 class MHETrainingArguments(TrainingArguments):
-    """transformers' TrainingArguments plus the output-folder guard that Transformers 5 dropped."""
+    """transformers' TrainingArguments plus the output-folder guard that Transformers 5 dropped, and with the Hub push
+    taken away from Trainer.
+
+    `--push_to_hub` means ONE upload, at the end: the verified final checkpoint (`save_final_checkpoint`). Trainer's
+    own pushes (it creates the repo at start-up and uploads every checkpoint and `save_model`, `training_args.bin`
+    included, unverified) are switched off, and `--hub_token` moves out of the arguments into `hub_push`, so that no
+    pickled or saved copy of them (`training_args.bin`, `training_args.json`) holds it.
+    """
 
     overwrite_output_dir: bool = dataclasses.field(
         default=False,
         metadata={"help": "Delete output_dir (earlier checkpoints and final model) before training from scratch."},
     )
+
+    def __post_init__(self):
+        self.hub_push = (
+            HubPush(self.hub_model_id, bool(self.hub_private_repo), self.hub_token) if self.push_to_hub else None
+        )
+        self.push_to_hub, self.hub_token = False, None
+        super().__post_init__()
+
+    def to_dict(self):
+        # The record says what the user asked for; the token is redacted as TrainingArguments.to_dict does.
+        values = super().to_dict()
+        values["push_to_hub"] = self.hub_push is not None
+        return values
 
 
 @dataclasses.dataclass
@@ -98,20 +142,65 @@ def _field_names(parser: HfArgumentParser) -> set[str]:
 
 
 def resolve_resume_checkpoint(training_args: TrainingArguments) -> str | bool | None:
-    """`--resume_from_checkpoint true` (or `latest`) means the newest checkpoint-N in output_dir, as in Trainer."""
+    """`--resume_from_checkpoint true` (or `latest`) means the newest complete checkpoint-N in output_dir.
+
+    A kill while Trainer writes checkpoint-N leaves it half-written: such folders are skipped (with a warning) for
+    the newest complete one. A kill while the final folder replaced output_dir is repaired first
+    (`fileio.clean_stale_temporaries`), so the checkpoints are found wherever the kill left them.
+    """
     value = training_args.resume_from_checkpoint
     if value is None or value.lower() in ("false", "no", "none", ""):
         return None
     if value.lower() in ("true", "yes", "latest"):
-        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        output_dir = Path(training_args.output_dir)
+        with training_args.main_process_first(desc="repairing an interrupted final save"):
+            if training_args.should_save:
+                clean_stale_temporaries(output_dir, keep=TRAINING_ARTEFACTS)
+        last = last_complete_checkpoint(output_dir) if output_dir.is_dir() else None
         if last is None:
             raise ValueError(
-                f"--resume_from_checkpoint {value}: no {PREFIX_CHECKPOINT_DIR}-N folder in {training_args.output_dir}."
+                f"--resume_from_checkpoint {value}: no complete {PREFIX_CHECKPOINT_DIR}-N folder in {output_dir}."
             )
-        return last
+        return str(last)
     if not os.path.isdir(value):
         raise FileNotFoundError(f"--resume_from_checkpoint: checkpoint folder not found: {value}")
+    problem = checkpoint_problem(Path(value))
+    if problem:
+        raise ValueError(f"--resume_from_checkpoint {value}: the checkpoint is incomplete ({problem}).")
     return value
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why Trainer's checkpoint `folder` cannot be resumed from, or None. Trainer writes trainer_state.json last, so
+    a checkpoint whose trainer_state.json parses and names its step, next to the weights, is complete."""
+    state_file = folder / "trainer_state.json"
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no trainer_state.json"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "trainer_state.json is truncated"
+    step = folder.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
+    if str(state.get("global_step")) != step:
+        return f"trainer_state.json says step {state.get('global_step')}"
+    if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+        return "no model weights"
+    return None
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint-N of output_dir with the highest N that `checkpoint_problem` accepts; warns about the others."""
+    checkpoints = [
+        path
+        for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+        if path.is_dir() and path.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-").isdigit()
+    ]
+    for folder in sorted(checkpoints, key=lambda path: int(path.name.split("-")[-1]), reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        logger.warning("Skipping %s: it is incomplete (%s), left by a run stopped while saving it.", folder, problem)
+    return None
 
 
 def check_launch(training_args: TrainingArguments) -> None:
@@ -127,19 +216,44 @@ def check_launch(training_args: TrainingArguments) -> None:
 
 
 def prepare_output_dir(training_args: MHETrainingArguments, resume_checkpoint: str | None) -> None:
-    """Refuse to mix a new run into an output_dir that holds an earlier one (its checkpoint-N folders would be
-    taken for this run's), unless resuming, or starting over with --overwrite_output_dir."""
+    """Refuse, before anything is read, to mix a new run into an output_dir that holds an earlier one (its
+    checkpoint-N folders would be taken for this run's), unless resuming, or starting over with --overwrite_output_dir
+    an earlier run of these scripts. Deletes nothing: `claim_output_dir` does, once every input has been read."""
     output_dir = Path(training_args.output_dir)
-    if not output_dir.is_dir() or not any(output_dir.iterdir()) or resume_checkpoint is not None:
+    if resume_checkpoint is not None:
         return
-    if not training_args.overwrite_output_dir:
-        raise ValueError(
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not training_args.overwrite_output_dir:
+        raise OutputDirError(
             f"Output directory {output_dir} already holds an earlier run. Pass --resume_from_checkpoint true to "
             "continue it, --overwrite_output_dir true to delete it and start over, or choose another --output_dir."
         )
-    with training_args.main_process_first(desc="clearing output_dir"):
-        if training_args.should_save and output_dir.exists():
-            shutil.rmtree(output_dir)
+    check_output_dir(output_dir, training_args.overwrite_output_dir, flag="--overwrite_output_dir true")
+
+
+def claim_output_dir(
+    training_args: MHETrainingArguments, resume_checkpoint: str | None, inputs: Sequence[str | None] = ()
+) -> None:
+    """Make output_dir this run's, just before training: every input (`inputs`: data files, model, tokenizer,
+    label list, ...) has been read and checked, so this is the only place a pipeline deletes an earlier run.
+
+    Refuses an output_dir that is or holds one of `inputs`; removes the temporary folders an interrupted final save
+    left beside it; with --overwrite_output_dir (and not resuming) deletes the earlier run, which must be one of
+    these scripts' (OUTPUT_MARKER); creates output_dir with the marker, so that a run stopped at any point is
+    recognised as this tool's own."""
+    output_dir = Path(training_args.output_dir)
+    if resume_checkpoint is None:
+        check_output_dir(output_dir, training_args.overwrite_output_dir, inputs, flag="--overwrite_output_dir true")
+    else:  # resuming continues the run in output_dir, whoever wrote it; it still must not hold an input
+        check_not_an_input(output_dir, inputs)
+    with training_args.main_process_first(desc="checking output_dir"):
+        pass  # a barrier: every process has checked output_dir before the main one changes it
+    with training_args.main_process_first(desc="preparing output_dir"):
+        if training_args.should_save:
+            clean_stale_temporaries(output_dir, keep=TRAINING_ARTEFACTS)
+            if resume_checkpoint is None and output_dir.is_dir() and any(output_dir.iterdir()):
+                shutil.rmtree(output_dir)  # checked above: ours, asked for, and no input inside
+            output_dir.mkdir(parents=True, exist_ok=True)
+            write_marker(output_dir)
 
 
 def set_up_run(training_args: MHETrainingArguments) -> str | None:
@@ -260,12 +374,13 @@ def save_final_checkpoint(
     (`{"train": {...}, "eval": {...}}`), their union in `all_results.json` (as `Trainer.save_metrics` writes them),
     `trainer_state.json`, `extra_files` (name -> text, e.g. predictions) and the model card (`task`: "fill-mask" or
     "text-classification", trained on `datasets`, from `base_model`). Only then does the folder replace
-    `output_dir`, taking the checkpoint-N folders Trainer wrote there along. A run stopped at any point before
-    leaves its checkpoints and no half-written final model.
+    `output_dir`, and the checkpoint-N folders Trainer wrote there move into it. A run stopped at any point leaves
+    its checkpoints where `--resume_from_checkpoint true` finds them, and no half-written final model.
     """
     output_dir = Path(output_dir).resolve()
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
+        # Trainer's checkpoints and logs move into the new folder after the swap (fileio.atomic_directory).
         with atomic_directory(output_dir, keep=TRAINING_ARTEFACTS) as tmp_dir:
             trainer.save_model(str(tmp_dir))  # model + tokenizer (Trainer's processing_class) + training_args.bin
             if trainer.processing_class is None:
@@ -287,10 +402,11 @@ def save_final_checkpoint(
         logger.info("Saved the final checkpoint to %s", output_dir)
     trainer.accelerator.wait_for_everyone()
 
-    if trainer.args.push_to_hub and trainer.is_world_process_zero():
+    hub_push = getattr(trainer.args, "hub_push", None)
+    if hub_push is not None and trainer.is_world_process_zero():
         # Our verified push, not Trainer's: Trainer's would replace the card with a generic one and check nothing.
         push_checkpoint(
-            output_dir, trainer.args.hub_model_id or output_dir.name, private=bool(trainer.args.hub_private_repo)
+            output_dir, hub_push.repo_id or output_dir.name, private=hub_push.private, token=hub_push.token
         )
 
 

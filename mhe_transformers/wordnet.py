@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .fileio import atomic_directory
+from .fileio import OutputDirError, atomic_directory, check_output_dir
 
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 
@@ -226,6 +226,8 @@ def prepare_wordnet(
     `max_synsets` keeps a deterministic pseudo-random subset of that many synsets (the ones
     with the smallest hash of their id), for fast tests and demos; each split keeps its share.
     """
+    if max_synsets is not None and max_synsets < 1:
+        raise ValueError(f"max_synsets must be positive, got {max_synsets}.")
     unknown = set(corpus_splits) - set(SPLITS)
     if unknown:
         raise ValueError(f"Unknown corpus split(s) {sorted(unknown)}; choose from {SPLITS}.")
@@ -303,7 +305,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int | float | str | Non
         help="splits whose glosses go into corpus.txt (default: train only, so held-out glosses stay unseen)",
     )
     parser.add_argument("--no_examples", action="store_true", help="leave example sentences out of corpus.txt")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace an earlier output of this script")
     args = parser.parse_args(argv)
+    if args.max_synsets is not None and args.max_synsets < 1:
+        parser.error(f"--max_synsets must be positive, got {args.max_synsets}.")
+    try:  # before reading anything: a folder that is not ours, or an input, is never replaced
+        check_output_dir(args.output_dir, args.overwrite_output_dir, inputs=[args.wordnet_dir])
+    except OutputDirError as error:
+        parser.error(str(error))
 
     counts = prepare_wordnet(
         args.output_dir,

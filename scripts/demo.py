@@ -25,6 +25,7 @@ import torch
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
 from mhe_transformers import finetuning, pretraining
+from mhe_transformers.fileio import check_output_dir, write_marker
 from mhe_transformers.hub import run_without_package
 from mhe_transformers.tokenization import train_wordpiece_tokenizer
 from mhe_transformers.wordnet import find_wordnet_dir, prepare_wordnet
@@ -84,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     data_dir, output_dir = Path(args.data_dir), Path(args.output_dir)
+    # A rerun replaces the demo's own earlier outputs; a folder holding anything else is refused before any work.
+    check_output_dir(output_dir, overwrite=True, inputs=[data_dir, args.wordnet_dir])
+    check_output_dir(data_dir, overwrite=True, inputs=[args.wordnet_dir])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_marker(output_dir)
     supersense = data_dir / "supersense"
     tokenizer_dir = output_dir / "tokenizer"
     pretrained_dir = output_dir / "pretrain-mhe_mul"

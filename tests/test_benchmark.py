@@ -9,6 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mhe_transformers import ATTENTION_TYPES, MHEConfig, MHEModel
+from mhe_transformers.fileio import OUTPUT_MARKER
 from mhe_transformers.benchmark import (
     BenchmarkArguments,
     build_bert,
@@ -115,7 +116,8 @@ def test_script_writes_json_markdown_and_png(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path("scripts/benchmark.py", run_name="__main__")
 
-    assert sorted(p.name for p in output_dir.iterdir()) == ["benchmark.json", "benchmark.md", "benchmark.png"]
+    names = sorted(p.name for p in output_dir.iterdir())
+    assert names == [OUTPUT_MARKER, "benchmark.json", "benchmark.md", "benchmark.png"]
     results = json.loads((output_dir / "benchmark.json").read_text())
     assert set(results) == {"environment", "settings", "parameters", "speed"}
     assert [row["attention_type"] for row in results["speed"]] == list(ATTENTION_TYPES)

@@ -21,6 +21,7 @@ from mhe_transformers.compare import (
     run_comparison,
     to_argv,
 )
+from mhe_transformers.fileio import OUTPUT_MARKER
 from mhe_transformers.finetuning import ARGUMENT_CLASSES as FINETUNE_ARGUMENTS
 from mhe_transformers.pretraining import ARGUMENT_CLASSES as PRETRAIN_ARGUMENTS
 from mhe_transformers.training_utils import parse_args
@@ -92,7 +93,8 @@ def test_comparison_reports_scores_spread_and_prr(tmp_path):
     assert len([c for c in pipeline.calls if c[0] == "finetune"]) == len(ATTENTION_TYPES) * 2 * 2
 
     output_dir = tmp_path / "report"
-    assert sorted(p.name for p in output_dir.iterdir()) == ["comparison.json", "comparison.md", "comparison.png"]
+    names = sorted(p.name for p in output_dir.iterdir())
+    assert names == [OUTPUT_MARKER, "comparison.json", "comparison.md", "comparison.png"]
     saved = json.loads((output_dir / "comparison.json").read_text())
     assert set(saved) == {"config", "environment", "data", "parameters", "runs", "summary", "differences"}
     assert saved["summary"] == report["summary"]

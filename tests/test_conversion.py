@@ -35,6 +35,7 @@ from mhe_transformers.conversion import (
     split_heads,
 )
 from mhe_transformers.distillation import RecoveryArguments, distill_hidden_states, hidden_state_mse
+from mhe_transformers.fileio import OutputDirError
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "the a of to and in is it that for cat dog sat on mat big small red runs sleeps".split()
@@ -393,9 +394,13 @@ def test_existing_output_is_kept_unless_overwrite(bert_mlm_folder, tmp_path):
     output_dir = tmp_path / "out"
     output_dir.mkdir()
     (output_dir / "keep.txt").write_text("x")
-    with pytest.raises(ConversionError, match="not empty"):
-        convert_checkpoint(str(bert_mlm_folder), output_dir)
+    for overwrite in (False, True):  # not this tool's output: never replaced
+        with pytest.raises(OutputDirError, match="did not write"):
+            convert_checkpoint(str(bert_mlm_folder), output_dir, overwrite_output_dir=overwrite)
     assert (output_dir / "keep.txt").exists()
+    with pytest.raises(OutputDirError, match="is, or holds, an input"):
+        convert_checkpoint(str(bert_mlm_folder), bert_mlm_folder, overwrite_output_dir=True)
+    assert (bert_mlm_folder / "config.json").is_file()
 
 
 def test_failure_while_writing_leaves_nothing(bert_mlm_folder, tmp_path, monkeypatch):

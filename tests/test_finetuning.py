@@ -74,6 +74,35 @@ def test_local_files_with_a_label_list(finetuned_dir, tiny_classification_dir):
     assert [path.name for path in finetuned_dir.parent.iterdir() if path.name.startswith(".")] == []
 
 
+def test_labels_listed_in_another_order_are_mapped_by_name(finetuned_dir, tiny_classification_dir, tmp_path):
+    """Evaluating a fine-tuned classifier with the label list in another order gives the same accuracy and the
+    same predicted names (run_glue maps by label2id); another label set is refused, naming both orders."""
+    data, labels = tiny_classification_dir, json.loads((tiny_classification_dir / "labels.json").read_text())
+
+    def evaluate(label_list, name):
+        (tmp_path / f"{name}.json").write_text(json.dumps(label_list))
+        output_dir = tmp_path / name
+        metrics = finetuning.main([
+            *QUICK_TRAINING_ARGS, "--model_name_or_path", str(finetuned_dir), "--output_dir", str(output_dir),
+            "--validation_file", str(data / "validation.jsonl"), "--test_file", str(data / "test.jsonl"),
+            "--label_list_file", str(tmp_path / f"{name}.json"), "--do_eval", "true", "--do_predict", "true",
+            "--max_seq_length", "32", "--predictions_format", "jsonl",
+        ])  # fmt: skip
+        config = json.loads((output_dir / "config.json").read_text())
+        return metrics, read_jsonl(output_dir / "predictions.jsonl"), config["id2label"]
+
+    same_metrics, same_predictions, same_labels = evaluate(labels, "same")
+    rotated_metrics, rotated_predictions, rotated_labels = evaluate(labels[1:] + labels[:1], "rotated")  # no fixed point
+    assert rotated_metrics["eval_accuracy"] == same_metrics["eval_accuracy"]
+    assert rotated_metrics["test_accuracy"] == same_metrics["test_accuracy"]
+    assert rotated_predictions == same_predictions
+    assert rotated_labels == same_labels == {str(i): label for i, label in enumerate(labels)}
+    other = ["noun.animal", "noun.artifact", "noun.food"]
+    with pytest.raises(ValueError, match=r"trained on the labels \['verb.motion', .*this run's labels are \['noun.animal'"):
+        evaluate(other, "other")
+    assert not (tmp_path / "other").exists()
+
+
 def test_checkpoints_load_with_remote_code_only(tiny_pretrained_dir, finetuned_dir):
     """Both pipelines' checkpoints load with trust_remote_code=True in a process where mhe_transformers cannot be
     imported, from their own code files (transformers_modules), and compute what the package's classes compute."""

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer, EvalPrediction, TrainerCallback
 
 from mhe_transformers import pretraining, training_utils
+from mhe_transformers.fileio import OUTPUT_MARKER
 
 FINAL_FILES = [
     "config.json", "configuration_mhe.py", "modeling_mhe.py", "model.safetensors", "tokenizer.json",
@@ -161,7 +162,8 @@ def interrupted_dir(tmp_path_factory, tiny_corpus, tiny_tokenizer_dir):
 
 
 def test_interrupted_run_leaves_loadable_checkpoints_and_no_final_model(interrupted_dir):
-    assert sorted(path.name for path in interrupted_dir.iterdir()) == ["checkpoint-3"]
+    # The run's folder carries the marker that lets a later --overwrite_output_dir recognise it as this tool's.
+    assert sorted(path.name for path in interrupted_dir.iterdir()) == [OUTPUT_MARKER, "checkpoint-3"]
     assert [path.name for path in interrupted_dir.parent.iterdir()] == ["run"]  # no half-written final folder
     model = AutoModelForMaskedLM.from_pretrained(interrupted_dir / "checkpoint-3")
     assert json.loads((interrupted_dir / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
@@ -276,6 +278,7 @@ def test_bad_input_fails_before_training(tmp_path, base_argv, tiny_corpus):
 def test_an_earlier_run_is_neither_mixed_in_nor_lost(tmp_path, base_argv):
     earlier = tmp_path / "out" / "checkpoint-7"
     earlier.mkdir(parents=True)
+    (tmp_path / "out" / OUTPUT_MARKER).write_text("")  # an earlier run of these scripts
     with pytest.raises(ValueError, match="already holds an earlier run"):
         pretraining.main(base_argv)
     assert earlier.is_dir()

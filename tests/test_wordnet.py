@@ -174,10 +174,10 @@ def test_max_synsets_is_a_deterministic_subsample(fake_wordnet, tmp_path):
 
 def test_output_is_replaced_atomically(fake_wordnet, tmp_path, monkeypatch):
     output = tmp_path / "out"
-    output.mkdir()
+    prepare_wordnet(output, fake_wordnet)
     (output / "stale.txt").write_text("from an older run")
     prepare_wordnet(output, fake_wordnet)
-    assert not (output / "stale.txt").exists()  # replaced as a whole, not merged
+    assert not (output / "stale.txt").exists()  # its own earlier output is replaced as a whole, not merged
     before = {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file()}
 
     def fail(*args, **kwargs):
