@@ -390,7 +390,7 @@ def resolve_model_label_order(
         return label_names
     if set(checkpoint_labels) == set(label_names):
         if checkpoint_labels != label_names:
-            logger.info("Labels mapped by name to the order of %s: %s", model_args.model_name_or_path, checkpoint_labels)
+            logger.info("Labels mapped by name to %s's order: %s", model_args.model_name_or_path, checkpoint_labels)
         return checkpoint_labels
     if model_args.ignore_mismatched_sizes and len(checkpoint_labels) != len(label_names):
         return label_names  # a new head of another size: the checkpoint's labels no longer apply

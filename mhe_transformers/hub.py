@@ -542,7 +542,7 @@ def push_checkpoint(
             repo_id,
             repo_id,
         )
-    print(f"Uploading {len(report.files)} files of {checkpoint_dir} to {repo_id}: {', '.join(report.files)}", flush=True)
+    print(f"Uploading {len(report.files)} files of {checkpoint_dir} to {repo_id}: {', '.join(report.files)}")
     api = api or HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     operations = [

@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> PreTrainedTokenizerFast:
     parser.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--model_max_length", type=int, default=512)
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace an earlier tokenizer of this script")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace this script's earlier output")
     args = parser.parse_args(argv)
 
     try:

@@ -159,7 +159,8 @@ def test_train_tokenizer_never_replaces_foreign_folders_or_the_working_directory
     monkeypatch.chdir(foreign_folder(tmp_path / "cwd"))
     foreign = foreign_folder(tmp_path / "p")
     base = ["--train_files", str(tiny_corpus), "--vocab_size", "100", "--min_frequency", "1"]
-    for output, extra in [(foreign, []), (foreign, ["--overwrite_output_dir"]), (Path("."), ["--overwrite_output_dir"])]:
+    overwrite = ["--overwrite_output_dir"]
+    for output, extra in [(foreign, []), (foreign, overwrite), (Path("."), overwrite)]:
         message = refused(main, [*base, "--output_dir", str(output), *extra], capsys)
         assert "did not write" in message or "working directory" in message
     assert (foreign / "notes.txt").exists() and (tmp_path / "cwd" / "notes.txt").exists()
