@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from typing import Any
 
 import transformers
 import yaml
-from transformers import AutoConfig, HfArgumentParser, TrainingArguments, set_seed
+from transformers import AutoConfig, HfArgumentParser, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .configuration_mhe import default_num_key_value_heads
@@ -73,6 +74,8 @@ class MHETrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if self.max_steps == 0 or self.max_steps < -1:  # TrainingArguments would train by epochs instead
+            raise ValueError(f"max_steps must be positive (or -1: train num_train_epochs), got {self.max_steps}.")
         self.hub_push = (
             HubPush(self.hub_model_id, bool(self.hub_private_repo), self.hub_token) if self.push_to_hub else None
         )
@@ -270,9 +273,44 @@ def set_up_run(training_args: MHETrainingArguments) -> str | None:
     return resume_checkpoint
 
 
+class _RunAlreadyFinished(Exception):
+    pass
+
+
+class _StopIfFinished(TrainerCallback):
+    """Stops `Trainer.train` before its first step when the resumed checkpoint is already at max_steps: Trainer
+    would otherwise train one step more (its loop checks max_steps only after a step), e.g. after a kill during the
+    final save of a run whose last checkpoint is its last step."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            raise _RunAlreadyFinished
+
+
 def train(trainer, resume_checkpoint: str | None, train_samples: int | None) -> dict[str, Any]:
-    """Train (resuming if asked) and log the train metrics, with the number of training samples, as run_glue."""
-    metrics = {**trainer.train(resume_from_checkpoint=resume_checkpoint).metrics, "train_samples": train_samples}
+    """Train (resuming if asked) and log the train metrics, with the number of training samples, as run_glue.
+
+    Resuming from a checkpoint at max_steps trains nothing: the checkpoint's weights (or, with
+    load_best_model_at_end, the best checkpoint's) become the final model, and the train metrics are the state's."""
+    stop = _StopIfFinished()
+    trainer.add_callback(stop)
+    try:
+        metrics = {**trainer.train(resume_from_checkpoint=resume_checkpoint).metrics, "train_samples": train_samples}
+    except _RunAlreadyFinished:
+        # Trainer has loaded the checkpoint's weights and state; nothing else of train() is needed.
+        trainer.is_in_train = False
+        state = trainer.state
+        logger.warning(
+            "%s is already at step %d of %d: nothing left to train, writing the final checkpoint only.",
+            resume_checkpoint,
+            state.global_step,
+            state.max_steps,
+        )
+        if trainer.args.load_best_model_at_end and state.best_model_checkpoint:
+            trainer._load_best_model()
+        metrics = {"epoch": state.epoch, "total_flos": state.total_flos, "train_samples": train_samples}
+    finally:
+        trainer.remove_callback(stop)
     trainer.log_metrics("train", metrics)
     return metrics
 
@@ -322,9 +360,18 @@ def build_config(
     if "model_type" not in values:
         raise ValueError(f'{path} has no model_type (e.g. "mhe").')
     values.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    overrides = parse_config_overrides(config_overrides)
+    # A config class keeps unknown keys as plain attributes that nothing reads: a typo would be saved and ignored.
+    known = set(AutoConfig.for_model(values["model_type"]).to_dict())
+    for source, keys in ((str(path), values), ("--config_overrides", overrides)):
+        unknown = sorted(set(keys) - known)
+        if unknown:
+            hints = [f"{key} (did you mean {', '.join(difflib.get_close_matches(key, known, n=1)) or '?'})"
+                     for key in unknown]  # fmt: skip
+            raise ValueError(f"Unknown model configuration field(s) in {source}: {'; '.join(hints)}.")
     if attention_type is not None:
         values["attention_type"] = attention_type
-    values.update(parse_config_overrides(config_overrides))
+    values.update(overrides)
     if values.get("attention_type") == "gqa" and values.get("num_key_value_heads") is None:
         values["num_key_value_heads"] = default_num_key_value_heads(values.get("num_attention_heads", 12))
     return AutoConfig.for_model(**values)

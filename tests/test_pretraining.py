@@ -4,6 +4,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -191,6 +192,116 @@ def test_resuming_reaches_the_uninterrupted_result(
     assert sorted(losses(resumed_dir)) == [1, 2, 3, 4, 5, 6]
 
 
+def assert_same_weights(folder, expected_folder):
+    expected, resumed = load_file(expected_folder / "model.safetensors"), load_file(folder / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_resuming_a_finished_run_only_writes_the_final_folder(
+    uninterrupted_dir, tmp_path, tiny_corpus, tiny_tokenizer_dir
+):
+    """The state a kill during the final save leaves: checkpoints up to max_steps, no final model. Trainer alone
+    would train a step 7 of 6 (and save checkpoint-7); resuming must only write the final folder."""
+    resumed_dir = tmp_path / "run"
+    resumed_dir.mkdir()
+    (resumed_dir / OUTPUT_MARKER).write_text("")
+    for name in ("checkpoint-3", "checkpoint-6"):
+        shutil.copytree(uninterrupted_dir / name, resumed_dir / name)
+    pretraining.main(resumable_argv(tiny_corpus, tiny_tokenizer_dir, resumed_dir) + ["--resume_from_checkpoint", "true"])
+
+    assert sorted(path.name for path in resumed_dir.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    assert json.loads((resumed_dir / "trainer_state.json").read_text())["global_step"] == 6
+    expected, resumed = load_file(uninterrupted_dir / "model.safetensors"), load_file(resumed_dir / "model.safetensors")
+    assert all(torch.equal(resumed[name], expected[name]) for name in expected)  # the checkpoint's, untouched
+
+
+# Run in a subprocess by the fault-injection test: pretraining that stops at a given point and says so, then waits
+# to be killed (SIGKILL: no clean-up of any kind runs).
+PAUSING_PRETRAINING = """
+import json, os, sys, time
+from transformers import Trainer, TrainerCallback
+from mhe_transformers import hub, pretraining
+
+point, argv = sys.argv[1], json.loads(sys.argv[2])
+
+def pause(where):
+    print("PAUSED", where, flush=True)
+    time.sleep(600)
+
+class PauseInStep(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        if point == "mid-step" and state.global_step == 4:
+            pause("in step 5")
+
+save_optimizer = Trainer._save_optimizer_and_scheduler
+def pause_in_checkpoint(self, output_dir):  # checkpoint-6's weights are written, its optimizer and state are not
+    if point == "mid-checkpoint" and output_dir.endswith("checkpoint-6"):
+        pause(output_dir)
+    return save_optimizer(self, output_dir)
+Trainer._save_optimizer_and_scheduler = pause_in_checkpoint
+
+write_model_card = hub.write_model_card
+def pause_in_final_folder(*args, **kwargs):  # the final folder is half-written beside output_dir
+    if point == "mid-final-save":
+        pause("writing the final folder")
+    return write_model_card(*args, **kwargs)
+pretraining.training_utils.write_model_card = pause_in_final_folder
+
+replace = os.replace
+def pause_in_swap(source, target):  # output_dir has moved aside; the new final folder has not taken its place
+    replace(source, target)
+    if point == "mid-swap" and ".old-" in str(target):
+        pause("swapping the final folder in")
+os.replace = pause_in_swap
+
+args = pretraining.training_utils.parse_args(pretraining.ARGUMENT_CLASSES, argv)
+pretraining.run(*args, callbacks=[PauseInStep()])
+print("FINISHED", flush=True)
+"""
+
+
+def run_and_kill(point: str, argv: list[str]) -> None:
+    """Start PAUSING_PRETRAINING, wait until it reaches `point`, then kill it by pid with SIGKILL."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", PAUSING_PRETRAINING, point, json.dumps(argv)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        for line in process.stdout:
+            if line.startswith(("PAUSED", "FINISHED")):
+                break
+        assert line.startswith("PAUSED"), f"{point}: the run never reached the point to kill it at"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("point", ["mid-step", "mid-checkpoint", "mid-final-save", "mid-swap"])
+def test_killed_anywhere_then_resumed_equals_the_uninterrupted_run(
+    point, uninterrupted_dir, tmp_path, tiny_corpus, tiny_tokenizer_dir
+):
+    output_dir = tmp_path / "run"
+    argv = resumable_argv(tiny_corpus, tiny_tokenizer_dir, output_dir)
+    run_and_kill(point, argv)
+    left = sorted(path.name for path in tmp_path.iterdir())
+    if point == "mid-checkpoint":  # a half-written checkpoint-6, which resuming must skip
+        assert (output_dir / "checkpoint-6" / "model.safetensors").is_file()
+        assert not (output_dir / "checkpoint-6" / "trainer_state.json").exists()
+    if point == "mid-final-save":
+        assert any(name.startswith(".run.tmp-") for name in left), left
+    if point == "mid-swap":  # output_dir itself is gone: its checkpoints are in the hidden .old folder
+        assert "run" not in left and any(name.startswith(".run.old-") for name in left), left
+
+    pretraining.main(argv + ["--resume_from_checkpoint", "true"])
+    assert_same_weights(output_dir, uninterrupted_dir)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]  # no temporary folder left behind
+    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 6
+
+
 # --- distributed ------------------------------------------------------------------------------------------------
 
 
@@ -256,8 +367,13 @@ def test_bad_input_fails_before_training(tmp_path, base_argv, tiny_corpus):
         (base_argv + ["--train_files", str(blank)], ValueError, "train.* is empty"),
         (base_argv + ["--train_files", str(wrong_column)], ValueError, r"'text' \(--text_column\).*\['id', 'body'\]"),
         (base_argv + ["--attention_type", "bogus"], ValueError, "attention_type must be one of"),
+        (base_argv + ["--config_overrides", "num_hiden_layers=1"], ValueError,
+         r"Unknown model configuration field\(s\) in --config_overrides: num_hiden_layers \(did you mean "
+         "num_hidden_layers"),
+        (base_argv + ["--max_steps", "-5"], ValueError, "max_steps must be positive"),
+        (base_argv + ["--max_steps", "0"], ValueError, "max_steps must be positive"),
         (base_argv + ["--max_seq_length", "65"], ValueError, "max_position_embeddings"),
-        (base_argv + ["--resume_from_checkpoint", "true"], ValueError, "no checkpoint-N folder"),
+        (base_argv + ["--resume_from_checkpoint", "true"], ValueError, "no complete checkpoint-N folder"),
         (base_argv + ["--do_train", "false"], ValueError, "Nothing to do"),
         (["--config", str(unknown_key)] + base_argv, ValueError, "Unknown argument.*learning_rat"),
         (["--config", str(tmp_path / "missing.yaml")] + base_argv, FileNotFoundError, "missing.yaml"),
