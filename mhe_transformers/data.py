@@ -48,18 +48,38 @@ def load_raw_datasets(
     for split, files in data_files.items():
         if len({LOCAL_BUILDERS[Path(file).suffix.lower()] for file in files}) > 1:
             raise ValueError(f"The {split} files mix file types: {', '.join(files)}.")
+    for file in all_files:
+        check_utf8(file)
     # One load per split: splits may differ in columns (a test file without labels) and even in file type.
-    loaded = {
-        split: datasets.load_dataset(
-            LOCAL_BUILDERS[Path(files[0]).suffix.lower()],
-            data_files={split: files},
-            split=split,
-            cache_dir=cache_dir,
-            streaming=streaming,
-        )
-        for split, files in data_files.items()
-    }
+    loaded = {}
+    for split, files in data_files.items():
+        try:
+            loaded[split] = datasets.load_dataset(
+                LOCAL_BUILDERS[Path(files[0]).suffix.lower()],
+                data_files={split: files},
+                split=split,
+                cache_dir=cache_dir,
+                streaming=streaming,
+            )
+        except datasets.exceptions.DatasetGenerationError as error:  # its own message names neither file nor cause
+            cause = error.__cause__ or error
+            raise ValueError(f"Cannot read the {split} file(s) {', '.join(files)}: {cause}") from error
+        except ValueError as error:  # e.g. 'Instruction "train" corresponds to no data!' for a header-only CSV
+            if "corresponds to no data" not in str(error):
+                raise
+            raise ValueError(f"The {split} file(s) {', '.join(files)} hold no rows.") from error
     return datasets.IterableDatasetDict(loaded) if streaming else datasets.DatasetDict(loaded)
+
+
+def check_utf8(file: str | os.PathLike) -> None:
+    """Raise naming the file and line of the first bytes that are not UTF-8 (datasets would only say that its
+    dataset could not be generated)."""
+    with open(file, "rb") as f:
+        for line_number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{file}, line {line_number}, is not UTF-8 text ({error.reason}).") from None
 
 
 def check_columns(dataset, required: dict[str, str | None], split: str) -> None:

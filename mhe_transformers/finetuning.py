@@ -199,6 +199,7 @@ def infer_label_names(train_dataset, label_column: str) -> tuple[str, ...] | Non
     feature = train_dataset.features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         return tuple(feature.names)
+    check_label_values(train_dataset, label_column, "train")
     dtype = getattr(feature, "dtype", None)
     if dtype in ("float16", "float32", "float64"):
         return None
@@ -208,9 +209,32 @@ def infer_label_names(train_dataset, label_column: str) -> tuple[str, ...] | Non
     return tuple(sorted(str(value) for value in values))
 
 
+def check_label_values(dataset, label_column: str, split: str) -> None:
+    """Raise naming the first row whose label is missing (null), a boolean, or of another kind than the first
+    row's (names and numbers mixed): labels are names or integer indices (or numbers, for regression)."""
+    first_kind = None
+    for row, value in enumerate(dataset[label_column]):
+        kind = str if isinstance(value, str) else (int, float) if isinstance(value, (int, float)) else None
+        if value is None or isinstance(value, bool) or kind is None or (first_kind and kind != first_kind):
+            raise ValueError(
+                f"Row {row + 1} of the {split} split has the label {value!r} in column {label_column!r}; labels "
+                "must be all label names, all integer indices into the label list, or numbers for regression."
+            )
+        first_kind = kind
+
+
+def check_texts(dataset, columns: Sequence[str | None], split: str) -> None:
+    """Raise naming the first row whose text is missing (an empty CSV cell, a JSON null) or not a string."""
+    for column in filter(None, columns):
+        for row, value in enumerate(dataset[column]):
+            if not isinstance(value, str):
+                raise ValueError(f"Row {row + 1} of the {split} split has no text in column {column!r} ({value!r}).")
+
+
 def check_labels(dataset, label_column: str, label_names: tuple[str, ...] | None, split: str) -> bool:
     """Raise naming any label outside `label_names` (strings are names, integers indices). Returns False when the
     split is unlabelled (GLUE's test splits mark hidden labels with -1)."""
+    check_label_values(dataset, label_column, split)
     values = dataset.unique(label_column)
     if values == [-1]:
         return False
@@ -260,6 +284,7 @@ def run(
     model_label_names = resolve_model_label_order(label_names, model_args)
     labelled = check_splits(splits, setup, label_names)
     tokenizer, model = load_tokenizer_and_model(model_args, model_label_names)
+    training_utils.check_model_fits(model, tokenizer, data_args.max_seq_length)
     encoded, test_rows = encode_splits(
         splits, labelled, setup, label_names, tokenizer, data_args, training_args, model_label_names
     )
@@ -323,6 +348,8 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
     """The checks of the command line that need no data."""
     if not model_args.model_name_or_path:
         raise ValueError("Pass --model_name_or_path: the pretrained checkpoint (folder or Hub id) to fine-tune.")
+    training_utils.check_local_path(model_args.model_name_or_path, "--model_name_or_path")
+    training_utils.check_local_path(model_args.tokenizer_name, "--tokenizer_name")
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
     if data_args.early_stopping_patience is not None and not training_args.load_best_model_at_end:
@@ -408,9 +435,13 @@ def check_splits(splits: dict[str, tuple], setup: TaskSetup, label_names: tuple[
         columns = {"--text_column": setup.text_column, "--text_pair_column": setup.text_pair_column}
         if role != "test" or setup.label_column in dataset.column_names:
             columns["--label_column"] = setup.label_column
-        data.check_columns(dataset, columns, name)
-        data.check_not_empty(dataset, f"{name} split")
-        labelled[name] = "--label_column" in columns and check_labels(dataset, setup.label_column, label_names, name)
+        where = f"{name} ({setup.data_files[role]})" if role in setup.data_files else name
+        data.check_columns(dataset, columns, where)
+        data.check_not_empty(dataset, f"{where} split")
+        check_texts(dataset, [setup.text_column, setup.text_pair_column], where)
+        labelled[name] = "--label_column" in columns and check_labels(dataset, setup.label_column, label_names, where)
+        if role == "validation" and not labelled[name]:
+            raise ValueError(f"The {where} split has no labels (all -1): there is nothing to evaluate on.")
     return labelled
 
 

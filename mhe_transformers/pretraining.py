@@ -177,6 +177,7 @@ def run(
             "--output_bias_init unigram initialises a NEW model (--model_config) from the counts of a training split "
             "that is not streamed (--do_train without --streaming)."
         )
+    training_utils.check_local_path(model_args.tokenizer_name, "--tokenizer_name")
     resume_checkpoint = training_utils.set_up_run(training_args)
 
     raw_datasets = data.load_raw_datasets(

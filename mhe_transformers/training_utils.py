@@ -130,7 +130,10 @@ def load_yaml_config(path: str | os.PathLike, known_fields: set[str] | None = No
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Config file not found: {path}")
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a mapping of argument names to values, got {type(values).__name__}.")
     if known_fields is not None:
@@ -377,9 +380,34 @@ def build_config(
     return AutoConfig.for_model(**values)
 
 
+def check_model_fits(model, tokenizer, max_seq_length: int) -> None:
+    """Before training, what would otherwise fail at the first step (an index error deep in the embeddings)."""
+    max_positions = getattr(model.config, "max_position_embeddings", None)
+    if max_positions is not None and max_seq_length > max_positions:
+        raise ValueError(
+            f"--max_seq_length {max_seq_length} exceeds the model's max_position_embeddings ({max_positions})."
+        )
+    vocab_size = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > vocab_size:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's vocabulary only {vocab_size}: it was trained "
+            "with another tokenizer (--tokenizer_name)."
+        )
+
+
+def check_local_path(value: str | None, option: str) -> None:
+    """A value that can only be a local path (absolute, ./ or ../, ~, or more than one '/', which no Hub id has)
+    must exist: otherwise huggingface_hub would report it as a malformed repo id."""
+    if not value or os.path.exists(value):
+        return
+    if value.startswith(("/", "./", "../", "~", ".\\")) or value.count("/") > 1 or "\\" in value:
+        raise FileNotFoundError(f"{option} {value}: no such file or folder.")
+
+
 def check_model_source(model_config: str | None, model_name_or_path: str | None, **new_model_options) -> None:
     """Exactly one of a new model's config file and a trained model; options such as --attention_type only for the
     former (a trained model keeps its own configuration)."""
+    check_local_path(model_name_or_path, "--model_name_or_path")
     if bool(model_config) == bool(model_name_or_path):
         raise ValueError(
             "Pass exactly one of --model_config (a configs/model/<size>.json file: train a new model) and "

@@ -273,3 +273,41 @@ def test_bad_input_fails_before_training(tmp_path, tiny_classification_dir, tiny
         with pytest.raises(error, match=message):
             finetuning.main(argv)
         assert not (tmp_path / "out").exists(), argv
+
+
+def test_bad_data_is_named_before_training(tmp_path, tiny_classification_dir, tiny_pretrained_dir):
+    """Each problem is reported with its file, row and column, before anything is trained or written."""
+    base = local_files_argv(tiny_classification_dir, tiny_pretrained_dir, tmp_path / "out")
+
+    def with_file(option, name, content):
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return base + [option, str(path)]
+
+    good = '{"text": "a cat", "label": "noun.animal"}\n'
+    cases = [
+        (with_file("--train_file", "null.jsonl", good + '{"text": "a dog", "label": null}\n'),
+         r"Row 2 of the train \(.*null.jsonl\) split has the label None in column 'label'"),
+        (with_file("--train_file", "bool.jsonl", '{"text": "a cat", "label": true}\n'),
+         r"Row 1 of the train \(.*bool.jsonl\) split has the label True"),
+        (with_file("--train_file", "mixed.jsonl", good + '{"text": "a dog", "label": 1}\n'),
+         r"Row 2 of the train \(.*mixed.jsonl\) split has the label 1 in column"),
+        (with_file("--train_file", "blank.csv", "text,label\na cat,noun.animal\n,noun.animal\n"),
+         r"Row 2 of the train \(.*blank.csv\) split has no text in column 'text'"),
+        (with_file("--train_file", "latin1.jsonl", good.encode() + '{"text": "caf\u00e9", "label": "noun.animal"}\n'
+                   .encode("latin-1")), r"latin1.jsonl, line 2, is not UTF-8"),
+        (with_file("--train_file", "header.csv", "text,label\n"), r"The train file\(s\) .*header.csv hold no rows"),
+        (with_file("--config", "broken.yaml", "learning_rate: [1e-3\n"), r"broken.yaml is not valid YAML"),
+        (base + ["--model_name_or_path", str(tmp_path / "typo" / "model")], r"--model_name_or_path .*typo/model: no such"),
+        (base + ["--max_seq_length", "65"], "exceeds the model's max_position_embeddings"),
+        (with_file("--validation_file", "hidden.jsonl", '{"text": "a cat", "label": -1}\n'),
+         r"validation \(.*hidden.jsonl\) split has no labels"),
+    ]  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(tiny_pretrained_dir)
+    tokenizer.add_tokens([f"newword{i}" for i in range(8)])  # more tokens than the model has embeddings
+    tokenizer.save_pretrained(tmp_path / "bigger-tokenizer")
+    cases.append((base + ["--tokenizer_name", str(tmp_path / "bigger-tokenizer")], "tokenizer has .* tokens but"))
+    for argv, message in cases:
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            finetuning.main(argv)
+        assert not (tmp_path / "out").exists(), argv
