@@ -121,6 +121,13 @@ class MHEConfig(PreTrainedConfig):
         self.num_key_value_heads = self.num_key_value_heads_for_type()
         super().__post_init__(**kwargs)
 
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        # Key/value heads follow the attention type: changing the type of a built config must not leave the old
+        # type's count (an "mha" with one key/value head would be MQA in disguise, and would not reload).
+        if name == "attention_type" and "num_key_value_heads" in self.__dict__ and value != "gqa":
+            super().__setattr__("num_key_value_heads", self.num_key_value_heads_for_type())
+
     def num_key_value_heads_for_type(self) -> int | None:
         return {
             "mha": self.num_attention_heads,

@@ -77,6 +77,8 @@ def check_output_dir(
     existing = output_dir
     while not existing.exists():
         existing = existing.parent
+    if not existing.is_dir():
+        raise OutputDirError(f"Cannot create {output_dir}: {existing} is a file, not a folder.")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputDirError(f"Cannot write {output_dir}: {existing} is not writable.")
 

@@ -371,6 +371,7 @@ def test_bad_input_fails_before_training(tmp_path, base_argv, tiny_corpus):
          r"Unknown model configuration field\(s\) in --config_overrides: num_hiden_layers \(did you mean "
          "num_hidden_layers"),
         (base_argv + ["--max_steps", "-5"], ValueError, "max_steps must be positive"),
+        (base_argv + ["--output_dir", str(empty / "out")], ValueError, "empty.txt is a file"),  # unwritable
         (base_argv + ["--max_steps", "0"], ValueError, "max_steps must be positive"),
         (base_argv + ["--max_seq_length", "65"], ValueError, "max_position_embeddings"),
         (base_argv + ["--resume_from_checkpoint", "true"], ValueError, "no complete checkpoint-N folder"),

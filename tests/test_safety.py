@@ -145,6 +145,9 @@ def test_check_output_dir_rule(tmp_path, monkeypatch):
     with pytest.raises(OutputDirError, match="did not write"), atomic_directory(foreign):
         pass  # the writer itself never replaces foreign content either
     assert (foreign / "notes.txt").read_text() == "my notes"
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(OutputDirError, match="a_file is a file"):
+        check_output_dir(tmp_path / "a_file" / "out")
     (tmp_path / "locked").mkdir(mode=0o500)
     if os.geteuid() != 0:  # root writes anywhere
         with pytest.raises(OutputDirError, match="not writable"):
