@@ -232,7 +232,7 @@ def test_training_overwrite_validates_every_input_before_deleting_and_never_an_i
     finetune = [
         *QUICK_TRAINING_ARGS, "--model_name_or_path", str(source), "--train_file", str(data / "train.jsonl"),
         "--label_list_file", str(data / "labels.json"), "--do_train", "true", "--max_steps", "1",
-        "--overwrite_output_dir", "true",
+        "--overwrite_output_dir", "true", "--max_seq_length", "32",
     ]  # fmt: skip
     for output in (source, data):  # the data folder is not ours either: refused as such first
         with pytest.raises(OutputDirError, match="input of this run|did not write"):
