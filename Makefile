@@ -31,13 +31,13 @@ demo: $(STAMP)
 # Parameters, speed and memory of every attention type against BertModel (docs/results.md). Hours on a 2-core CPU;
 # `make benchmark BENCHMARK_ARGS="--sizes base --seq_lens 128"` for the headline setting only.
 benchmark: $(STAMP)
-	$(PY) scripts/benchmark.py --output_dir outputs/benchmark/cpu $(BENCHMARK_ARGS)
+	$(PY) scripts/benchmark.py --output_dir outputs/benchmark/cpu --overwrite_output_dir true $(BENCHMARK_ARGS)
 
 # Decode tokens/s and key/value-cache size of every attention type against GPT2LMHeadModel, BERT-base dims, batch 8,
 # context 2048, the last 64 steps (docs/results.md); DECODE_ARGS="--sizes small --contexts 512 ..." for others.
 benchmark-decode: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(PY) scripts/benchmark_decode.py --sizes base --contexts 2048 --decode_steps 64 --repeats 3 \
-		--output_dir outputs/benchmark-decode/cpu-base-2048 $(DECODE_ARGS)
+		--output_dir outputs/benchmark-decode/cpu-base-2048 --overwrite_output_dir true $(DECODE_ARGS)
 
 # The paper's comparison at tiny scale, offline: pretrain + fine-tune every attention type, 3 seeds, PRR.
 compare: $(STAMP)
