@@ -51,6 +51,7 @@ def lora_config(model, **kwargs):
         "MHEForSequenceClassification": "SEQ_CLS",
         "MHEForTokenClassification": "TOKEN_CLS",
         "MHEForQuestionAnswering": "QUESTION_ANS",
+        "MHEForCausalLM": "CAUSAL_LM",
         "MHEModel": "FEATURE_EXTRACTION",
     }
     modules_to_save = list(kwargs.pop("modules_to_save", None) or [])

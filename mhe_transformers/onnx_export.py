@@ -39,12 +39,14 @@ class ExportReport:
 class _TupleOutputs(torch.nn.Module):
     """The head with positional tensor inputs and a tuple of its named outputs, as the ONNX graph has them."""
 
-    def __init__(self, model, output_names):
+    def __init__(self, model, output_names, **extra_inputs):
         super().__init__()
-        self.model, self.output_names = model, output_names
+        self.model, self.output_names, self.extra_inputs = model, output_names, extra_inputs
 
     def forward(self, input_ids, attention_mask, token_type_ids):
-        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        outputs = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **self.extra_inputs
+        )
         return tuple(outputs[name] for name in self.output_names)
 
 
@@ -91,7 +93,7 @@ def export_onnx(
         else ("last_hidden_state",),
         "question-answering": ("start_logits", "end_logits"),
     }.get(task, ("logits",))
-    wrapper = _TupleOutputs(model, output_names)
+    wrapper = _TupleOutputs(model, output_names, **({"use_cache": False} if task == "text-generation" else {}))
 
     choices = 3 if task == "multiple-choice" else None
     batch_dim = torch.export.Dim("batch", min=1, max=1024)
