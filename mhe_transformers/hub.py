@@ -114,8 +114,7 @@ HYPERPARAMETERS = (
     "mlm_probability",
     "max_seq_length",
     "seed",
-    "fp16",
-    "bf16",
+    "mixed_precision",  # what the run used (accelerate's state), not the --fp16/--bf16 flags (accelerate launch)
 )
 
 # Local data files named in `datasets` (never Hub ids, although "data/corpus.txt" would pass as "user/name").
@@ -163,6 +162,7 @@ def write_model_card(
     datasets: str | list[str] | None = None,
     base_model: str | None = None,
     license: str = "apache-2.0",
+    language: str | list[str] | None = "en",
     training_args: dict | None = None,
     metrics: dict | None = None,
     model_name: str | None = None,
@@ -172,9 +172,10 @@ def write_model_card(
     `training_args` and `metrics` default to the folder's training_args.json and all_results.json (else
     eval_results.json). Every number in the card comes from these or from the config; a field without a value is left
     out. The `model-index` holds the evaluation metrics (eval_* on the validation split, test_* on the test split),
-    filed under the first Hub dataset of `datasets`, else the folder of its local files (no datasets, no model-index).
-    Local paths given as `datasets` or `base_model` are named in the text but kept out of the metadata, which the Hub
-    reads as Hub ids. `model_name` (default: the folder name) is the card's title and the id in its loading snippet:
+    filed under the first Hub dataset of `datasets`; without one (local files only) there is no model-index, as the
+    Hub reads its dataset fields as Hub ids, and the metrics are in the card's text only. Local paths given as
+    `datasets` or `base_model` are named in the text but kept out of the metadata. `language`: ISO 639-1 code(s) of
+    the training text ("en" for this project's WordNet and GLUE data). `model_name` (default: the folder name) is the card's title and the id in its loading snippet:
     pass the Hub repo id, e.g. "user/mhe-mul-wordnet", to make the snippet copy-pasteable.
     """
     checkpoint_dir = Path(checkpoint_dir)
@@ -196,10 +197,11 @@ def write_model_card(
     datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
     model_name = model_name or checkpoint_dir.resolve().name
 
-    eval_results = _eval_results(metrics, task, _dataset_id(datasets)) if datasets else []
     hub_datasets = [name for name in datasets if _is_hub_id(name)]
+    eval_results = _eval_results(metrics, task, hub_datasets[0]) if hub_datasets else []
     hub_base_model = base_model if base_model and _is_hub_id(base_model) else None
     card_data = ModelCardData(
+        language=language,
         library_name="transformers",
         license=license,
         tags=["mhe", config.attention_type, "custom_code"],
@@ -315,16 +317,6 @@ def _is_hub_id(name: str) -> bool:
     except HFValidationError:
         return False
     return True
-
-
-def _dataset_id(datasets: list[str]) -> str:
-    """Where the model-index files the metrics: the first Hub dataset, else the folder of the local data files."""
-    hub_datasets = [name for name in datasets if _is_hub_id(name)]
-    if hub_datasets:
-        return hub_datasets[0]
-    common = Path(os.path.commonpath([os.path.abspath(name) for name in datasets]))
-    is_file = common.is_file() or common.suffix in DATA_FILE_SUFFIXES
-    return (common.parent if is_file else common).name or "local-data"
 
 
 def _read_json(path: Path) -> dict | None:

@@ -294,11 +294,12 @@ def train(trainer, resume_checkpoint: str | None, train_samples: int | None) -> 
     """Train (resuming if asked) and log the train metrics, with the number of training samples, as run_glue.
 
     Resuming from a checkpoint at max_steps trains nothing: the checkpoint's weights (or, with
-    load_best_model_at_end, the best checkpoint's) become the final model, and the train metrics are the state's."""
+    load_best_model_at_end, the best checkpoint's) become the final model, and the train metrics are the state's.
+    A stream (--streaming) has no length: its metrics have no train_samples (Trainer counts the steps)."""
     stop = _StopIfFinished()
     trainer.add_callback(stop)
     try:
-        metrics = {**trainer.train(resume_from_checkpoint=resume_checkpoint).metrics, "train_samples": train_samples}
+        metrics = trainer.train(resume_from_checkpoint=resume_checkpoint).metrics
     except _RunAlreadyFinished:
         # Trainer has loaded the checkpoint's weights and state; nothing else of train() is needed.
         trainer.is_in_train = False
@@ -311,9 +312,11 @@ def train(trainer, resume_checkpoint: str | None, train_samples: int | None) -> 
         )
         if trainer.args.load_best_model_at_end and state.best_model_checkpoint:
             trainer._load_best_model()
-        metrics = {"epoch": state.epoch, "total_flos": state.total_flos, "train_samples": train_samples}
+        metrics = {"epoch": state.epoch, "total_flos": state.total_flos}
     finally:
         trainer.remove_callback(stop)
+    if train_samples is not None:
+        metrics["train_samples"] = train_samples
     trainer.log_metrics("train", metrics)
     return metrics
 
@@ -461,7 +464,12 @@ def save_final_checkpoint(
             if trainer.processing_class is None:
                 tokenizer.save_pretrained(tmp_dir)
             trainer.state.save_to_json(str(tmp_dir / "trainer_state.json"))
-            write_json(tmp_dir / "training_args.json", args_to_record)
+            # The precision the run actually used: accelerate's state, which `accelerate launch --mixed_precision`
+            # sets without touching the --fp16/--bf16 flags recorded in the arguments.
+            write_json(
+                tmp_dir / "training_args.json",
+                {**args_to_record, "mixed_precision": trainer.accelerator.mixed_precision},
+            )
             for split, split_metrics in metrics.items():
                 write_json(tmp_dir / f"{split}_results.json", split_metrics)
             write_json(tmp_dir / "all_results.json", merge_metrics(metrics))
