@@ -98,7 +98,15 @@ class DataArguments:
     )
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens to mask."})
     streaming: bool = field(
-        default=False, metadata={"help": "Stream the dataset instead of downloading it (needs max_steps)."}
+        default=False,
+        metadata={
+            "help": "Read the data as a stream (datasets' IterableDataset) instead of preparing it on disk first: for "
+            "corpora larger than the disk or memory. Needs max_steps and a validation split (or --validation_files)."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=10_000,
+        metadata={"help": "With --streaming: blocks shuffled in a buffer of this size, seeded (0: stream order)."},
     )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Train on a random subset of this many blocks (the same for every run)."}
@@ -119,6 +127,8 @@ class DataArguments:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}.")
         if self.max_seq_length < 2:
             raise ValueError(f"max_seq_length must be at least 2, got {self.max_seq_length}.")
+        if self.shuffle_buffer_size < 0:
+            raise ValueError(f"shuffle_buffer_size must be 0 (no shuffling) or positive, got {self.shuffle_buffer_size}.")
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, MHETrainingArguments)
@@ -238,6 +248,9 @@ def run(
     train_dataset = eval_dataset = None
     if training_args.do_train:
         train_dataset = data.subsample(blocks["train"], data_args.max_train_samples)
+        if data_args.streaming and data_args.shuffle_buffer_size > 0:
+            # A stream cannot be shuffled as a whole; a seeded buffer gives the same order on every run (and resume).
+            train_dataset = train_dataset.shuffle(seed=training_args.seed, buffer_size=data_args.shuffle_buffer_size)
         data.check_not_empty(train_dataset, f"train split, cut into {data_args.max_seq_length}-token blocks,")
     if training_args.do_eval:
         eval_dataset = data.subsample(blocks["validation"], data_args.max_eval_samples)
@@ -293,7 +306,9 @@ def run(
             eval_metrics["perplexity"] = math.exp(eval_metrics["eval_loss"])
         except OverflowError:
             eval_metrics["perplexity"] = math.inf
-        metrics["eval"] = {**eval_metrics, "eval_samples": _length(eval_dataset)}
+        if _length(eval_dataset) is not None:  # a stream has no length
+            eval_metrics["eval_samples"] = _length(eval_dataset)
+        metrics["eval"] = eval_metrics
         trainer.log_metrics("eval", metrics["eval"])
 
     datasets_used = [data_args.dataset_name] if data_args.dataset_name else list(data_args.train_files or [])
