@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md.jinja")
 
 # The pipeline tasks a model card is written for (the template's texts and example inputs cover these).
-CARD_TASKS = ("fill-mask", "text-classification", "text-generation")
+CARD_TASKS = ("fill-mask", "text-classification", "text-generation", "question-answering")
 # Pipeline task -> (model class written in config.architectures, the Auto class that loads it), from modeling_mhe.HEADS.
 TASKS = {
     head.pipeline_tag: (model_class.__name__, head.auto_class)
@@ -292,6 +292,8 @@ def _labels(config: MHEConfig) -> list[str]:
 
 
 def _example_input(checkpoint_dir: Path, task: str) -> str:
+    if task == "question-answering":
+        return "a small domesticated carnivorous mammal with soft fur"  # the context; the card asks about it
     if task == "text-classification":
         return "a small domesticated carnivorous mammal with soft fur"
     if task == "text-generation":
@@ -449,7 +451,8 @@ model, info = getattr(transformers, auto_class_name).from_pretrained(
 )
 loaded[auto_class_name] = f"{type(model).__module__}.{type(model).__name__}"
 with torch.no_grad():
-    logits = model.eval()(**tokenizer(["a small test sentence"], return_tensors="pt")).logits
+    outputs = model.eval()(**tokenizer(["a small test sentence"], return_tensors="pt"))
+    logits = outputs.logits if "logits" in outputs else outputs.start_logits  # question answering: start/end
 problems = [f"{kind}: {info[kind]}" for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[kind]]
 problems += [f"{name} came from {where}, not from the checkpoint's code" for name, where in loaded.items()
              if not where.startswith("transformers_modules")]

@@ -1,4 +1,4 @@
-"""Extractive question answering with `MHEForQuestionAnswering`: from start/end logits to an answer in the context.
+"""Extractive question answering with `MHEForQuestionAnswering`: span decoding, and fine-tuning on SQuAD-style data.
 
 Transformers 5 has no question-answering pipeline any more; this is its span decoding (as in the run_qa example's
 post-processing): the context is tokenized after the question in windows of `max_length` tokens overlapping by
@@ -10,11 +10,20 @@ offsets, so the answer is always a substring of the context.
     from mhe_transformers.question_answering import answer_question
     answer_question(model, tokenizer, "What runs?", "The small dog runs across the field.")
     # {'answer': 'The small dog', 'start': 0, 'end': 13, 'score': 7.3}
+
+Fine-tuning (`scripts/finetune_qa.py`, `configs/finetune/squad.yaml`) follows run_qa: windows labelled with the
+answer's first and last token ([CLS] when a window does not hold the whole answer), evaluation decoded with the same
+`best_span` and scored with SQuAD's exact match and F1; predictions are saved as eval_predictions.json.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import string
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -100,4 +109,222 @@ def answer_question(
     )
 
 
-__all__ = ["answer_question", "best_span"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Fine-tuning (SQuAD-style data), after transformers' examples/pytorch/question-answering/run_qa.py
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def squad_scores(predictions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
+    """Exact match and token F1 (in %, SQuAD v1.1's definitions): each prediction against its best reference."""
+
+    def f1(prediction: str, reference: str) -> float:
+        predicted, expected = normalize_answer(prediction).split(), normalize_answer(reference).split()
+        common = sum((Counter(predicted) & Counter(expected)).values())
+        if common == 0:
+            return 0.0
+        precision, recall = common / len(predicted), common / len(expected)
+        return 2 * precision * recall / (precision + recall)
+
+    exact = [max(normalize_answer(predictions[i]) == normalize_answer(r) for r in refs) for i, refs in references.items()]
+    f1s = [max(f1(predictions[i], r) for r in refs) for i, refs in references.items()]
+    return {"exact_match": 100 * float(np.mean(exact)), "f1": 100 * float(np.mean(f1s))}
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset, e.g. rajpurkar/squad."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    train_file: str | None = field(default=None, metadata={"help": "Local SQuAD-style .json(l)/.csv training file."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local SQuAD-style validation file."})
+    id_column: str = field(default="id", metadata={"help": "Column holding each example's id."})
+    question_column: str = field(default="question", metadata={"help": "Column holding the questions."})
+    context_column: str = field(default="context", metadata={"help": "Column holding the contexts."})
+    answer_column: str = field(
+        default="answers", metadata={"help": "Column of {'text': [...], 'answer_start': [...]} (SQuAD's layout)."}
+    )
+    max_seq_length: int = field(default=384, metadata={"help": "Tokens per window (question + context)."})
+    doc_stride: int = field(default=128, metadata={"help": "Tokens shared by consecutive windows of a long context."})
+    n_best: int = field(default=20, metadata={"help": "Start/end candidates per window when decoding spans."})
+    max_answer_length: int = field(default=30, metadata={"help": "Longest answer, in tokens."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a fixed subset of examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on a fixed subset of examples."})
+
+    def __post_init__(self):
+        if not 0 <= self.doc_stride < self.max_seq_length:
+            raise ValueError(f"doc_stride ({self.doc_stride}) must be in [0, max_seq_length={self.max_seq_length}).")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Fine-tune for extractive QA from `[--config FILE.yaml] [--field value ...]`; returns the final metrics."""
+    from . import training_utils
+    from .finetuning import ModelArguments
+    from .training_utils import MHETrainingArguments
+
+    return run(*training_utils.parse_args((ModelArguments, DataArguments, MHETrainingArguments), argv))
+
+
+def run(model_args, data_args: DataArguments, training_args, callbacks=None) -> dict:
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, Trainer, default_data_collator
+
+    from . import data, training_utils
+
+    if not model_args.model_name_or_path:
+        raise ValueError("Pass --model_name_or_path: the pretrained checkpoint (folder or Hub id) to fine-tune.")
+    if not (training_args.do_train or training_args.do_eval):
+        raise ValueError("Nothing to do: pass --do_train and/or --do_eval.")
+    resume_checkpoint = training_utils.set_up_run(training_args)
+    raw = data.load_raw_datasets(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        {"train": data_args.train_file, "validation": data_args.validation_file},
+        cache_dir=model_args.cache_dir,
+    )
+    needed = ["train"] * training_args.do_train + ["validation"] * training_args.do_eval
+    columns = {
+        "--id_column": data_args.id_column,
+        "--question_column": data_args.question_column,
+        "--context_column": data_args.context_column,
+        "--answer_column": data_args.answer_column,
+    }
+    for split in needed:
+        if split not in raw:
+            raise ValueError(f"No {split} data: the dataset has splits {list(raw)}; pass --{split}_file.")
+        data.check_columns(raw[split], columns, split)
+        data.check_not_empty(raw[split], f"{split} split")
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.tokenizer_name or model_args.model_name_or_path,
+        cache_dir=model_args.cache_dir,
+        trust_remote_code=model_args.trust_remote_code,
+    )
+    if not tokenizer.is_fast or tokenizer.padding_side != "right":
+        raise ValueError("Question answering needs a fast tokenizer (offsets) that pads on the right.")
+    model = AutoModelForQuestionAnswering.from_pretrained(
+        model_args.model_name_or_path, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
+    )
+    if data_args.max_seq_length > model.config.max_position_embeddings:
+        raise ValueError(
+            f"--max_seq_length {data_args.max_seq_length} exceeds the model's max_position_embeddings "
+            f"({model.config.max_position_embeddings})."
+        )
+
+    def windows(examples):
+        return tokenizer(
+            [q.lstrip() for q in examples[data_args.question_column]],
+            examples[data_args.context_column],
+            truncation="only_second",
+            max_length=data_args.max_seq_length,
+            stride=data_args.doc_stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding="max_length",
+        )
+
+    train_features = eval_examples = eval_features = None
+    if training_args.do_train:
+        train_examples = data.subsample(raw["train"], data_args.max_train_samples)
+        with training_args.main_process_first(desc="windowing train"):
+            train_features = train_examples.map(
+                lambda batch: label_answer_spans(windows(batch), batch[data_args.answer_column]),
+                batched=True,
+                remove_columns=train_examples.column_names,
+            )
+    if training_args.do_eval:
+        eval_examples = data.subsample(raw["validation"], data_args.max_eval_samples)
+
+        def eval_windows(batch):
+            encoding = windows(batch)
+            samples = encoding.pop("overflow_to_sample_mapping")
+            encoding["example_id"] = [batch[data_args.id_column][s] for s in samples]
+            encoding["offset_mapping"] = [
+                [offset if sequence_id == 1 else None for offset, sequence_id in zip(offsets, encoding.sequence_ids(i))]
+                for i, offsets in enumerate(encoding["offset_mapping"])
+            ]
+            return encoding
+
+        with training_args.main_process_first(desc="windowing validation"):
+            eval_features = eval_examples.map(eval_windows, batched=True, remove_columns=eval_examples.column_names)
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_features,
+        processing_class=tokenizer,
+        data_collator=default_data_collator,
+        callbacks=callbacks,
+    )
+    metrics, extra_files = {}, {}
+    if training_args.do_train:
+        metrics["train"] = training_utils.train(trainer, resume_checkpoint, len(train_features))
+    if training_args.do_eval:
+        output = trainer.predict(eval_features.remove_columns(["example_id", "offset_mapping"]), metric_key_prefix="eval")
+        start_logits, end_logits = output.predictions
+        by_example = {}
+        for index, example_id in enumerate(eval_features["example_id"]):
+            by_example.setdefault(example_id, []).append(index)
+        contexts = dict(zip(eval_examples[data_args.id_column], eval_examples[data_args.context_column]))
+        predictions = {}
+        for example_id, indices in by_example.items():
+            span = best_span(
+                start_logits[indices],
+                end_logits[indices],
+                [eval_features[i]["offset_mapping"] for i in indices],
+                contexts[example_id],
+                data_args.n_best,
+                data_args.max_answer_length,
+            )
+            predictions[example_id] = span["answer"] if span else ""
+        references = dict(zip(eval_examples[data_args.id_column], eval_examples[data_args.answer_column]))
+        scores = squad_scores(predictions, {i: answers["text"] for i, answers in references.items()})
+        metrics["eval"] = {
+            **{key: value for key, value in output.metrics.items() if not key.endswith("_loss")},
+            **{f"eval_{name}": value for name, value in scores.items()},
+            "eval_samples": len(eval_examples),
+        }
+        trainer.log_metrics("eval", metrics["eval"])
+        extra_files["eval_predictions.json"] = json.dumps(predictions, indent=2, ensure_ascii=False) + "\n"
+
+    training_utils.save_final_checkpoint(
+        trainer,
+        tokenizer,
+        training_args.output_dir,
+        metrics,
+        args_to_record=training_utils.record_args(model_args, data_args, training_args),
+        task="question-answering",
+        datasets=[data_args.dataset_name] if data_args.dataset_name else [data_args.train_file or data_args.validation_file],
+        base_model=model_args.model_name_or_path,
+        extra_files=extra_files,
+    )
+    return training_utils.merge_metrics(metrics)
+
+
+def label_answer_spans(encoding, answers) -> dict:
+    """Start/end token positions of each window's answer (run_qa's labelling); windows that do not contain the
+    whole answer, and unanswerable questions, point at the first ([CLS]) token."""
+    samples = encoding.pop("overflow_to_sample_mapping")
+    offsets = encoding.pop("offset_mapping")
+    encoding["start_positions"], encoding["end_positions"] = [], []
+    for i, window_offsets in enumerate(offsets):
+        answer = answers[samples[i]]
+        context_tokens = [t for t, sequence_id in enumerate(encoding.sequence_ids(i)) if sequence_id == 1]
+        start = end = 0
+        if answer["answer_start"] and context_tokens:
+            start_char = answer["answer_start"][0]
+            end_char = start_char + len(answer["text"][0])
+            first, last = context_tokens[0], context_tokens[-1]
+            if window_offsets[first][0] <= start_char and window_offsets[last][1] >= end_char:
+                start = next(t for t in context_tokens if window_offsets[t][1] > start_char)
+                end = next(t for t in reversed(context_tokens) if window_offsets[t][0] < end_char)
+        encoding["start_positions"].append(start)
+        encoding["end_positions"].append(end)
+    return encoding
+
+
+__all__ = ["DataArguments", "answer_question", "best_span", "label_answer_spans", "main", "run", "squad_scores"]

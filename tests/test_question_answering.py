@@ -1,7 +1,11 @@
-"""Span decoding for MHEForQuestionAnswering (Transformers 5 has no question-answering pipeline)."""
+"""Question answering with MHEForQuestionAnswering: span decoding (Transformers 5 has no QA pipeline) and fine-tuning."""
+
+import json
 
 import numpy as np
+import pytest
 import torch
+from conftest import REPO_ROOT
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 from mhe_transformers.question_answering import answer_question, best_span
@@ -63,3 +67,92 @@ def test_answer_question_maps_the_model_span_back_to_the_context(tiny_pretrained
     answer = answer_question(model, tokenizer, "which horse runs?", context, max_length=32, doc_stride=8)
     assert answer["answer"] == "horse"
     assert context[answer["start"] : answer["end"]] == "horse" and answer["start"] == context.index("horse")
+
+
+# --- fine-tuning --------------------------------------------------------------------------------------------------
+
+
+def squad_rows(rng, n, prefix):
+    """SQuAD-shaped rows: the question names a class, the answer is that class's word in the context."""
+    from conftest import CLASS_WORDS, make_sentence
+
+    rows = []
+    for i in range(n):
+        label = list(CLASS_WORDS)[i % 3]
+        context = " ".join(make_sentence(rng, rng.choice(list(CLASS_WORDS))) for _ in range(2))
+        sentence = make_sentence(rng, label)
+        word = next(w for w in CLASS_WORDS[label] if f" {w} " in f" {sentence} ")
+        context = f"{context} {sentence}"
+        start = context.rindex(f" {word} ") + 1 if f" {word} " in context else context.rindex(word)
+        question = {"noun.animal": "which animal ?", "noun.artifact": "which object ?", "verb.motion": "which motion ?"}
+        rows.append({"id": f"{prefix}-{i}", "question": question[label], "context": context,
+                     "answers": {"text": [word], "answer_start": [start]}})  # fmt: skip
+    return rows
+
+
+@pytest.fixture(scope="module")
+def squad_files(tmp_path_factory):
+    import random
+
+    folder = tmp_path_factory.mktemp("squad")
+    rng = random.Random(0)
+    for split, n in (("train", 48), ("validation", 12)):
+        rows = squad_rows(rng, n, split)
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder / "train.jsonl", folder / "validation.jsonl"
+
+
+def test_answer_spans_are_labelled_on_the_answer_tokens(tiny_pretrained_dir, squad_files):
+    from mhe_transformers.question_answering import label_answer_spans
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_pretrained_dir)
+    rows = [json.loads(line) for line in squad_files[0].read_text().splitlines()[:8]]
+    # Short windows with a stride: most answers fall in some windows only; the others point at [CLS].
+    encoding = tokenizer([r["question"] for r in rows], [r["context"] for r in rows], truncation="only_second",
+                         max_length=24, stride=4, return_overflowing_tokens=True, return_offsets_mapping=True,
+                         padding="max_length")  # fmt: skip
+    samples = list(encoding["overflow_to_sample_mapping"])
+    labelled = label_answer_spans(encoding, [r["answers"] for r in rows])
+    found = set()
+    for i, (start, end) in enumerate(zip(labelled["start_positions"], labelled["end_positions"])):
+        if start == 0:
+            assert end == 0
+            continue
+        answer = rows[samples[i]]["answers"]["text"][0]
+        assert tokenizer.decode(labelled["input_ids"][i][start : end + 1]).replace(" ", "") == answer
+        found.add(samples[i])
+    assert found == set(range(len(rows)))  # every answer is labelled in at least one window
+
+
+def test_question_answering_fine_tuning_end_to_end(tiny_pretrained_dir, squad_files, tmp_path):
+    from conftest import QUICK_TRAINING_ARGS
+
+    from mhe_transformers import question_answering
+
+    output_dir = tmp_path / "qa"
+    argv = [
+        "--config", str(REPO_ROOT / "configs/finetune/squad.yaml"), *QUICK_TRAINING_ARGS,
+        "--dataset_name", "", "--model_name_or_path", str(tiny_pretrained_dir),
+        "--train_file", str(squad_files[0]), "--validation_file", str(squad_files[1]), "--output_dir", str(output_dir),
+        "--max_seq_length", "48", "--doc_stride", "16", "--num_train_epochs", "8", "--per_device_train_batch_size", "8",
+        "--learning_rate", "2e-3", "--warmup_steps", "0", "--logging_steps", "1", "--save_strategy", "no",
+    ]  # fmt: skip
+    metrics = question_answering.main(argv)
+    assert 0 <= metrics["eval_exact_match"] <= 100 and 0 <= metrics["eval_f1"] <= 100
+    assert metrics["eval_exact_match"] > 50  # the task is easy: the question names the class of the answer word
+    predictions = json.loads((output_dir / "eval_predictions.json").read_text())
+    contexts = {json.loads(l)["id"]: json.loads(l)["context"] for l in squad_files[1].read_text().splitlines()}
+    assert predictions.keys() == contexts.keys()
+    assert all(answer in contexts[i] for i, answer in predictions.items())  # spans of the context
+    model = AutoModelForQuestionAnswering.from_pretrained(output_dir)
+    assert type(model).__name__ == "MHEForQuestionAnswering"
+    card = (output_dir / "README.md").read_text()
+    assert "pipeline_tag: question-answering" in card and "exact_match" in card
+
+
+def test_squad_scores_follow_squad_definitions():
+    from mhe_transformers.question_answering import squad_scores
+
+    scores = squad_scores({"a": "The Cat", "b": "big red dog"}, {"a": ["cat"], "b": ["red dog", "a dog"]})
+    assert scores["exact_match"] == 50.0  # "The Cat" == "cat" after normalisation; "big red dog" matches neither
+    assert scores["f1"] == pytest.approx(100 * (1.0 + 0.8) / 2)  # b: best reference "red dog", P=2/3, R=1
