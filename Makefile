@@ -1,6 +1,8 @@
 # One entry point for everything: `make test`, `make demo`, `make benchmark`.
 # The virtual environment is created on first use; torch's CPU wheel is installed
 # before the package so that pip never resolves `torch>=2.4` to a multi-GB CUDA build.
+# `.[dev]` is pytest plus every extra ([train], [bench], [peft], [onnx], [sentence-transformers]), so `make test`
+# (the CI command) skips no integration test; a test whose extra is missing elsewhere is skipped with its reason.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
