@@ -107,7 +107,6 @@ def test_every_head_is_registered_from_the_one_table():
     assert hub.TASKS == {
         "fill-mask": ("MHEForMaskedLM", "AutoModelForMaskedLM"),
         "text-classification": ("MHEForSequenceClassification", "AutoModelForSequenceClassification"),
-        "text-classification": ("MHEForSequenceClassification", "AutoModelForSequenceClassification"),
         "text-generation": ("MHEForCausalLM", "AutoModelForCausalLM"),
         "question-answering": ("MHEForQuestionAnswering", "AutoModelForQuestionAnswering"),
     }
