@@ -25,6 +25,10 @@ keys), so `MHEForCausalLM` caches only X W^K and X W^V: one (batch, 1, seq, head
 cache of multi-query attention, 1/n of multi-head attention's.
 """
 
+import json
+import os
+import shutil
+import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -53,7 +57,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils import logging
+from transformers.utils import cached_file, logging
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -318,7 +322,19 @@ class MHEPreTrainedModel(PreTrainedModel):
         # that, say, a masked-LM checkpoint loads with AutoModelForSequenceClassification(trust_remote_code=True).
         if self._auto_class is not None:
             self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            for name in sorted(os.listdir(save_directory)):
+                if name.endswith(".safetensors"):
+                    _stamp_attention_type(os.path.join(save_directory, name), self.config.attention_type)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) with output_loading_info
+        if pretrained_model_name_or_path is not None:
+            _check_weights_attention_type(model.config, pretrained_model_name_or_path, kwargs)
+        return loaded
 
     def _init_weights(self, module: nn.Module):
         super()._init_weights(module)  # Linear / Embedding: N(0, initializer_range), biases 0, LayerNorm 1 and 0
@@ -336,6 +352,58 @@ class MHEPreTrainedModel(PreTrainedModel):
                     init.normal_(embeddings, mean=1.0, std=std)  # near 1: starts as a plain shared projection
                 else:
                     init.normal_(embeddings, mean=0.0, std=std)
+
+
+# MHE-MUL and MHE-ADD weights have the same names and shapes, so a config edited from one to the other would load the
+# other's weights without a word and compute something else. The attention type is therefore recorded in the
+# safetensors metadata of every saved weights file and checked on load (files without it, older ones, are trusted).
+# The header is read and written here by hand (8-byte little-endian length, then JSON) because this file may import
+# only torch and transformers; the tensors and their offsets are left as they are.
+WEIGHTS_ATTENTION_TYPE_KEY = "mhe_attention_type"
+
+
+def _read_safetensors_metadata(path: str) -> dict:
+    with open(path, "rb") as file:
+        (length,) = struct.unpack("<Q", file.read(8))
+        return json.loads(file.read(length)).get("__metadata__") or {}
+
+
+def _stamp_attention_type(path: str, attention_type: str) -> None:
+    with open(path, "rb") as file:
+        (length,) = struct.unpack("<Q", file.read(8))
+        header = json.loads(file.read(length))
+        header.setdefault("__metadata__", {})[WEIGHTS_ATTENTION_TYPE_KEY] = attention_type
+        encoded = json.dumps(header, separators=(",", ":")).encode()
+        encoded += b" " * (-len(encoded) % 8)  # keep the data section 8-byte aligned, as safetensors writes it
+        stamped = path + ".stamping"
+        with open(stamped, "wb") as out:
+            out.write(struct.pack("<Q", len(encoded)))
+            out.write(encoded)
+            shutil.copyfileobj(file, out)
+    os.replace(stamped, path)
+
+
+def _check_weights_attention_type(config: MHEConfig, name_or_path, kwargs: dict) -> None:
+    """Refuse weights saved by another attention type than the config's (see WEIGHTS_ATTENTION_TYPE_KEY)."""
+    lookup = {key: kwargs[key] for key in ("cache_dir", "revision", "subfolder") if kwargs.get(key) is not None}
+    lookup.update(local_files_only=True, _raise_exceptions_for_missing_entries=False)
+    weights = cached_file(name_or_path, "model.safetensors", **lookup)
+    if weights is None:  # sharded: the first shard carries the same stamp
+        index = cached_file(name_or_path, "model.safetensors.index.json", **lookup)
+        if index is None:
+            return
+        with open(index) as file:
+            first_shard = sorted(set(json.load(file)["weight_map"].values()))[0]
+        weights = cached_file(name_or_path, first_shard, **lookup)
+        if weights is None:
+            return
+    saved_type = _read_safetensors_metadata(weights).get(WEIGHTS_ATTENTION_TYPE_KEY)
+    if saved_type is not None and saved_type != config.attention_type:
+        raise ValueError(
+            f"The weights in {weights} were saved by an attention_type='{saved_type}' model, but the config says "
+            f"attention_type='{config.attention_type}': they would load without an error and compute something "
+            f"else. Restore attention_type='{saved_type}' in the config."
+        )
 
 
 def _check_inputs(

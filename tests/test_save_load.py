@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 import transformers
 from transformers import AutoModel, AutoModelForSequenceClassification
@@ -110,3 +111,19 @@ def test_every_head_is_registered_from_the_one_table():
         "text-generation": ("MHEForCausalLM", "AutoModelForCausalLM"),
         "question-answering": ("MHEForQuestionAnswering", "AutoModelForQuestionAnswering"),
     }
+
+
+def test_weights_of_another_attention_type_are_refused(tmp_path):
+    # MHE-MUL and MHE-ADD weights have identical names and shapes: a config edited from one type to the other used to
+    # load them silently and give other logits. The type is stamped into the safetensors metadata and checked.
+    config = MHEConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, max_position_embeddings=16, attention_type="mhe_mul")
+    model = MHEForMaskedLM(config)
+    model.save_pretrained(tmp_path)
+    reloaded = MHEForMaskedLM.from_pretrained(tmp_path)  # the stamp leaves the file loadable and the weights equal
+    for (name, tensor), (_, other) in zip(model.state_dict().items(), reloaded.state_dict().items()):
+        assert torch.equal(tensor, other), name
+    config_file = tmp_path / "config.json"
+    config_file.write_text(config_file.read_text().replace('"mhe_mul"', '"mhe_add"'))
+    with pytest.raises(ValueError, match="attention_type='mhe_mul' model, but the config says attention_type='mhe_add'"):
+        MHEForMaskedLM.from_pretrained(tmp_path)
