@@ -103,10 +103,6 @@ for _name, _function in KERNELS.items():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def cached_key_value_heads(config: MHEConfig) -> int:
-    return config.num_key_value_heads  # mhe_*, mqa, sha: 1; gqa: g; mha: n (MHEConfig's num_key_value_heads_for_type)
-
-
 def kv_cache_bytes(num_layers: int, kv_heads: int, head_dim: int, batch: int, seq: int, element_size: int) -> int:
     """Keys and values of every layer: 2 x layers x (batch, kv_heads, seq, head_dim)."""
     return 2 * num_layers * batch * kv_heads * seq * head_dim * element_size
