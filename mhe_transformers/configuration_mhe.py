@@ -69,9 +69,14 @@ class MHEConfig(PreTrainedConfig):
         position_embedding_type (`str`): `"absolute"` (BERT's learned position embeddings, added to the word
             embeddings) or `"relative_bias"`: no absolute embeddings; each attention layer adds a learned bias per
             head and per key-query offset (clipped to +-`relative_attention_max_distance`) to the attention logits,
-            initialised at zero. The bias lets a head learn "look at my neighbour" directly, which small encoders
-            trained briefly with masked-LM otherwise barely learn (docs/results.md).
+            initialised at zero (see `relative_attention_neighbour_init`).
         relative_attention_max_distance (`int`): offsets beyond it share one bias (`"relative_bias"` only).
+        relative_attention_neighbour_init (`float`): `"relative_bias"` only. When positive, each head starts looking
+            at one neighbour: its bias starts at this value on one offset (head 0: the previous token, head 1: the
+            next, head 2: two back, head 3: two ahead, ...) and at zero elsewhere. With the default 0.0 attention
+            starts uniform, and a small masked-LM encoder then learns nothing from its context for hundreds of steps:
+            a masked token's neighbours reach it averaged over the whole sequence, too weakly to learn from
+            (docs/results.md, "Masked-LM pretraining"). 8.0 puts about 97% of a head's weight on its neighbour.
         sparse_prediction (`bool`): when `MHEForMaskedLM` gets `labels`, run the prediction head on the masked
             positions only and return logits of shape (masked tokens, vocab_size) (as ModernBERT does). The loss is
             the same; a training step is cheaper, since the head over the vocabulary dominates a small model.
@@ -112,6 +117,7 @@ class MHEConfig(PreTrainedConfig):
     use_cache: bool = True
     position_embedding_type: PositionEmbeddingType = "absolute"
     relative_attention_max_distance: int = 16
+    relative_attention_neighbour_init: float | int = 0.0
     sparse_prediction: bool = False
 
     def __post_init__(self, **kwargs):
@@ -141,6 +147,15 @@ class MHEConfig(PreTrainedConfig):
         if self.relative_attention_max_distance <= 0:
             raise ValueError(
                 f"relative_attention_max_distance must be a positive integer, got {self.relative_attention_max_distance}."
+            )
+        if self.relative_attention_neighbour_init < 0:
+            raise ValueError(
+                f"relative_attention_neighbour_init must be non-negative, got {self.relative_attention_neighbour_init}."
+            )
+        if self.relative_attention_neighbour_init and self.position_embedding_type != "relative_bias":
+            raise ValueError(
+                "relative_attention_neighbour_init initialises the relative position bias: it needs "
+                f"position_embedding_type='relative_bias', got {self.position_embedding_type!r}."
             )
         for name in (
             "vocab_size",

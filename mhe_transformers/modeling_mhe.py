@@ -191,6 +191,17 @@ class MHEAttention(nn.Module):
             self.max_distance = config.relative_attention_max_distance
             self.relative_position_bias = nn.Parameter(torch.empty(self.num_heads, 2 * self.max_distance + 1))
 
+    def neighbour_bias_init(self) -> torch.Tensor:
+        """The relative position bias at the start: zero (uniform attention), plus `relative_attention_neighbour_init`
+        on one offset per head, -1, +1, -2, +2, ... in turn (within +-max_distance)."""
+        bias = torch.zeros_like(self.relative_position_bias, device="cpu")
+        strength = self.config.relative_attention_neighbour_init
+        if strength:
+            for head in range(self.num_heads):
+                distance = head // 2 % self.max_distance + 1
+                bias[head, self.max_distance + (distance if head % 2 else -distance)] = strength
+        return bias
+
     def position_bias(self, seq_length: int, position_ids: torch.Tensor | None, device) -> torch.Tensor:
         """(batch or 1, heads, seq, seq) bias added to the attention logits; offsets from `position_ids` when given
         (packed sequences restart them), else 0..seq_length-1."""
@@ -339,7 +350,7 @@ class MHEPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module):
         super()._init_weights(module)  # Linear / Embedding: N(0, initializer_range), biases 0, LayerNorm 1 and 0
         if isinstance(module, MHEAttention) and module.relative_position_bias is not None:
-            init.zeros_(module.relative_position_bias)  # attention starts uniform, as with absolute positions
+            init.copy_(module.relative_position_bias, module.neighbour_bias_init())
         if isinstance(module, MHEAttention) and module.attention_type in MHE_TYPES:
             std = self.config.initializer_range
             mode = self.config.head_embedding_init

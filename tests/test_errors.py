@@ -29,6 +29,11 @@ TINY = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_he
         ({"layer_norm_eps": 0.0}, "layer_norm_eps"),
         ({"initializer_range": -0.02}, "initializer_range"),
         ({"pad_token_id": 50}, "pad_token_id"),
+        ({"relative_attention_neighbour_init": 8.0}, "relative_attention_neighbour_init"),  # absolute positions
+        (
+            {"position_embedding_type": "relative_bias", "relative_attention_neighbour_init": -1.0},
+            "relative_attention_neighbour_init",
+        ),
     ],
 )
 def test_bad_config_values_raise_an_error_naming_the_field(overrides, field):
