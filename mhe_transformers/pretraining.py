@@ -281,6 +281,9 @@ def run(
             *(data_args.validation_files or []),
         ],
     )
+    if training_args.do_eval and not causal and "inputs" not in training_args.include_for_metrics:
+        # The inputs tell which predicted positions showed the mask token (masked_lm_metrics' mask_token_accuracy).
+        training_args.include_for_metrics = [*training_args.include_for_metrics, "inputs"]
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -292,7 +295,11 @@ def run(
             if causal
             else BatchSeededMLMCollator(tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed)
         ),
-        compute_metrics=(next_token_accuracy if causal else masked_lm_metrics(unigram)) if training_args.do_eval else None,
+        compute_metrics=(
+            (next_token_accuracy if causal else masked_lm_metrics(unigram, tokenizer.mask_token_id))
+            if training_args.do_eval
+            else None
+        ),
         preprocess_logits_for_metrics=_argmax_logits if training_args.do_eval else None,
         callbacks=callbacks,
     )
@@ -389,19 +396,29 @@ def unigram_log_probs(blocks, vocab_size: int, special_ids: Sequence[int]) -> np
         return np.log(counts / counts.sum())
 
 
-def masked_lm_metrics(unigram: np.ndarray | None = None):
+def masked_lm_metrics(unigram: np.ndarray | None = None, mask_token_id: int | None = None):
     """compute_metrics for masked-LM evaluation: masked-token accuracy and, given the unigram log-probabilities,
     the unigram baseline ON THE SAME MASKED POSITIONS: its cross-entropy (`unigram_loss`, to read next to
-    eval_loss) and top-1 accuracy (`unigram_accuracy`: always predicting the most frequent token)."""
+    eval_loss) and top-1 accuracy (`unigram_accuracy`: always predicting the most frequent token).
+
+    Given `mask_token_id` and the inputs (Trainer's `include_for_metrics=["inputs"]`), also `mask_token_accuracy`:
+    the accuracy on the positions the model saw as the mask token. The other predicted positions (BERT's 10% kept
+    and 10% random tokens) show the token itself, which a model learns to copy long before it learns anything from
+    the context: a masked-LM accuracy can rise on copying alone, this one cannot."""
 
     def compute(eval_prediction) -> dict[str, float]:
         metrics = masked_token_accuracy(eval_prediction)
+        labels = eval_prediction.label_ids
         if unigram is not None:
-            labels = eval_prediction.label_ids
             targets = labels[labels != -100]
             if targets.size:
                 metrics["unigram_loss"] = float(-unigram[targets].mean())
                 metrics["unigram_accuracy"] = float((targets == unigram.argmax()).mean())
+        inputs = getattr(eval_prediction, "inputs", None)
+        if mask_token_id is not None and inputs is not None:
+            shown_mask = (np.asarray(inputs) == mask_token_id) & (labels != -100)
+            if shown_mask.any():
+                metrics["mask_token_accuracy"] = float((eval_prediction.predictions[shown_mask] == labels[shown_mask]).mean())
         return metrics
 
     return compute

@@ -78,6 +78,15 @@ def test_unigram_baseline_is_the_frequency_model_on_the_masked_positions():
     assert metrics["unigram_loss"] == pytest.approx(-np.mean(np.log([5 / 11, 2 / 11, 3 / 11])))
     assert metrics["unigram_accuracy"] == pytest.approx(1 / 3)  # the most frequent token, 2, is 1 of 3 targets
 
+    # Accuracy on the positions shown as the mask token (id 7) only: the kept-token position (input 2, right) is out.
+    inputs = np.array([[0, 2, 5, 7], [7, 5, 5, 5]])
+    metrics = pretraining.masked_lm_metrics(log_probs, mask_token_id=7)(EvalPrediction(predictions, labels, inputs))
+    assert metrics["accuracy"] == pytest.approx(1 / 3)
+    assert metrics["mask_token_accuracy"] == 0.0
+    predictions[1, 0] = 3
+    metrics = pretraining.masked_lm_metrics(log_probs, mask_token_id=7)(EvalPrediction(predictions, labels, inputs))
+    assert metrics["mask_token_accuracy"] == pytest.approx(1 / 2)
+
 
 def test_sparse_prediction_gives_the_dense_loss_and_predictions_in_place(tiny_tokenizer_dir):
     from mhe_transformers import MHEConfig, MHEForMaskedLM
@@ -417,6 +426,8 @@ def test_unigram_output_bias_starts_training_at_the_unigram_baseline(tmp_path, b
     # unigram bias is that baseline, up to its small random logits.
     assert metrics["eval_unigram_loss"] > 0 and 0 <= metrics["eval_unigram_accuracy"] <= 1
     assert metrics["eval_loss"] == pytest.approx(metrics["eval_unigram_loss"], abs=0.05)
+    # The pipeline passes the inputs to the metrics: the accuracy at positions shown as [MASK] is reported too.
+    assert 0 <= metrics["eval_mask_token_accuracy"] <= 1
     model = AutoModelForMaskedLM.from_pretrained(tmp_path / "out")
     assert model.config.sparse_prediction and model.config.position_embedding_type == "relative_bias"
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
