@@ -13,7 +13,14 @@ interrupted comparison continues where it stopped.
 
 Scores are aggregated over seeds: for each attention type and task, the mean and standard deviation (n-1) of the
 score over every (pretraining seed, fine-tuning seed) run. PRR is the ratio of the mean scores to MHA's; its spread
-is the standard deviation of the per-seed ratios (each run divided by MHA's run with the same seeds).
+is the standard deviation of the per-seed ratios (each run divided by MHA's run with the same seeds), its 95%
+interval the Student-t interval of their mean (`paired_interval`).
+
+The pretraining metrics (`pretrain.metrics`: held-out loss, accuracy, perplexity, ...) get the same, paired by
+pretraining seed, for the metrics in `pretrain.prr_metrics` (default: every reported metric except the unigram
+baseline's, which measure the data, not the model). For a lower-is-better metric (`lower_is_better`: a loss or a
+perplexity) PRR is MHA's value over the type's, so that PRR < 1 always means worse than MHA. `finetune` may be
+left out: a pretraining-only comparison (configs/compare/wordnet-clm-tiny.yaml: causal-LM perplexity).
 """
 
 from __future__ import annotations
@@ -38,6 +45,11 @@ logger = logging.getLogger(__name__)
 
 EntryPoint = Callable[[list[str]], dict]
 REFERENCE_TYPE = "mha"
+# Metrics whose smaller values are better, by the last part of their name (eval_loss, test_loss, perplexity): the
+# one place that decides which way a PRR divides (`retention`).
+LOWER_IS_BETTER = ("loss", "perplexity")
+# Pretraining metrics of the unigram (frequency) baseline: properties of the data, reported but given no PRR.
+DATA_BASELINE_MARKER = "unigram"
 FULL_WORDNET_SYNSETS = 117_659  # WordNet 3.0: noun, verb, adjective and adverb synsets
 # The top-level keys of a comparison config (configs/compare/*.yaml).
 CONFIG_KEYS = ("output_dir", "runs_dir", "attention_types", "seeds", "finetune_seeds", "prepare", "pretrain", "finetune")
@@ -61,11 +73,15 @@ class CompareConfig:
     finetune_seeds: list[int] | None = None  # None: fine-tune each model once, with its pretraining seed
     pretrain_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     pretrain_metrics: list[str] = dataclasses.field(default_factory=list)  # pretraining metrics to report too
+    # Pretraining metrics that get a PRR; None: every reported one except the unigram baseline's.
+    prr_metrics: list[str] | None = None
     runs_dir: str | None = None  # default: <output_dir>-runs
     prepare: dict[str, Any] = dataclasses.field(default_factory=dict)  # offline data to prepare when missing
 
     def __post_init__(self):
         self.runs_dir = self.runs_dir or f"{self.output_dir.rstrip('/')}-runs"
+        if self.prr_metrics is None:
+            self.prr_metrics = [m for m in self.pretrain_metrics if DATA_BASELINE_MARKER not in m]
 
     def runs(self) -> list[tuple[int, int]]:
         """(pretraining seed, fine-tuning seed) of every run of one attention type."""
@@ -89,11 +105,15 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     finetune = values.pop("finetune", None) or {}
     if not pretrain:
         raise ValueError(f"{path}: `pretrain` needs a recipe (`config`, a configs/pretrain/*.yaml file) and/or `args`.")
-    unknown = sorted(set(pretrain) - {"config", "args", "metrics"})
+    unknown = sorted(set(pretrain) - {"config", "args", "metrics", "prr_metrics"})
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) in pretrain: {', '.join(unknown)}; allowed: config, args, metrics.")
-    if not finetune:
+        raise ValueError(
+            f"{path}: unknown key(s) in pretrain: {', '.join(unknown)}; allowed: config, args, metrics, prr_metrics."
+        )
+    if not isinstance(finetune, dict):
         raise ValueError(f"{path}: `finetune` must map task names to {{config, metric, args}}.")
+    if not finetune and not pretrain.get("metrics"):
+        raise ValueError(f"{path}: without `finetune` tasks, `pretrain.metrics` must name what to compare.")
     tasks = []
     for name, task in finetune.items():
         if not isinstance(task, dict) or "metric" not in task:
@@ -106,6 +126,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
         pretrain_config=pretrain.get("config"),
         pretrain_args=pretrain.get("args") or {},
         pretrain_metrics=pretrain.get("metrics") or [],
+        prr_metrics=pretrain.get("prr_metrics"),
         tasks=tasks,
         **values,
     )
@@ -163,6 +184,14 @@ def check_config(config: CompareConfig) -> None:
         raise ValueError(f"attention_types must include {REFERENCE_TYPE!r}: PRR is relative to it.")
     if len(set(config.attention_types)) != len(config.attention_types):
         raise ValueError(f"attention_types lists a type twice: {config.attention_types}.")
+    if config.finetune_seeds is not None and not config.tasks:
+        raise ValueError("finetune_seeds needs `finetune` tasks to fine-tune.")
+    missing = [metric for metric in config.prr_metrics if metric not in config.pretrain_metrics]
+    if missing:
+        raise ValueError(f"pretrain.prr_metrics {missing} are not among pretrain.metrics {config.pretrain_metrics}.")
+    clashes = sorted({task.name for task in config.tasks} & {"average", *config.pretrain_metrics})
+    if clashes:
+        raise ValueError(f"Task name(s) {clashes} clash with 'average' or a pretraining metric: rename the task(s).")
     for name, seeds in (("seeds", config.seeds), ("finetune_seeds", config.finetune_seeds or [0])):
         if not seeds or not all(isinstance(seed, int) for seed in seeds) or len(set(seeds)) != len(seeds):
             raise ValueError(f"{name} must be a non-empty list of distinct integers, got {seeds}.")
@@ -367,6 +396,7 @@ def run_comparison(config: CompareConfig, pipeline: Pipeline | None = None) -> d
         "data": data_counts,
         "parameters": parameters,
         "runs": runs,
+        "objective": pretrain_objective(config),
         "summary": summarize(runs, config),
         "differences": differences(runs, config),
     }
@@ -402,57 +432,107 @@ def significant(interval: dict[str, Any], null: float = 1.0) -> bool:
     return not (math.isnan(interval["low"]) or interval["low"] <= null <= interval["high"])
 
 
+def lower_is_better(metric: str) -> bool:
+    """Whether smaller values of `metric` are better: a loss or a perplexity (the last part of its name: eval_loss,
+    test_loss, perplexity), not an accuracy or an F1."""
+    return metric.rsplit("_", 1)[-1] in LOWER_IS_BETTER
+
+
+def retention(value: float, reference: float, metric: str) -> float:
+    """The Performance Retention Ratio of `value` against MHA's `reference`: value / reference, or reference / value
+    for a lower-is-better metric, so that PRR < 1 always means worse than MHA. NaN when the divisor is 0."""
+    numerator, denominator = (reference, value) if lower_is_better(metric) else (value, reference)
+    return numerator / denominator if denominator else math.nan
+
+
+def _with_prr(values: dict, reference: dict, metric: str) -> dict[str, Any]:
+    """Mean and std of `values` (run key -> value), and their PRR against MHA's `reference` (run key -> value):
+    the ratio of the means, the std of the per-key ratios, and the 95% t-interval of their mean; `prr_significant`:
+    the interval excludes 1 (the type differs from MHA)."""
+    stats = _mean_std(list(values.values()))
+    paired = [retention(value, reference[key], metric) for key, value in values.items() if key in reference]
+    paired = [ratio for ratio in paired if not math.isnan(ratio)]
+    stats["prr"] = retention(stats["mean"], statistics.fmean(reference.values()), metric) if reference else math.nan
+    stats["prr_std"] = statistics.stdev(paired) if len(paired) > 1 else 0.0
+    stats["prr_ci"] = paired_interval(paired) if paired else None
+    stats["prr_significant"] = significant(stats["prr_ci"]) if paired else False
+    return stats
+
+
+def _task_scores(runs: list[dict], attention_type: str, name: str) -> dict:
+    """(pretraining seed, fine-tuning seed) -> score of one task (or "average") for one attention type."""
+    return {
+        (run["seed"], run["finetune_seed"]): run["scores"][name] for run in runs if run["attention_type"] == attention_type
+    }
+
+
+def _pretrain_values(runs: list[dict], attention_type: str, metric: str) -> dict:
+    """Pretraining seed -> value of one pretraining metric for one attention type (one model per seed, however
+    many times it was fine-tuned)."""
+    return {
+        run["seed"]: run["pretrain"][metric]
+        for run in runs
+        if run["attention_type"] == attention_type and run["pretrain"].get(metric) is not None
+    }
+
+
 def summarize(runs: list[dict], config: CompareConfig) -> dict:
-    """Per attention type: each task's and the average score (mean, std over seeds), PRR and its per-seed spread,
-    and the mean of each reported pretraining metric."""
+    """Per attention type: each task's and the average score (mean, std over seeds) with PRR and its interval, and
+    each reported pretraining metric (mean, std over pretraining seeds), with PRR for `config.prr_metrics`."""
     task_names = [task.name for task in config.tasks]
-    for run in runs:
-        run["scores"]["average"] = statistics.fmean(run["scores"][name] for name in task_names)
-    reference = {(run["seed"], run["finetune_seed"]): run for run in runs if run["attention_type"] == REFERENCE_TYPE}
+    if task_names:
+        for run in runs:
+            run["scores"]["average"] = statistics.fmean(run["scores"][name] for name in task_names)
+        task_names.append("average")
     summary = {}
     for attention_type in config.attention_types:
-        own = [run for run in runs if run["attention_type"] == attention_type]
         entry = {"tasks": {}, "pretrain": {}}
-        for name in task_names + ["average"]:
-            scores = _mean_std([run["scores"][name] for run in own])
-            reference_mean = statistics.fmean(ref["scores"][name] for ref in reference.values())
-            paired = [
-                run["scores"][name] / reference[key]["scores"][name]
-                for run in own
-                if (key := (run["seed"], run["finetune_seed"])) in reference and reference[key]["scores"][name]
-            ]
-            scores["prr"] = scores["mean"] / reference_mean if reference_mean else math.nan
-            scores["prr_std"] = statistics.stdev(paired) if len(paired) > 1 else 0.0
-            # 95% interval of the mean per-seed PRR; `significant`: it excludes 1 (the type differs from MHA).
-            scores["prr_ci"] = paired_interval(paired) if paired else None
-            scores["prr_significant"] = significant(scores["prr_ci"]) if paired else False
-            entry["tasks"][name] = scores
+        for name in task_names:
+            reference = _task_scores(runs, REFERENCE_TYPE, name)
+            # The task's metric decides the direction (a score named like a loss is lower-is-better).
+            metric = next((task.metric for task in config.tasks if task.name == name), name)
+            entry["tasks"][name] = _with_prr(_task_scores(runs, attention_type, name), reference, metric)
         for metric in config.pretrain_metrics:
-            values = [run["pretrain"][metric] for run in own if run["pretrain"].get(metric) is not None]
-            entry["pretrain"][metric] = _mean_std(values) if values else None
+            values = _pretrain_values(runs, attention_type, metric)
+            if not values:
+                entry["pretrain"][metric] = None
+            elif metric in config.prr_metrics:
+                entry["pretrain"][metric] = _with_prr(values, _pretrain_values(runs, REFERENCE_TYPE, metric), metric)
+            else:
+                entry["pretrain"][metric] = _mean_std(list(values.values()))
         summary[attention_type] = entry
     return summary
 
 
 def differences(runs: list[dict], config: CompareConfig, types: Sequence[str] = ("mhe_mul", "mhe_add")) -> dict:
-    """For each of `types` against every other type: the paired difference of scores (this type's run minus the
-    other's run with the same seeds) per task, with its 95% interval and whether it excludes 0."""
-    by_key = {(run["attention_type"], run["seed"], run["finetune_seed"]): run for run in runs}
+    """For each of `types` against every other type: the paired difference (this type's run minus the other's run
+    with the same seeds) of each task's score and of each pretraining metric in `config.prr_metrics` (paired by
+    pretraining seed), with its 95% interval and whether it excludes 0."""
+    names = [task.name for task in config.tasks] + ["average"] * bool(config.tasks)
     result = {}
     for first in [t for t in types if t in config.attention_types]:
         for second in [t for t in config.attention_types if t != first]:
             entry = {}
-            for name in list(runs[0]["scores"]) if runs else []:
-                paired = [
-                    run["scores"][name] - by_key[(second, run["seed"], run["finetune_seed"])]["scores"][name]
-                    for run in runs
-                    if run["attention_type"] == first and (second, run["seed"], run["finetune_seed"]) in by_key
-                ]
+            pairs = [(name, _task_scores(runs, first, name), _task_scores(runs, second, name)) for name in names]
+            pairs += [
+                (metric, _pretrain_values(runs, first, metric), _pretrain_values(runs, second, metric))
+                for metric in config.prr_metrics
+            ]
+            for name, own, other in pairs:
+                paired = [value - other[key] for key, value in own.items() if key in other]
                 if paired:
                     interval = paired_interval(paired)
                     entry[name] = {**interval, "significant": significant(interval, null=0.0)}
             result[f"{first} - {second}"] = entry
     return result
+
+
+def pretrain_objective(config: CompareConfig) -> str:
+    """'mlm' or 'clm': the pretraining objective of the comparison's runs (args, else the recipe file)."""
+    objective = config.pretrain_args.get("objective")
+    if objective is None and config.pretrain_config:
+        objective = (yaml.safe_load(Path(config.pretrain_config).read_text(encoding="utf-8")) or {}).get("objective")
+    return objective or "mlm"
 
 
 def _jsonable(values: Any) -> Any:
@@ -470,37 +550,52 @@ def _cell(stats: dict | None, digits: int = 4) -> str:
     return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}" if stats["n"] > 1 else f"{stats['mean']:.{digits}f}"
 
 
+def metric_label(metric: str, objective: str = "mlm") -> str:
+    """A pretraining metric's column name: eval_accuracy -> 'MLM accuracy', perplexity -> 'CLM perplexity'."""
+    name = metric.removeprefix("eval_").replace("_", " ")
+    return f"{objective.upper()} {name}"
+
+
 def markdown_report(report: dict) -> str:
     config, summary, parameters = report["config"], report["summary"], report["parameters"]
+    objective = report.get("objective", "mlm")
     task_names = [task["name"] for task in config["tasks"]]
-    runs_per_type = len(report["runs"]) // len(config["attention_types"])
+    pretrain_metrics, prr_metrics = config["pretrain_metrics"], config["prr_metrics"]
+    seeds_text = f"seeds {config['seeds']}" + (f", fine-tuning seeds {config['finetune_seeds'] or 'same'}" if task_names else "")
     lines = [
         "# Attention comparison",
         "",
         f"`{report['environment']['command']}` on {report['environment']['cpu']}, torch {report['environment']['torch']}, "
-        f"{report['environment']['date']}. Scores: mean ± std over {runs_per_type} run(s) per type "
-        f"(seeds {config['seeds']}, fine-tuning seeds {config['finetune_seeds'] or 'same'}); "
-        "PRR = mean score / MHA's mean score (± std of the per-seed ratios). "
-        f"Compute: {sum(run['seconds'] for run in report['runs']) / 60:.0f} minutes of pretraining and fine-tuning.",
+        f"{report['environment']['date']}. Values: mean ± std over {len(config['seeds'])} pretraining seed(s) "
+        f"({seeds_text}). PRR = mean / MHA's mean (MHA's mean / the type's mean for a loss or perplexity, so that "
+        "PRR < 1 always means worse than MHA), with the 95% t-interval of the mean per-seed PRR (each run against "
+        "MHA's run with the same seeds; * the interval excludes 1). "
+        f"Compute: {sum(run['seconds'] for run in report['runs']) / 60:.0f} minutes of "
+        + ("pretraining and fine-tuning." if task_names else "pretraining."),
         "",
     ]
-    metric_names = {task["name"]: task["metric"] for task in config["tasks"]}
     header = ["attention", "parameters", "attention parameters"]
-    header += [f"pretrain {metric}" for metric in config["pretrain_metrics"]]
-    header += [f"{name} ({metric_names[name]})" for name in task_names] + ["average", "PRR"]
+    header += [metric_label(metric, objective) for metric in pretrain_metrics]
+    header += [f"{metric_label(metric, objective)} PRR [95% CI]" for metric in prr_metrics]
     lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for attention_type, entry in summary.items():
         counts = parameters[attention_type]
-        average = entry["tasks"]["average"]
         cells = [attention_type, f"{counts['total']:,}", f"{counts['attention']:,}"]
-        cells += [_cell(entry["pretrain"][metric]) for metric in config["pretrain_metrics"]]
-        cells += [_cell(entry["tasks"][name]) for name in task_names]
-        cells += [_cell(average), _prr_cell(average)]
+        cells += [_cell(entry["pretrain"][metric]) for metric in pretrain_metrics]
+        cells += [_prr_cell(entry["pretrain"][metric]) if entry["pretrain"][metric] else "-" for metric in prr_metrics]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "PRR per task, with the 95% t-interval of the mean per-seed PRR (* the interval excludes 1):", "",
-              "| attention | " + " | ".join(task_names) + " |", "|---|" + "---:|" * len(task_names)]
-    for attention_type, entry in summary.items():
-        lines.append(f"| {attention_type} | " + " | ".join(_prr_cell(entry["tasks"][n]) for n in task_names) + " |")
+    if task_names:
+        metric_names = {task["name"]: task["metric"] for task in config["tasks"]}
+        header = ["attention"] + [f"{name} ({metric_names[name]})" for name in task_names] + ["average", "PRR"]
+        lines += ["", "Fine-tuning:", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+        for attention_type, entry in summary.items():
+            average = entry["tasks"]["average"]
+            cells = [attention_type] + [_cell(entry["tasks"][name]) for name in task_names]
+            lines.append("| " + " | ".join(cells + [_cell(average), _prr_cell(average)]) + " |")
+        lines += ["", "PRR per task, with the 95% t-interval of the mean per-seed PRR (* the interval excludes 1):", "",
+                  "| attention | " + " | ".join(task_names) + " |", "|---|" + "---:|" * len(task_names)]
+        for attention_type, entry in summary.items():
+            lines.append(f"| {attention_type} | " + " | ".join(_prr_cell(entry["tasks"][n]) for n in task_names) + " |")
     lines += ["", *significance_statements(report)]
     return "\n".join(lines) + "\n"
 
@@ -513,47 +608,86 @@ def _prr_cell(stats: dict) -> str:
 
 
 def significance_statements(report: dict) -> list[str]:
-    """Plain sentences: which paired differences (95% t-interval over seeds) are significant, per task."""
-    lines = ["Paired differences of scores over seeds (95% t-interval); significant when the interval excludes 0:", ""]
+    """Plain sentences: which PRRs of the pretraining metrics differ from 1, and which paired differences (95%
+    t-interval over seeds) are significant, per task and pretraining metric."""
+    config, objective = report["config"], report.get("objective", "mlm")
+    lines = []
+    if config["prr_metrics"]:
+        lines += ["PRR of the pretraining metrics against MHA (95% t-interval over paired seeds):", ""]
+        for attention_type, entry in report["summary"].items():
+            for metric in config["prr_metrics"]:
+                stats = entry["pretrain"].get(metric)
+                if attention_type == REFERENCE_TYPE or not stats or not stats.get("prr_ci"):
+                    continue
+                interval = stats["prr_ci"]
+                if math.isnan(interval["low"]):
+                    verdict = "no interval with one seed"
+                elif stats["prr_significant"]:
+                    verdict = "significantly " + ("worse" if interval["high"] < 1 else "better") + " than MHA"
+                else:
+                    verdict = "not distinguishable from MHA"
+                lines.append(
+                    f"- {attention_type}, {metric_label(metric, objective)}: PRR {interval['mean']:.3f} "
+                    f"[{interval['low']:.3f}, {interval['high']:.3f}], {verdict}"
+                )
+        lines.append("")
+    lines += ["Paired differences over seeds (95% t-interval; for a loss or perplexity, lower is better); "
+              "significant when the interval excludes 0:", ""]
     for pair, tasks in report.get("differences", {}).items():
         for task, interval in tasks.items():
             if math.isnan(interval["low"]):
                 verdict = "no interval with one seed"
             else:
                 verdict = "significant" if interval["significant"] else "not significant"
+            name = metric_label(task, objective) if task in config["pretrain_metrics"] else task
             lines.append(
-                f"- {pair}, {task}: {interval['mean']:+.4f} [{interval['low']:+.4f}, {interval['high']:+.4f}], {verdict}"
+                f"- {pair}, {name}: {interval['mean']:+.4f} [{interval['low']:+.4f}, {interval['high']:+.4f}], {verdict}"
             )
     return lines
 
 
+def _headline(report: dict) -> tuple[str, dict]:
+    """What the plot shows: the average fine-tuning score, or without tasks the first pretraining metric with a PRR."""
+    summary, config = report["summary"], report["config"]
+    if config["tasks"]:
+        return "average score", {t: entry["tasks"]["average"] for t, entry in summary.items()}
+    metric = config["prr_metrics"][0]
+    return metric_label(metric, report.get("objective", "mlm")), {t: entry["pretrain"][metric] for t, entry in summary.items()}
+
+
 def plot(report: dict, path: Path) -> None:
-    """Average score per type (error bars: std over seeds) and PRR against attention parameters."""
+    """The headline value per type (error bars: std over seeds) and its PRR (error bars: the 95% interval) against
+    attention parameters."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summary, parameters = report["summary"], report["parameters"]
-    types = list(summary)
-    averages = [summary[t]["tasks"]["average"] for t in types]
+    parameters = report["parameters"]
+    label, stats = _headline(report)
+    types = [t for t, value in stats.items() if value]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.bar(types, [a["mean"] for a in averages], yerr=[a["std"] for a in averages], capsize=4, color="tab:blue")
-    left.set_ylabel("average score")
-    left.set_title("Fine-tuning score (mean ± std over seeds)")
+    left.bar(types, [stats[t]["mean"] for t in types], yerr=[stats[t]["std"] for t in types], capsize=4, color="tab:blue")
+    left.set_ylabel(label)
+    left.set_title(f"{label} (mean ± std over seeds)")
+    intervals = [stats[t].get("prr_ci") or {} for t in types]
+    errors = [
+        [stats[t]["prr"] - ci["low"], ci["high"] - stats[t]["prr"]] if ci and not math.isnan(ci["low"]) else [0.0, 0.0]
+        for t, ci in zip(types, intervals)
+    ]
     right.errorbar(
         [parameters[t]["attention"] for t in types],
-        [a["prr"] for a in averages],
-        yerr=[a["prr_std"] for a in averages],
+        [stats[t]["prr"] for t in types],
+        yerr=[[max(e[0], 0.0) for e in errors], [max(e[1], 0.0) for e in errors]],
         fmt="o",
         capsize=4,
     )
-    for t, a in zip(types, averages):
-        right.annotate(t, (parameters[t]["attention"], a["prr"]), textcoords="offset points", xytext=(5, 5))
+    for t in types:
+        right.annotate(t, (parameters[t]["attention"], stats[t]["prr"]), textcoords="offset points", xytext=(5, 5))
     right.axhline(1.0, color="grey", linewidth=0.8)
     right.set_xlabel("attention parameters")
-    right.set_ylabel("PRR (score / MHA)")
-    right.set_title("Performance Retention Ratio")
+    right.set_ylabel(f"PRR ({label} vs MHA)")
+    right.set_title("Performance Retention Ratio (95% interval)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -586,4 +720,4 @@ def main(argv: Sequence[str] | None = None, pipeline: Pipeline | None = None) ->
     return report
 
 
-__all__ = ["CompareConfig", "TaskConfig", "Pipeline", "load_config", "run_comparison", "summarize", "main"]
+__all__ = ["CompareConfig", "TaskConfig", "Pipeline", "load_config", "run_comparison", "summarize", "lower_is_better", "retention", "main"]

@@ -2,15 +2,19 @@
 pipelines have their own tests); the shipped configs are checked against the real argument parsers."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ROOT
 
 from mhe_transformers import ATTENTION_TYPES, MHEConfig
 from mhe_transformers.compare import (
     Pipeline,
     check_arguments,
+    lower_is_better,
+    retention,
     choose_wordnet_dir,
     finetune_argv,
     load_config,
@@ -96,7 +100,7 @@ def test_comparison_reports_scores_spread_and_prr(tmp_path):
     names = sorted(p.name for p in output_dir.iterdir())
     assert names == [OUTPUT_MARKER, "comparison.json", "comparison.md", "comparison.png"]
     saved = json.loads((output_dir / "comparison.json").read_text())
-    assert set(saved) == {"config", "environment", "data", "parameters", "runs", "summary", "differences"}
+    assert set(saved) == {"config", "environment", "data", "parameters", "runs", "objective", "summary", "differences"}
     assert saved["summary"] == report["summary"]
 
     summary = report["summary"]
@@ -277,3 +281,144 @@ def test_wordnet_data_prepared_before_the_pair_task_is_prepared_again(tmp_path, 
     shutil.rmtree(prepared / "gloss-pairs")  # as an older prepare_wordnet left it
     counts = prepare_data({"wordnet_dir": str(prepared), "max_synsets": synsets})
     assert (prepared / "gloss-pairs" / "train.jsonl").is_file() and counts["pairs_train"] > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PRR of the pretraining metrics, and the causal track (a pretraining-only comparison)
+# ---------------------------------------------------------------------------------------------------------------
+
+# Held-out perplexity and accuracy per (type, seed): MHE-MUL is worse than MHA on every seed, by a ratio that moves.
+PERPLEXITY = {"mha": {42: 100.0, 43: 110.0, 44: 90.0}, "mhe_mul": {42: 125.0, 43: 135.0, 44: 110.0}}
+ACCURACY = {"mha": {42: 0.40, 43: 0.42, 44: 0.38}, "mhe_mul": {42: 0.36, 43: 0.40, 44: 0.38}}
+
+
+class FakeCausalPipeline(FakePipeline):
+    """Pretraining returns the metrics above (and a unigram baseline); fine-tuning is never called."""
+
+    def fake_pretrain(self, argv):
+        super().fake_pretrain(argv)
+        attention_type, seed = option(argv, "attention_type"), int(option(argv, "seed"))
+        ppl = PERPLEXITY[attention_type][seed]
+        return {"eval_loss": math.log(ppl), "perplexity": ppl, "eval_accuracy": ACCURACY[attention_type][seed],
+                "eval_unigram_loss": 6.0 + seed / 100}
+
+
+def causal_config(tmp_path, metrics=("perplexity", "eval_loss", "eval_accuracy", "eval_unigram_loss"), **changes):
+    pretrain = {"config": "configs/pretrain/wordnet-clm-tiny.yaml", "args": {"model_config": "configs/model/tiny.json"},
+                "metrics": list(metrics)}
+    return write_config(tmp_path, attention_types=["mha", "mhe_mul"], seeds=[42, 43, 44], pretrain=pretrain,
+                        finetune=None, **changes)
+
+
+def test_lower_is_better_metrics_divide_mha_by_the_type():
+    assert [lower_is_better(m) for m in ("eval_loss", "test_loss", "perplexity", "eval_unigram_loss")] == [True] * 4
+    assert [lower_is_better(m) for m in ("eval_accuracy", "test_f1", "average", "eval_matthews_correlation")] == [False] * 4
+    # A perplexity of 125 against MHA's 100 keeps 0.8 of MHA's quality; an accuracy of 0.3 against 0.4, 0.75.
+    assert retention(125.0, 100.0, "perplexity") == pytest.approx(0.8)
+    assert retention(80.0, 100.0, "perplexity") == pytest.approx(1.25)
+    assert retention(0.3, 0.4, "eval_accuracy") == pytest.approx(0.75)
+    assert math.isnan(retention(1.0, 0.0, "eval_accuracy")) and math.isnan(retention(0.0, 1.0, "eval_loss"))
+
+
+def test_pretraining_prr_is_paired_by_seed_and_inverted_for_perplexity(tmp_path):
+    pipeline = FakeCausalPipeline()
+    report = main(["--config", str(causal_config(tmp_path))], pipeline=pipeline)
+    assert [call[0] for call in pipeline.calls] == ["pretrain"] * 6  # no tasks: nothing fine-tuned
+
+    # By hand: per-seed PRR = MHA's perplexity / MHE-MUL's = 100/125, 110/135, 90/110; mean ± t(0.975, 2) s / sqrt(3).
+    ratios = [0.8, 110 / 135, 90 / 110]
+    mean = sum(ratios) / 3
+    std = (sum((r - mean) ** 2 for r in ratios) / 2) ** 0.5
+    half = 4.302653 * std / 3**0.5
+    ppl = report["summary"]["mhe_mul"]["pretrain"]["perplexity"]
+    assert ppl["mean"] == pytest.approx(370 / 3) and ppl["n"] == 3
+    assert ppl["prr"] == pytest.approx(100.0 / (370 / 3))  # MHA's mean over the type's, not the other way round
+    assert ppl["prr"] < 1 and ppl["prr_ci"]["high"] < 1  # worse than MHA on every seed: PRR below 1
+    assert ppl["prr_std"] == pytest.approx(std)
+    assert (ppl["prr_ci"]["mean"], ppl["prr_ci"]["low"], ppl["prr_ci"]["high"]) == (
+        pytest.approx(mean), pytest.approx(mean - half), pytest.approx(mean + half))
+    assert ppl["prr_significant"] is True
+    # The loss is lower-is-better too; accuracy divides the type by MHA: 0.36/0.40, 0.40/0.42, 0.38/0.38.
+    loss = report["summary"]["mhe_mul"]["pretrain"]["eval_loss"]
+    assert loss["prr_ci"]["mean"] == pytest.approx(sum(
+        math.log(PERPLEXITY["mha"][s]) / math.log(PERPLEXITY["mhe_mul"][s]) for s in (42, 43, 44)) / 3)
+    accuracy = report["summary"]["mhe_mul"]["pretrain"]["eval_accuracy"]
+    assert accuracy["prr_ci"]["mean"] == pytest.approx((0.9 + 0.40 / 0.42 + 1.0) / 3)
+    assert accuracy["prr"] == pytest.approx(1.14 / 1.20)
+    # The unigram baseline measures the data: reported, no PRR. MHA against itself: PRR exactly 1, not significant.
+    assert set(report["summary"]["mhe_mul"]["pretrain"]["eval_unigram_loss"]) == {"mean", "std", "n"}
+    assert report["summary"]["mha"]["pretrain"]["perplexity"]["prr"] == 1.0
+    assert report["summary"]["mha"]["pretrain"]["perplexity"]["prr_significant"] is False
+    # Paired differences of the pretraining metrics, by seed: MHE-MUL's perplexity is 25, 25, 20 above MHA's.
+    assert report["differences"]["mhe_mul - mha"]["perplexity"]["mean"] == pytest.approx(70 / 3)
+    assert "eval_unigram_loss" not in report["differences"]["mhe_mul - mha"]
+
+    markdown = (tmp_path / "report" / "comparison.md").read_text()
+    assert "| CLM perplexity PRR [95% CI] |" in markdown and "CLM unigram loss PRR" not in markdown
+    assert f"| {ppl['prr']:.3f} [{mean - half:.3f}, {mean + half:.3f}]* |" in markdown
+    assert f"- mhe_mul, CLM perplexity: PRR {mean:.3f} [{mean - half:.3f}, {mean + half:.3f}], significantly worse than MHA" in markdown
+    assert "Fine-tuning" not in markdown
+    assert (tmp_path / "report" / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_prr_metrics_choose_which_pretraining_metrics_get_a_prr(tmp_path):
+    config = load_config(causal_config(tmp_path))
+    assert config.prr_metrics == ["perplexity", "eval_loss", "eval_accuracy"]  # default: all but the unigram's
+    pretrain = {"config": "configs/pretrain/wordnet-clm-tiny.yaml", "metrics": ["perplexity", "eval_loss"],
+                "prr_metrics": ["perplexity"]}
+    config = load_config(write_config(tmp_path, pretrain=pretrain, finetune=None, attention_types=["mha", "mhe_mul"]))
+    report = run_comparison(config, FakeCausalPipeline())
+    assert "prr" in report["summary"]["mha"]["pretrain"]["perplexity"]
+    assert "prr" not in report["summary"]["mha"]["pretrain"]["eval_loss"]
+    with pytest.raises(ValueError, match="not among pretrain.metrics"):
+        load_config(write_config(tmp_path, pretrain={**pretrain, "prr_metrics": ["eval_accuracy"]}))
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"finetune": None, "pretrain": {"config": "configs/pretrain/wordnet-clm-tiny.yaml"}}, "pretrain.metrics"),
+        ({"finetune": None, "finetune_seeds": [1, 2]}, "finetune_seeds needs"),
+        ({"finetune": ["rte"]}, "must map task names"),
+    ],
+)
+def test_bad_pretraining_only_configs_fail_before_anything_runs(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        main(["--config", str(write_config(tmp_path, **changes))], pipeline=FakePipeline())
+
+
+def test_shipped_causal_config_is_a_pretraining_only_comparison_sharing_the_mlm_data(tmp_path):
+    causal, masked = load_config("configs/compare/wordnet-clm-tiny.yaml"), load_config("configs/compare/wordnet-tiny.yaml")
+    assert causal.tasks == [] and "perplexity" in causal.prr_metrics
+    assert sorted(causal.attention_types) == sorted(ATTENTION_TYPES) and causal.seeds == [42, 43, 44]
+    assert causal.prepare == masked.prepare  # the same data share and tokenizer folder
+    assert causal.runs_dir != masked.runs_dir and causal.output_dir != masked.output_dir
+    check_arguments(causal)
+    argv = pretrain_argv(causal, "mha", 42, tmp_path)
+    args = parse_args(PRETRAIN_ARGUMENTS, argv)
+    assert args[1].objective == "clm" and "{" not in " ".join(argv)
+
+
+def test_micro_causal_comparison_through_the_real_pipeline(tmp_path, tiny_corpus, tiny_tokenizer_dir):
+    args = {
+        "model_config": str(REPO_ROOT / "configs/model/tiny.json"),
+        "config_overrides": "hidden_size=32,intermediate_size=64,num_hidden_layers=1,max_position_embeddings=64",
+        "tokenizer_name": str(tiny_tokenizer_dir), "train_files": [str(tiny_corpus)], "max_seq_length": 32,
+        "validation_split_percentage": 10, "max_steps": 3, "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 16, "save_strategy": "no", "report_to": "none", "disable_tqdm": True,
+        "use_cpu": True, "log_level": "warning",
+    }
+    pretrain = {"config": str(REPO_ROOT / "configs/pretrain/wordnet-clm-tiny.yaml"), "args": args,
+                "metrics": ["perplexity", "eval_loss", "eval_accuracy"]}
+    report = main(["--config", str(write_config(tmp_path, attention_types=["mha", "mhe_mul"], pretrain=pretrain,
+                                                finetune=None))])
+    saved = json.loads((tmp_path / "report" / "comparison.json").read_text())
+    assert saved["objective"] == "clm" and saved["summary"] == report["summary"]
+    values = {(run["attention_type"], run["seed"]): run["pretrain"] for run in saved["runs"]}
+    for run in values.values():  # the pipeline's perplexity reaches the record: exp(held-out loss)
+        assert run["perplexity"] == pytest.approx(math.exp(run["eval_loss"])) and 0 <= run["eval_accuracy"] <= 1
+    expected = [values[("mha", s)]["perplexity"] / values[("mhe_mul", s)]["perplexity"] for s in (42, 43)]
+    ppl = saved["summary"]["mhe_mul"]["pretrain"]["perplexity"]
+    assert ppl["prr_ci"]["mean"] == pytest.approx(sum(expected) / 2) and ppl["prr_ci"]["n"] == 2
+    markdown = (tmp_path / "report" / "comparison.md").read_text()
+    assert "| CLM perplexity PRR [95% CI] |" in markdown and f"- mhe_mul, CLM perplexity: PRR {ppl['prr_ci']['mean']:.3f}" in markdown
