@@ -278,11 +278,16 @@ def _hyperparameters(training_args: dict) -> list[tuple[str, str]]:
     flat = {}
     for key, value in training_args.items():
         flat.update(value if isinstance(value, dict) else {key: value})
+    max_steps = flat.get("max_steps")
+    ignored = {"max_steps"} if not (_is_number(max_steps) and max_steps > 0) else {"num_train_epochs"}
+    if flat.get("objective") == "clm":
+        ignored.add("mlm_probability")  # recorded with the data arguments, but a causal LM masks nothing
     rows = []
     for name in HYPERPARAMETERS:
         value = flat.get(name)
-        if value is None or value == "" or (name == "max_steps" and _is_number(value) and value <= 0):
-            continue  # max_steps=-1 means "train by epochs": no value of its own
+        # max_steps=-1 means "train by epochs"; a positive max_steps overrides num_train_epochs (Trainer's rule).
+        if value is None or value == "" or name in ignored:
+            continue
         rows.append((name, _format_number(value) if _is_number(value) else str(value)))
     return rows
 

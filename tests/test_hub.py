@@ -243,6 +243,19 @@ def test_card_describes_the_checkpoint(pretrained_dir):
     assert "e^K` have no effect" not in text  # an MHE-ADD limitation, not this model's
 
 
+def test_card_lists_only_the_hyperparameters_the_run_used():
+    from mhe_transformers.hub import _hyperparameters
+
+    by_epochs = dict(_hyperparameters(TRAINING_ARGS))
+    assert by_epochs["num_train_epochs"] == "2" and "max_steps" not in by_epochs
+    by_steps = {**TRAINING_ARGS, "MHETrainingArguments": {**TRAINING_ARGS["MHETrainingArguments"], "max_steps": 240}}
+    rows = dict(_hyperparameters(by_steps))
+    assert rows["max_steps"] == "240" and "num_train_epochs" not in rows  # max_steps wins in Trainer
+    assert rows["mlm_probability"] == "0.15"
+    causal = {**by_steps, "DataArguments": {**by_steps["DataArguments"], "objective": "clm"}}
+    assert "mlm_probability" not in dict(_hyperparameters(causal))  # a causal LM masks nothing
+
+
 def test_finetuned_card_names_base_model_labels_and_keeps_local_paths_out_of_metadata(finetuned_dir):
     card = ModelCard.load(finetuned_dir / "README.md")
     metadata = card.data.to_dict()
