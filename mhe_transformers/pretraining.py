@@ -402,9 +402,9 @@ def masked_lm_metrics(unigram: np.ndarray | None = None, mask_token_id: int | No
     eval_loss) and top-1 accuracy (`unigram_accuracy`: always predicting the most frequent token).
 
     Given `mask_token_id` and the inputs (Trainer's `include_for_metrics=["inputs"]`), also `mask_token_accuracy`:
-    the accuracy on the positions the model saw as the mask token. The other predicted positions (BERT's 10% kept
-    and 10% random tokens) show the token itself, which a model learns to copy long before it learns anything from
-    the context: a masked-LM accuracy can rise on copying alone, this one cannot."""
+    the accuracy on the positions the model saw as the mask token. Of the other predicted positions, BERT's 10%
+    kept ones show the answer itself, which a model learns to copy long before it learns anything from the context:
+    a masked-LM accuracy can rise on copying alone, this one cannot."""
 
     def compute(eval_prediction) -> dict[str, float]:
         metrics = masked_token_accuracy(eval_prediction)
