@@ -161,43 +161,53 @@ def wordnet_texts(split: str, include_examples: bool = False, wordnet_dir=None) 
     return texts
 
 
-PAIR_LABELS = ("no", "yes")  # does the gloss define the lemma?
+PAIR_LABELS = ("different", "same")  # do the two glosses have the same supersense?
+PAIRS_DIR = "supersense-pairs"  # the pair task's folder in prepare_wordnet's output
 
 
-def gloss_pairs(synsets: Sequence[Synset]) -> list[dict[str, str]]:
-    """The sentence-pair task "does this gloss define this lemma?", built from ONE split's synsets only.
+def supersense_pairs(synsets: Sequence[Synset]) -> list[dict[str, str]]:
+    """The sentence-pair task "do these two glosses define the same kind of thing?" (the same supersense, e.g. both
+    noun.animal), built from ONE split's synsets only.
 
-    Each synset with a definition gives a positive pair (its first lemma, its definition) and a negative: the same
-    lemma with the definition of a hard distractor from the same list: another sense of the same lemma when there is
-    one (the one with the smallest hash), else the next synset of the same supersense in a fixed pseudo-random order.
-    Both glosses come from `synsets`, so a split built from its own synsets shares no synset with another split.
-    Rows: {"id", "lemma", "gloss", "negative_of" (the positive's synset, or ""), "label"}.
+    Each synset with a definition is the first text of two pairs: one labelled "same", with the next synset of its
+    supersense in a fixed pseudo-random order, and one labelled "different", with a hard negative: another sense of
+    one of its words in another supersense when there is one ("bank": noun.group vs noun.object), else the next
+    synset of its part of speech in another supersense. As every first gloss is labelled once each way, neither text
+    alone tells the label: the model has to compare the two, across the segments. A synset alone in its supersense
+    gives no pair. Rows: {"id", "gloss", "other_id", "other_gloss", "label"}.
     """
-    synsets = [synset for synset in synsets if synset.definition and synset.words]
-    by_lemma, by_lexname = collections.defaultdict(list), collections.defaultdict(list)
-    for synset in synsets:
-        by_lexname[synset.lexname].append(synset)
+    synsets = [synset for synset in synsets if synset.definition]
+    order = {synset.synset_id: _hash_fraction("pair:" + synset.synset_id) for synset in synsets}  # one hash each
+    # Rings of synsets in that fixed order: one per supersense, one per part of speech, one of all.
+    rings, by_word = collections.defaultdict(list), collections.defaultdict(list)
+    for synset in sorted(synsets, key=lambda synset: order[synset.synset_id]):
+        for ring in (synset.lexname, synset.lexname.split(".")[0], "all"):
+            rings[ring].append(synset)
         for word in set(word.lower() for word in synset.words):
-            by_lemma[word].append(synset)
-    # Each supersense's synsets in a fixed pseudo-random ring: a synset's fallback distractor is the next one.
-    ring_next = {}
-    for group in by_lexname.values():
-        group.sort(key=lambda synset: _hash_fraction("pair:" + synset.synset_id))
-        for i, synset in enumerate(group):
-            ring_next[synset.synset_id] = [group[(i + k) % len(group)] for k in range(1, min(len(group), 4))]
+            by_word[word].append(synset)
+    index = {(ring, synset.synset_id): i for ring, members in rings.items() for i, synset in enumerate(members)}
+    # A part of speech with a single supersense (adv.all) draws its negatives from every synset.
+    parts_of_speech = {synset.lexname.split(".")[0] for synset in synsets}
+    negative_ring = {pos: pos if len({other.lexname for other in rings[pos]}) > 1 else "all" for pos in parts_of_speech}
+
+    def next_in(ring: str, synset: Synset, accept) -> Synset | None:
+        members, start = rings[ring], index[ring, synset.synset_id]
+        following = (members[(start + k) % len(members)] for k in range(1, len(members)))
+        return next((other for other in following if accept(other)), None)
+
     pairs = []
     for synset in synsets:
-        lemma = synset.words[0]
-        pairs.append({"id": synset.synset_id, "lemma": lemma, "gloss": synset.definition, "negative_of": "",
-                      "label": "yes"})  # fmt: skip
-        senses = [other for other in by_lemma[lemma.lower()] if other.definition != synset.definition]
-        if senses:
-            other = min(senses, key=lambda o: _hash_fraction(f"pair:{synset.synset_id}:{o.synset_id}"))
-        else:
-            other = next((o for o in ring_next[synset.synset_id] if o.definition != synset.definition), None)
-        if other is not None:
-            pairs.append({"id": other.synset_id, "lemma": lemma, "gloss": other.definition,
-                          "negative_of": synset.synset_id, "label": "no"})  # fmt: skip
+        same = next_in(synset.lexname, synset, lambda other: other.definition != synset.definition)
+        other_kind = lambda other: other.lexname != synset.lexname  # noqa: E731
+        words = set(word.lower() for word in synset.words)
+        senses = [other for word in words for other in by_word[word] if other_kind(other)]
+        different = min(senses, key=lambda other: order[other.synset_id]) if senses else None
+        different = different or next_in(negative_ring[synset.lexname.split(".")[0]], synset, other_kind)
+        if same is None or different is None:
+            continue
+        for other, label in ((same, "same"), (different, "different")):
+            pairs.append({"id": synset.synset_id, "gloss": synset.definition, "other_id": other.synset_id,
+                          "other_gloss": other.definition, "label": label})  # fmt: skip
     return pairs
 
 
@@ -219,8 +229,9 @@ def prepare_wordnet(
       `corpus_splits=SPLITS` to pretrain on every gloss.
     * `supersense/{train,validation,test}.jsonl`: `{"id", "text" (definition), "label" (lexname)}`.
     * `supersense/labels.json`: the 45 lexnames (`SUPERSENSES`), in lexfile-number order.
-    * `gloss-pairs/{train,validation,test}.jsonl` and `labels.json`: the sentence-pair task of `gloss_pairs`
-      ("does this gloss define this lemma?", hard negatives), each split built from its own synsets only.
+    * `supersense-pairs/{train,validation,test}.jsonl` and `labels.json`: the sentence-pair task of
+      `supersense_pairs` ("do these two glosses define the same kind of thing?", hard negatives), each split built
+      from its own synsets only.
     * `counts.json`: the counts returned, with the most frequent train label and its share of test.
 
     `max_synsets` keeps a deterministic pseudo-random subset of that many synsets (the ones
@@ -266,12 +277,13 @@ def prepare_wordnet(
         ),
     }
 
-    pairs_by_split = {split: gloss_pairs([s for s in synsets if split_of(s.synset_id) == split]) for split in SPLITS}
+    synsets_by_split = {split: [s for s in synsets if split_of(s.synset_id) == split] for split in SPLITS}
+    pairs_by_split = {split: supersense_pairs(split_synsets) for split, split_synsets in synsets_by_split.items()}
     counts.update({f"pairs_{split}": len(pairs) for split, pairs in pairs_by_split.items()})
 
     with atomic_directory(output_dir) as tmp_dir:
         (tmp_dir / "corpus.txt").write_text("".join(line + "\n" for line in corpus_lines), encoding="utf-8")
-        pairs_dir = tmp_dir / "gloss-pairs"
+        pairs_dir = tmp_dir / PAIRS_DIR
         pairs_dir.mkdir()
         for split, pairs in pairs_by_split.items():
             with open(pairs_dir / f"{split}.jsonl", "w", encoding="utf-8") as f:

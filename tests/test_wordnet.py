@@ -239,47 +239,59 @@ def test_wordnet_texts_read_one_split(fake_wordnet):
         wordnet.wordnet_texts("dev", wordnet_dir=fake_wordnet)
 
 
-def test_gloss_pairs_have_hard_negatives_and_no_synset_in_two_splits(tmp_path):
-    from mhe_transformers.wordnet import Synset, gloss_pairs
+def test_supersense_pairs_have_hard_negatives_and_no_synset_in_two_splits(tmp_path):
+    from mhe_transformers.wordnet import Synset, supersense_pairs
 
-    # "bank" has two senses: each one's negative is the other sense's gloss; "lonely" falls back to its supersense.
+    # "bank" has senses in two supersenses: each one's negative is the other; "lonely rock" and "team" fall back to a
+    # noun of another supersense; the adverbs (one supersense) to any synset of another one; "run" is alone.
     synsets = [
         Synset("n1", "noun.group", ("bank",), "a financial institution", ()),
         Synset("n2", "noun.object", ("bank", "riverside"), "sloping land beside a river", ()),
         Synset("n3", "noun.object", ("lonely rock",), "a rock on its own", ()),
+        Synset("n4", "noun.group", ("team",), "people who play together", ()),
+        Synset("r1", "adv.all", ("quickly",), "with speed", ()),
+        Synset("r2", "adv.all", ("slowly",), "without speed", ()),
+        Synset("v1", "verb.motion", ("run",), "move fast on foot", ()),
     ]
-    pairs = gloss_pairs(synsets)
-    assert [(p["lemma"], p["gloss"], p["label"]) for p in pairs if p["negative_of"] == "n1"] == [
-        ("bank", "sloping land beside a river", "no")
-    ]
-    assert [p["gloss"] for p in pairs if p["negative_of"] == "n3"] == ["sloping land beside a river"]
-    assert sorted(p["label"] for p in pairs) == ["no"] * 3 + ["yes"] * 3
+    by_id = {synset.synset_id: synset for synset in synsets}
+    pairs = supersense_pairs(synsets)
+    pair_of = {(pair["id"], pair["label"]): pair["other_id"] for pair in pairs}
+    assert len(pair_of) == len(pairs) == 12  # one "same" and one "different" per synset except the lone verb
+    assert {pair["id"] for pair in pairs} == {"n1", "n2", "n3", "n4", "r1", "r2"}
+    assert pair_of["n1", "same"] == "n4" and pair_of["n1", "different"] == "n2"
+    assert pair_of["n2", "same"] == "n3" and pair_of["n2", "different"] == "n1"
+    assert pair_of["r1", "same"] == "r2" and by_id[pair_of["r1", "different"]].lexname != "adv.all"
+    for pair in pairs:
+        mine, other = by_id[pair["id"]], by_id[pair["other_id"]]
+        assert (pair["gloss"], pair["other_gloss"]) == (mine.definition, other.definition)
+        assert (mine.lexname == other.lexname) == (pair["label"] == "same")
+        if mine.synset_id.startswith("n"):  # a noun's fallback negative is a noun
+            assert other.synset_id.startswith("n")
 
-    # The files written for the real task: every gloss of a split (positive or distractor) is a synset of that split.
+    # The files written for the real task: both glosses of every pair are synsets of that split.
     output = tmp_path / "prepared"
     counts = prepare_wordnet(output, write_fake_wordnet(tmp_path / "dict"))
     synsets_by_split = {}
     for split in wordnet.SPLITS:
-        rows = [json.loads(line) for line in (output / "gloss-pairs" / f"{split}.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in (output / "supersense-pairs" / f"{split}.jsonl").read_text().splitlines()]
         assert len(rows) == counts[f"pairs_{split}"] > 0
-        assert {row["label"] for row in rows} == {"yes", "no"}
-        assert all(split_of(row["id"]) == split for row in rows)
-        assert all(split_of(row["negative_of"]) == split for row in rows if row["negative_of"])
-        synsets_by_split[split] = {row["id"] for row in rows} | {row["negative_of"] for row in rows} - {""}
+        assert sorted(row["label"] for row in rows) == ["different"] * (len(rows) // 2) + ["same"] * (len(rows) // 2)
+        assert all(split_of(row["id"]) == split and split_of(row["other_id"]) == split for row in rows)
+        synsets_by_split[split] = {row["id"] for row in rows} | {row["other_id"] for row in rows}
     assert not synsets_by_split["train"] & (synsets_by_split["validation"] | synsets_by_split["test"])
     assert not synsets_by_split["validation"] & synsets_by_split["test"]
-    assert json.loads((output / "gloss-pairs" / "labels.json").read_text()) == ["no", "yes"]
+    assert json.loads((output / "supersense-pairs" / "labels.json").read_text()) == ["different", "same"]
 
 
-def test_gloss_pairs_do_not_scan_a_whole_supersense_per_synset(monkeypatch):
-    # The full WordNet has supersenses of ~10,000 synsets: drawing each fallback distractor by hashing the whole
-    # supersense made prepare_wordnet quadratic (minutes to hours). The hashes drawn must grow linearly.
-    from mhe_transformers.wordnet import Synset, gloss_pairs
+def test_supersense_pairs_do_not_scan_a_whole_supersense_per_synset(monkeypatch):
+    # The full WordNet has supersenses of ~10,000 synsets: drawing each partner by hashing the whole supersense
+    # would make prepare_wordnet quadratic (minutes to hours). One hash per synset.
+    from mhe_transformers.wordnet import Synset, supersense_pairs
 
     calls = []
     original = wordnet._hash_fraction
     monkeypatch.setattr(wordnet, "_hash_fraction", lambda text: calls.append(text) or original(text))
-    synsets = [Synset(f"n{i}", "noun.artifact", (f"word{i}",), f"gloss {i}", ()) for i in range(400)]
-    pairs = gloss_pairs(synsets)
-    assert len(pairs) == 800 and len(calls) <= 2 * len(synsets)
-    assert all(pair["gloss"] != f"gloss {pair['negative_of'][1:]}" for pair in pairs if pair["negative_of"])
+    lexnames = ("noun.artifact", "noun.act")
+    synsets = [Synset(f"n{i}", lexnames[i % 2], (f"word{i}",), f"gloss {i}", ()) for i in range(400)]
+    pairs = supersense_pairs(synsets)
+    assert len(pairs) == 800 and len(calls) == len(synsets)
