@@ -40,6 +40,7 @@ import yaml
 
 from .configuration_mhe import ATTENTION_TYPES
 from .fileio import check_output_dir, environment, write_report
+from .wordnet import PAIRS_DIR, prepare_wordnet
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ LOWER_IS_BETTER = ("loss", "perplexity")
 DATA_BASELINE_MARKER = "unigram"
 FULL_WORDNET_SYNSETS = 117_659  # WordNet 3.0: noun, verb, adjective and adverb synsets
 # The top-level keys of a comparison config (configs/compare/*.yaml).
-CONFIG_KEYS = ("output_dir", "runs_dir", "attention_types", "seeds", "finetune_seeds", "prepare", "pretrain", "finetune")
+CONFIG_KEYS = (
+    "output_dir", "runs_dir", "attention_types", "seeds", "finetune_seeds", "jobs", "prepare", "pretrain", "finetune"
+)
 
 
 @dataclasses.dataclass
@@ -77,6 +80,7 @@ class CompareConfig:
     prr_metrics: list[str] | None = None
     runs_dir: str | None = None  # default: <output_dir>-runs
     prepare: dict[str, Any] = dataclasses.field(default_factory=dict)  # offline data to prepare when missing
+    jobs: int = 1  # models trained at once, each in its own process (`run_models_in_processes`)
 
     def __post_init__(self):
         self.runs_dir = self.runs_dir or f"{self.output_dir.rstrip('/')}-runs"
@@ -200,6 +204,8 @@ def check_config(config: CompareConfig) -> None:
     )
     if reserved:
         raise ValueError(f"{sorted(reserved)} are set by the comparison for each run; remove them from the args.")
+    if not isinstance(config.jobs, int) or config.jobs < 1:
+        raise ValueError(f"jobs must be a positive integer (models trained at once), got {config.jobs!r}.")
     for recipe in [config.pretrain_config] + [task.config for task in config.tasks]:
         if recipe is not None and not Path(recipe).is_file():
             raise FileNotFoundError(f"Recipe not found: {recipe}")
@@ -299,12 +305,10 @@ def prepare_data(prepare: dict[str, Any]) -> dict | None:
     wordnet_dir, max_synsets = prepare.get("wordnet_dir"), prepare.get("max_synsets")
     if wordnet_dir is not None:
         counts_path = Path(wordnet_dir) / "counts.json"
-        # Data written by prepare_wordnet before the gloss-pair task existed (supersense/ but no gloss-pairs/) is
-        # prepared again: it is derived from WordNet alone.
-        outdated = (Path(wordnet_dir) / "supersense").is_dir() and not (Path(wordnet_dir) / "gloss-pairs").is_dir()
+        # Data written by an older prepare_wordnet (supersense/ but not today's pair task folder) is prepared again:
+        # it is derived from WordNet alone.
+        outdated = (Path(wordnet_dir) / "supersense").is_dir() and not (Path(wordnet_dir) / PAIRS_DIR).is_dir()
         if not counts_path.is_file() or outdated:
-            from .wordnet import prepare_wordnet
-
             logger.info("Preparing the WordNet data in %s", wordnet_dir)
             prepare_wordnet(wordnet_dir, max_synsets=max_synsets)
         counts = json.loads(counts_path.read_text(encoding="utf-8"))
@@ -347,36 +351,84 @@ def parameter_counts(model_dir: Path) -> dict[str, int]:
     return count_config_parameters(AutoModel.from_config, AutoConfig.from_pretrained(model_dir), add_pooling_layer=False)
 
 
+def run_model(
+    config: CompareConfig, pipeline: Pipeline, attention_type: str, seed: int, fine_seed: int
+) -> tuple[dict, dict[str, dict]]:
+    """Pretrain one (attention type, seed) and fine-tune it with `fine_seed` on every task, each step skipped when
+    its record shows it done. Returns the pretraining record and the fine-tuning records by task name."""
+    runs_dir = Path(config.runs_dir)
+    model_dir = runs_dir / f"{attention_type}-seed{seed}" / "pretrain"
+    pretrain = run_once(
+        pipeline.pretrain,
+        pretrain_argv(config, attention_type, seed, model_dir),
+        model_dir,
+        runs_dir / "records" / f"{attention_type}-seed{seed}-pretrain.json",
+    )
+    finetunes = {}
+    for task in config.tasks:
+        task_dir = model_dir.parent / f"{task.name}-seed{fine_seed}"
+        finetunes[task.name] = run_once(
+            pipeline.finetune,
+            finetune_argv(task, model_dir, fine_seed, task_dir),
+            task_dir,
+            runs_dir / "records" / f"{attention_type}-seed{seed}-{task.name}-seed{fine_seed}.json",
+        )
+    return pretrain, finetunes
+
+
+def run_models_in_processes(config: CompareConfig, pipeline: Pipeline) -> None:
+    """Run the comparison's models `config.jobs` at a time, each in its own process with an equal share of the CPU
+    threads (small models use several cores poorly, so separate runs side by side finish sooner). A process owns a
+    whole model (its pretraining, then every fine-tuning), so no two write the same folder; they save their records,
+    and the first failure cancels the models not yet started and is raised."""
+    import concurrent.futures
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // config.jobs)
+    # spawn, not fork: a fresh interpreter per process, as torch's thread pools are not fork-safe.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(config.jobs, mp_context=context) as pool:
+        futures = [
+            pool.submit(_run_model_in_process, config, pipeline, attention_type, seed, threads)
+            for seed in config.seeds
+            for attention_type in config.attention_types
+        ]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _run_model_in_process(config: CompareConfig, pipeline: Pipeline, attention_type: str, seed: int, threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    for fine_seed in config.finetune_seeds or [seed]:
+        run_model(config, pipeline, attention_type, seed, fine_seed)
+
+
 def run_comparison(config: CompareConfig, pipeline: Pipeline | None = None) -> dict:
     """Pretrain and fine-tune every (attention type, seed), then aggregate; returns the report as a dict."""
     check_arguments(config)
     pipeline = pipeline or default_pipeline()
     data_counts = prepare_data(config.prepare)
-    runs_dir = Path(config.runs_dir)
     runs, parameters = [], {}
+    if config.jobs > 1:
+        run_models_in_processes(config, pipeline)  # saves every record; the pass below reuses them
     # Seed-major: after the first seed, a full comparison of every type exists.
     for seed, fine_seed in config.runs():
         for attention_type in config.attention_types:
-            model_dir = runs_dir / f"{attention_type}-seed{seed}" / "pretrain"
-            pretrain = run_once(
-                pipeline.pretrain,
-                pretrain_argv(config, attention_type, seed, model_dir),
-                model_dir,
-                runs_dir / "records" / f"{attention_type}-seed{seed}-pretrain.json",
-            )
+            pretrain, finetunes = run_model(config, pipeline, attention_type, seed, fine_seed)
+            model_dir = Path(config.runs_dir) / f"{attention_type}-seed{seed}" / "pretrain"
             parameters.setdefault(attention_type, parameter_counts(model_dir))
             # Pretraining time is counted once per model, with its first fine-tuning seed.
             first_fine_seed = fine_seed == (config.finetune_seeds or [seed])[0]
             scores, seconds = {}, pretrain["seconds"] if first_fine_seed else 0.0
             for task in config.tasks:
-                task_dir = model_dir.parent / f"{task.name}-seed{fine_seed}"
-                finetune = run_once(
-                    pipeline.finetune,
-                    finetune_argv(task, model_dir, fine_seed, task_dir),
-                    task_dir,
-                    runs_dir / "records" / f"{attention_type}-seed{seed}-{task.name}-seed{fine_seed}.json",
-                )
-                metrics, seconds = finetune["metrics"], seconds + finetune["seconds"]
+                metrics, seconds = finetunes[task.name]["metrics"], seconds + finetunes[task.name]["seconds"]
                 if task.metric not in metrics:
                     raise KeyError(f"Task {task.name!r}: metric {task.metric!r} not among the results {sorted(metrics)}.")
                 scores[task.name] = float(metrics[task.metric])
@@ -706,6 +758,7 @@ def main(argv: Sequence[str] | None = None, pipeline: Pipeline | None = None) ->
     parser.add_argument("--runs_dir", help="override the config's runs_dir")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the config's seeds")
     parser.add_argument("--attention_types", nargs="+", help="override the config's attention_types")
+    parser.add_argument("--jobs", type=int, help="override the config's jobs (models trained at once)")
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     overrides = {key: value for key, value in vars(args).items() if key != "config"}

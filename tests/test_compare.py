@@ -3,6 +3,7 @@ pipelines have their own tests); the shipped configs are checked against the rea
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,49 @@ def test_rerun_skips_finished_runs_and_reruns_changed_ones(tmp_path):
     assert sorted(again.calls) == sorted(("finetune", t, s) for t in ("mha", "mhe_mul") for s in (42, 43))
 
 
+class ProcessRecordingPipeline(FakePipeline):
+    """FakePipeline whose every run also reports the process that ran it."""
+
+    def fake_pretrain(self, argv):
+        return {**super().fake_pretrain(argv), "pid": os.getpid()}
+
+    def fake_finetune(self, argv):
+        return {**super().fake_finetune(argv), "pid": os.getpid()}
+
+
+def test_jobs_train_the_models_side_by_side_in_their_own_processes_with_the_same_report(tmp_path):
+    types = ["mha", "mhe_mul", "sha"]
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    sequential = run_comparison(load_config(write_config(tmp_path / "one", attention_types=types)), FakePipeline())
+    config = load_config(write_config(tmp_path / "two", attention_types=types, jobs=2))
+    parallel = run_comparison(config, ProcessRecordingPipeline())
+    assert parallel["summary"] == sequential["summary"]
+    records = [json.loads(path.read_text()) for path in (Path(config.runs_dir) / "records").glob("*.json")]
+    assert len(records) == len(types) * 2 * 3  # every (type, seed): pretraining and two tasks
+    by_model = {}
+    for record in records:
+        model = Path(option(record["argv"], "output_dir")).parent.name
+        by_model.setdefault(model, set()).add(record["metrics"]["pid"])
+    # Each model (pretraining, then its fine-tunings) ran in one child process; the models ran in two of them.
+    assert all(len(pids) == 1 for pids in by_model.values()) and len(by_model) == len(types) * 2
+    pids = set().union(*by_model.values())
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+class ShaFailsPipeline(FakePipeline):
+    def fake_pretrain(self, argv):
+        if option(argv, "attention_type") == "sha":
+            raise RuntimeError("sha diverged")
+        return super().fake_pretrain(argv)
+
+
+def test_a_model_failing_in_its_process_stops_the_comparison_with_its_error(tmp_path):
+    config = load_config(write_config(tmp_path, attention_types=["mha", "sha"], seeds=[42], jobs=2))
+    with pytest.raises(RuntimeError, match="sha diverged"):
+        run_comparison(config, ShaFailsPipeline())
+    assert not (Path(config.runs_dir) / "records" / "sha-seed42-pretrain.json").exists()
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -161,6 +205,7 @@ def test_rerun_skips_finished_runs_and_reruns_changed_ones(tmp_path):
         ({"finetune": {"rte": {"config": "configs/finetune/nope.yaml", "metric": "eval_accuracy"}}}, "not found"),
         ({"finetune": {"rte": {"metric": "eval_accuracy", "args": {"seed": 1}}}}, "set by the comparison"),
         ({"warmup": 3}, "Unknown key"),
+        ({"jobs": 0}, "jobs must be a positive integer"),
     ],
 )
 def test_bad_configs_fail_before_anything_runs(tmp_path, changes, message):
@@ -278,9 +323,9 @@ def test_wordnet_data_prepared_before_the_pair_task_is_prepared_again(tmp_path, 
     monkeypatch.setenv("WNSEARCHDIR", str(write_fake_wordnet(tmp_path / "dict")))
     prepared = tmp_path / "wordnet"
     synsets = prepare_wordnet(prepared)["synsets"]
-    shutil.rmtree(prepared / "gloss-pairs")  # as an older prepare_wordnet left it
+    shutil.rmtree(prepared / "supersense-pairs")  # as an older prepare_wordnet left it
     counts = prepare_data({"wordnet_dir": str(prepared), "max_synsets": synsets})
-    assert (prepared / "gloss-pairs" / "train.jsonl").is_file() and counts["pairs_train"] > 0
+    assert (prepared / "supersense-pairs" / "train.jsonl").is_file() and counts["pairs_train"] > 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
