@@ -46,11 +46,11 @@ compare: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/compare_attention.py --config configs/compare/wordnet-tiny.yaml
 
 # The causal track: a causal decoder per attention type on the same data, 3 seeds, no fine-tuning; perplexity PRR
-# (MHA's perplexity / the type's). About 20-25 minutes on an idle 2-core CPU.
+# (MHA's perplexity / the type's). An estimated 16 minutes on an idle 2-core CPU (two runs side by side).
 compare-clm: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/compare_attention.py --config configs/compare/wordnet-clm-tiny.yaml
 
-# The same comparison on all of WordNet with 3x the pretraining and 5 seeds: about 3.5 hours on 2 CPU cores.
+# The same comparison on all of WordNet with 2,800 pretraining steps and 5 seeds: about 3.8 hours on 2 CPU cores.
 compare-long: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/compare_attention.py --config configs/compare/wordnet-tiny-long.yaml
 

@@ -29,7 +29,7 @@ from mhe_transformers.compare import (
 from mhe_transformers.fileio import OUTPUT_MARKER
 from mhe_transformers.finetuning import ARGUMENT_CLASSES as FINETUNE_ARGUMENTS
 from mhe_transformers.pretraining import ARGUMENT_CLASSES as PRETRAIN_ARGUMENTS
-from mhe_transformers.training_utils import parse_args
+from mhe_transformers.training_utils import parse_args, parse_config_overrides
 
 # Fine-tuning score each fake model gets, before a per-seed offset.
 SCORES = {"mha": 0.80, "mhe_add": 0.76, "mhe_mul": 0.78, "mqa": 0.79, "gqa": 0.795, "sha": 0.60}
@@ -237,6 +237,12 @@ def test_shipped_configs_parse_with_the_pipelines_parsers(tmp_path):
     assert sorted(offline.attention_types) == sorted(ATTENTION_TYPES) and len(offline.seeds) >= 3
     check_arguments(offline)
     assert "{" not in " ".join(pretrain_argv(offline, "mha", 42, tmp_path))  # every placeholder resolved
+    # Both WordNet comparisons soften the recipe's neighbour start and change no other model option of the recipe.
+    for comparison in (offline, load_config("configs/compare/wordnet-tiny-long.yaml")):
+        recipe = parse_config_overrides(yaml.safe_load(Path(comparison.pretrain_config).read_text())["config_overrides"])
+        ours = parse_config_overrides(comparison.pretrain_args["config_overrides"])
+        assert ours.pop("relative_attention_neighbour_init") == 3.0 != recipe.pop("relative_attention_neighbour_init")
+        assert ours == recipe
 
     # The GPU config asks for bf16, which TrainingArguments refuses on a CPU-only machine: check the rest.
     full = load_config("configs/compare/glue-base.yaml")
