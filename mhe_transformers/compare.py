@@ -351,13 +351,17 @@ def parameter_counts(model_dir: Path) -> dict[str, int]:
     return count_config_parameters(AutoModel.from_config, AutoConfig.from_pretrained(model_dir), add_pooling_layer=False)
 
 
+def pretrained_dir(config: CompareConfig, attention_type: str, seed: int) -> Path:
+    """Where the comparison saves the pretrained model of (attention type, seed)."""
+    return Path(config.runs_dir) / f"{attention_type}-seed{seed}" / "pretrain"
+
+
 def run_model(
     config: CompareConfig, pipeline: Pipeline, attention_type: str, seed: int, fine_seed: int
 ) -> tuple[dict, dict[str, dict]]:
     """Pretrain one (attention type, seed) and fine-tune it with `fine_seed` on every task, each step skipped when
     its record shows it done. Returns the pretraining record and the fine-tuning records by task name."""
-    runs_dir = Path(config.runs_dir)
-    model_dir = runs_dir / f"{attention_type}-seed{seed}" / "pretrain"
+    runs_dir, model_dir = Path(config.runs_dir), pretrained_dir(config, attention_type, seed)
     pretrain = run_once(
         pipeline.pretrain,
         pretrain_argv(config, attention_type, seed, model_dir),
@@ -422,8 +426,7 @@ def run_comparison(config: CompareConfig, pipeline: Pipeline | None = None) -> d
     for seed, fine_seed in config.runs():
         for attention_type in config.attention_types:
             pretrain, finetunes = run_model(config, pipeline, attention_type, seed, fine_seed)
-            model_dir = Path(config.runs_dir) / f"{attention_type}-seed{seed}" / "pretrain"
-            parameters.setdefault(attention_type, parameter_counts(model_dir))
+            parameters.setdefault(attention_type, parameter_counts(pretrained_dir(config, attention_type, seed)))
             # Pretraining time is counted once per model, with its first fine-tuning seed.
             first_fine_seed = fine_seed == (config.finetune_seeds or [seed])[0]
             scores, seconds = {}, pretrain["seconds"] if first_fine_seed else 0.0

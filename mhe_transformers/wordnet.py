@@ -177,18 +177,20 @@ def supersense_pairs(synsets: Sequence[Synset]) -> list[dict[str, str]]:
     gives no pair. Rows: {"id", "gloss", "other_id", "other_gloss", "label"}.
     """
     synsets = [synset for synset in synsets if synset.definition]
+    pos_of = {synset.synset_id: synset.lexname.split(".")[0] for synset in synsets}  # "noun.animal" -> "noun"
     order = {synset.synset_id: _hash_fraction("pair:" + synset.synset_id) for synset in synsets}  # one hash each
     # Rings of synsets in that fixed order: one per supersense, one per part of speech, one of all.
     rings, by_word = collections.defaultdict(list), collections.defaultdict(list)
     for synset in sorted(synsets, key=lambda synset: order[synset.synset_id]):
-        for ring in (synset.lexname, synset.lexname.split(".")[0], "all"):
+        for ring in (synset.lexname, pos_of[synset.synset_id], "all"):
             rings[ring].append(synset)
         for word in set(word.lower() for word in synset.words):
             by_word[word].append(synset)
     index = {(ring, synset.synset_id): i for ring, members in rings.items() for i, synset in enumerate(members)}
     # A part of speech with a single supersense (adv.all) draws its negatives from every synset.
-    parts_of_speech = {synset.lexname.split(".")[0] for synset in synsets}
-    negative_ring = {pos: pos if len({other.lexname for other in rings[pos]}) > 1 else "all" for pos in parts_of_speech}
+    negative_ring = {
+        pos: pos if len({other.lexname for other in rings[pos]}) > 1 else "all" for pos in set(pos_of.values())
+    }
 
     def next_in(ring: str, synset: Synset, accept) -> Synset | None:
         members, start = rings[ring], index[ring, synset.synset_id]
@@ -202,7 +204,7 @@ def supersense_pairs(synsets: Sequence[Synset]) -> list[dict[str, str]]:
         words = set(word.lower() for word in synset.words)
         senses = [other for word in words for other in by_word[word] if other_kind(other)]
         different = min(senses, key=lambda other: order[other.synset_id]) if senses else None
-        different = different or next_in(negative_ring[synset.lexname.split(".")[0]], synset, other_kind)
+        different = different or next_in(negative_ring[pos_of[synset.synset_id]], synset, other_kind)
         if same is None or different is None:
             continue
         for other, label in ((same, "same"), (different, "different")):
