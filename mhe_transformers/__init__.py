@@ -9,10 +9,11 @@ weights and write a complete `auto_map`: the checkpoint then loads anywhere with
 import transformers
 from transformers import AutoConfig
 
-from .configuration_mhe import ATTENTION_TYPES, MHE_TYPES, MHEConfig
-from .integrations import register_peft
-from .modeling_mhe import (
+from .models.mhe import (
+    ATTENTION_TYPES,
     HEADS,
+    MHE_TYPES,
+    MHEConfig,
     MHEForCausalLM,
     MHEForMaskedLM,
     MHEForMultipleChoice,
@@ -30,9 +31,6 @@ MHEConfig.register_for_auto_class()
 for model_class, head in HEADS.items():
     getattr(transformers, head.auto_class).register(MHEConfig, model_class, exist_ok=True)
     model_class.register_for_auto_class(head.auto_class)
-
-# PEFT's default target modules for model type "mhe", when peft is installed (mhe_transformers.integrations).
-register_peft()
 
 __all__ = [
     "ATTENTION_TYPES",

@@ -8,7 +8,7 @@ Writes benchmark.json (every measurement), benchmark.md (tables) and benchmark.p
 What is measured, and how, is documented in mhe_transformers/benchmark.py.
 """
 
-from mhe_transformers.benchmark import main
+from mhe_transformers.experiments.benchmark import main
 
 if __name__ == "__main__":
     main()

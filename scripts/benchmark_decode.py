@@ -8,7 +8,7 @@ Writes benchmark-decode.json, .md and .png to --output_dir. What is measured, an
 mhe_transformers/decode_benchmark.py.
 """
 
-from mhe_transformers.decode_benchmark import main
+from mhe_transformers.experiments.decode_benchmark import main
 
 if __name__ == "__main__":
     main()

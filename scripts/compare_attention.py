@@ -9,7 +9,7 @@ Performance Retention Ratio PRR = score / score(MHA).
 Writes comparison.json, comparison.md and comparison.png to the config's output_dir; a rerun skips finished runs.
 """
 
-from mhe_transformers.compare import main
+from mhe_transformers.experiments.compare import main
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ The output folder holds the MHE weights, the two model code files (it loads with
 tokenizer and conversion_report.json; it is written atomically (a temporary folder renamed at the end).
 """
 
-from mhe_transformers.conversion import main
+from mhe_transformers.interop.conversion import main
 
 if __name__ == "__main__":
     main()

@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
-from mhe_transformers import finetuning, pretraining
-from mhe_transformers.fileio import check_output_dir, write_marker
-from mhe_transformers.hub import run_without_package
-from mhe_transformers.tokenization import train_wordpiece_tokenizer
-from mhe_transformers.wordnet import find_wordnet_dir, prepare_wordnet
+from mhe_transformers.data.wordnet import find_wordnet_dir, prepare_wordnet
+from mhe_transformers.hub.push import run_without_package
+from mhe_transformers.training import finetune as finetuning
+from mhe_transformers.training import pretrain as pretraining
+from mhe_transformers.training.tokenizer import train_wordpiece_tokenizer
+from mhe_transformers.utils.run_folder import check_output_dir, write_marker
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN_CONFIG = REPO / "configs" / "pretrain" / "wordnet-tiny.yaml"

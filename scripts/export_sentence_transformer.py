@@ -1,11 +1,11 @@
 """Save an MHE encoder as a sentence-transformers model: modules.json, pooling config, model card
-(mhe_transformers.integrations; needs `pip install 'mhe-transformers[sentence-transformers]'`).
+(mhe_transformers.interop.sentence_transformer; needs `pip install 'mhe-transformers[sentence-transformers]'`).
 
     python scripts/export_sentence_transformer.py --model_name_or_path outputs/minilm-mhe_mul \\
         --output_dir outputs/minilm-mhe_mul-st --pooling mean --normalize true
 """
 
-from mhe_transformers.integrations import sentence_transformer_main
+from mhe_transformers.interop.sentence_transformer import sentence_transformer_main
 
 if __name__ == "__main__":
     sentence_transformer_main()

@@ -1,10 +1,10 @@
-"""Fine-tune a checkpoint for text classification: GLUE or local files (mhe_transformers.finetuning).
+"""Fine-tune a checkpoint for text classification: GLUE or local files (mhe_transformers.training.finetune).
 
     python scripts/finetune.py --config configs/finetune/wordnet-supersense.yaml [--field value ...]
     python scripts/finetune.py --config configs/finetune/mrpc.yaml --model_name_or_path outputs/pretrain-mhe_mul
 """
 
-from mhe_transformers.finetuning import main
+from mhe_transformers.training.finetune import main
 
 if __name__ == "__main__":
     main()

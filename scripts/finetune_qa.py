@@ -1,9 +1,9 @@
-"""Fine-tune a checkpoint for extractive question answering on SQuAD-style data (mhe_transformers.question_answering).
+"""Fine-tune a checkpoint for extractive question answering on SQuAD-style data (mhe_transformers.training.finetune_qa).
 
     python scripts/finetune_qa.py --config configs/finetune/squad.yaml --model_name_or_path outputs/pretrain-mhe_mul
 """
 
-from mhe_transformers.question_answering import main
+from mhe_transformers.training.finetune_qa import main
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""Pretrain an MHE decoder (MHEForCausalLM) with causal language modelling (mhe_transformers.pretraining, --objective clm).
+"""Pretrain an MHE decoder (MHEForCausalLM) with causal language modelling (mhe_transformers.training.pretrain, --objective clm).
 
     python scripts/pretrain_clm.py --config configs/pretrain/wordnet-clm-tiny.yaml [--field value ...]
     accelerate launch --multi_gpu --num_processes 8 scripts/pretrain_clm.py --config ... --dataset_name wikitext ...
@@ -8,7 +8,7 @@ The same pipeline as scripts/pretrain_mlm.py; see configs/README.md for the conf
 
 import sys
 
-from mhe_transformers.pretraining import main
+from mhe_transformers.training.pretrain import main
 
 if __name__ == "__main__":
     main(["--objective", "clm", *sys.argv[1:]])

@@ -1,4 +1,4 @@
-"""Pretrain an MHE encoder with masked language modelling (mhe_transformers.pretraining).
+"""Pretrain an MHE encoder with masked language modelling (mhe_transformers.training.pretrain).
 
     python scripts/pretrain_mlm.py --config configs/pretrain/wordnet-tiny.yaml [--field value ...]
     accelerate launch --multi_gpu --num_processes 8 scripts/pretrain_mlm.py --config configs/pretrain/bert-base-hub.yaml
@@ -6,7 +6,7 @@
 See configs/README.md for the config files, overrides and launching several processes.
 """
 
-from mhe_transformers.pretraining import main
+from mhe_transformers.training.pretrain import main
 
 if __name__ == "__main__":
     main()

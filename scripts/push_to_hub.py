@@ -1,4 +1,4 @@
-"""Verify a final MHE checkpoint folder and upload it to a Hugging Face Hub model repo (mhe_transformers.hub).
+"""Verify a final MHE checkpoint folder and upload it to a Hugging Face Hub model repo (mhe_transformers.hub.push).
 
     python scripts/push_to_hub.py outputs/demo/pretrain-mhe_mul --repo_id your-name/mhe-mul-wordnet-tiny [--private]
 
@@ -6,7 +6,7 @@ Nothing is sent unless the folder is complete and loads with trust_remote_code=T
 mhe_transformers (see docs/hub.md). Log in first with `hf auth login`, or set HF_TOKEN.
 """
 
-from mhe_transformers.hub import main
+from mhe_transformers.hub.push import main
 
 if __name__ == "__main__":
     main()

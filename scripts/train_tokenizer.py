@@ -6,7 +6,7 @@ Local files and Hub datasets take the same path, `datasets.load_dataset`:
     python scripts/train_tokenizer.py --dataset_name wikitext --dataset_config_name wikitext-103-raw-v1 ...
 """
 
-from mhe_transformers.tokenization import main
+from mhe_transformers.training.tokenizer import main
 
 if __name__ == "__main__":
     main()

@@ -74,7 +74,7 @@ def tiny_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory, tiny_corpus) -> Path:
     """A BERT-style WordPiece tokenizer ([PAD]=0, [MASK], ...) trained on tiny_corpus, saved for AutoTokenizer."""
-    from mhe_transformers.tokenization import train_wordpiece_tokenizer
+    from mhe_transformers.training.tokenizer import train_wordpiece_tokenizer
 
     output_dir = tmp_path_factory.mktemp("tokenizer")
     train_wordpiece_tokenizer(tiny_corpus, vocab_size=300, output_dir=output_dir, min_frequency=1, model_max_length=64)
@@ -105,7 +105,7 @@ def tiny_classification_dir(tmp_path_factory) -> Path:
 def tiny_pretrained_dir(tmp_path_factory, tiny_corpus, tiny_tokenizer_dir) -> Path:
     """A tiny MHE-MUL checkpoint from pretraining.main: configs/pretrain/wordnet-tiny.yaml with 4 steps on
     tiny_corpus. The dict main returned is saved beside it, in returned_metrics.json."""
-    from mhe_transformers import pretraining
+    from mhe_transformers.training import pretrain as pretraining
 
     output_dir = tmp_path_factory.mktemp("pretrain") / "mhe_mul-tiny"
     argv = [

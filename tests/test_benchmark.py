@@ -9,18 +9,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mhe_transformers import ATTENTION_TYPES, MHEConfig, MHEModel
-from mhe_transformers.fileio import OUTPUT_MARKER
-from mhe_transformers.benchmark import (
+from mhe_transformers.experiments.benchmark import (
     BenchmarkArguments,
     build_bert,
     peak_step_memory,
 )
-from mhe_transformers.counting import (
+from mhe_transformers.models.mhe.parameter_counts import (
     attention_parameter_formula,
     count_parameters,
     encoder_matmul_flops,
     encoder_parameter_formula,
 )
+from mhe_transformers.utils.run_folder import OUTPUT_MARKER
 
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
 

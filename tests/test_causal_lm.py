@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
 from mhe_transformers import ATTENTION_TYPES, MHEConfig, MHEForCausalLM, MHEModel
-from mhe_transformers.modeling_mhe import AUTO_MAP
+from mhe_transformers.models.mhe.modeling_mhe import AUTO_MAP
 
 HEADS, KV_HEADS_GQA, HEAD_DIM = 4, 2, 8
 CONFIG = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=HEADS, intermediate_size=64,
@@ -227,7 +227,7 @@ def test_checkpoint_generates_through_the_pipeline_as_remote_code(tmp_path, tiny
 def test_decoding_reads_the_shared_head_without_copying_it(attention_type, monkeypatch):
     """At one token per step, the query heads are laid along the query axis of their key/value head: the kernel sees
     the cache with its own number of heads, never repeated once per query head."""
-    import mhe_transformers.modeling_mhe as modeling
+    import mhe_transformers.models.mhe.modeling_mhe as modeling
 
     seen = []
     sdpa = torch.nn.functional.scaled_dot_product_attention
@@ -272,7 +272,7 @@ def test_positions_continue_from_the_cache_without_position_ids():
 
 
 def test_the_decoder_names_the_transformers_it_needs(monkeypatch):
-    import mhe_transformers.modeling_mhe as modeling
+    import mhe_transformers.models.mhe.modeling_mhe as modeling
 
     monkeypatch.setattr(modeling, "DECODER_SUPPORTED", False)
     with pytest.raises(ImportError, match=r"transformers>=5\.24\.0"):

@@ -11,25 +11,25 @@ import yaml
 from conftest import REPO_ROOT
 
 from mhe_transformers import ATTENTION_TYPES, MHEConfig
-from mhe_transformers.compare import (
+from mhe_transformers.experiments.compare import (
     Pipeline,
     check_arguments,
-    lower_is_better,
-    retention,
     choose_wordnet_dir,
     finetune_argv,
     load_config,
+    lower_is_better,
     main,
     paired_interval,
     prepare_data,
     pretrain_argv,
+    retention,
     run_comparison,
     to_argv,
 )
-from mhe_transformers.fileio import OUTPUT_MARKER
-from mhe_transformers.finetuning import ARGUMENT_CLASSES as FINETUNE_ARGUMENTS
-from mhe_transformers.pretraining import ARGUMENT_CLASSES as PRETRAIN_ARGUMENTS
-from mhe_transformers.training_utils import parse_args, parse_config_overrides
+from mhe_transformers.training.finetune import ARGUMENT_CLASSES as FINETUNE_ARGUMENTS
+from mhe_transformers.training.loop import parse_args, parse_config_overrides
+from mhe_transformers.training.pretrain import ARGUMENT_CLASSES as PRETRAIN_ARGUMENTS
+from mhe_transformers.utils.run_folder import OUTPUT_MARKER
 
 # Fine-tuning score each fake model gets, before a per-seed offset.
 SCORES = {"mha": 0.80, "mhe_add": 0.76, "mhe_mul": 0.78, "mqa": 0.79, "gqa": 0.795, "sha": 0.60}
@@ -324,7 +324,7 @@ def test_wordnet_data_prepared_before_the_pair_task_is_prepared_again(tmp_path, 
 
     from test_wordnet import write_fake_wordnet
 
-    from mhe_transformers.wordnet import prepare_wordnet
+    from mhe_transformers.data.wordnet import prepare_wordnet
 
     monkeypatch.setenv("WNSEARCHDIR", str(write_fake_wordnet(tmp_path / "dict")))
     prepared = tmp_path / "wordnet"

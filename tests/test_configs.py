@@ -7,9 +7,13 @@ import pytest
 from conftest import REPO_ROOT
 from transformers import AutoTokenizer
 
-from mhe_transformers import ATTENTION_TYPES, MHEConfig, data, finetuning, pretraining, training_utils
-from mhe_transformers.configuration_mhe import default_num_key_value_heads
-from mhe_transformers.finetuning import GLUE_TASKS
+from mhe_transformers import ATTENTION_TYPES, MHEConfig
+from mhe_transformers.data import text
+from mhe_transformers.models.mhe.configuration_mhe import default_num_key_value_heads
+from mhe_transformers.training import finetune as finetuning
+from mhe_transformers.training import loop
+from mhe_transformers.training import pretrain as pretraining
+from mhe_transformers.training.finetune import GLUE_TASKS
 
 CONFIGS = REPO_ROOT / "configs"
 SIZES = {  # layers, hidden, heads, FFN
@@ -30,7 +34,7 @@ def test_one_model_config_per_size():
 @pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
 def test_model_config_builds_with_the_tokenizer_vocabulary(size, attention_type, tiny_tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    config = training_utils.build_config(CONFIGS / "model" / f"{size}.json", tokenizer, attention_type)
+    config = loop.build_config(CONFIGS / "model" / f"{size}.json", tokenizer, attention_type)
     assert isinstance(config, MHEConfig) and config.attention_type == attention_type
     assert (
         config.num_hidden_layers,
@@ -46,22 +50,22 @@ def test_model_config_builds_with_the_tokenizer_vocabulary(size, attention_type,
 def test_attention_type_override_and_config_overrides(tiny_tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     base = CONFIGS / "model" / "base.json"
-    assert training_utils.build_config(base, tokenizer).attention_type == MHEConfig().attention_type == "mhe_mul"
-    gqa = training_utils.build_config(base, tokenizer, attention_type="gqa")
+    assert loop.build_config(base, tokenizer).attention_type == MHEConfig().attention_type == "mhe_mul"
+    gqa = loop.build_config(base, tokenizer, attention_type="gqa")
     assert (gqa.attention_type, gqa.num_key_value_heads) == ("gqa", 3)  # a quarter of BERT-base's 12 heads
-    custom = training_utils.build_config(
+    custom = loop.build_config(
         base, tokenizer, "gqa", "num_key_value_heads=6,num_hidden_layers=2,attention_bias=false"
     )
     assert (custom.num_key_value_heads, custom.num_hidden_layers, custom.attention_bias) == (6, 2, False)
     with pytest.raises(ValueError, match="key=value"):
-        training_utils.build_config(base, tokenizer, config_overrides="num_hidden_layers")
+        loop.build_config(base, tokenizer, config_overrides="num_hidden_layers")
 
 
 def test_subsample_is_a_fixed_random_subset_in_file_order():
-    kept = data.subsample_indices(1000, 100)
-    assert kept == data.subsample_indices(1000, 100) == sorted(set(kept)) and len(kept) == 100
+    kept = text.subsample_indices(1000, 100)
+    assert kept == text.subsample_indices(1000, 100) == sorted(set(kept)) and len(kept) == 100
     assert kept != list(range(100)) and max(kept) > 900  # spread over the file, not its first rows
-    assert data.subsample_indices(5, 10) == list(range(5))
+    assert text.subsample_indices(5, 10) == list(range(5))
 
 
 @pytest.mark.parametrize("heads, expected", [(1, 1), (4, 2), (8, 2), (12, 3), (16, 4), (6, 2)])
@@ -73,7 +77,7 @@ def test_default_num_key_value_heads(heads, expected):
 
 
 def parse(module, config: Path, *overrides: str):
-    return training_utils.parse_args(module.ARGUMENT_CLASSES, ["--config", str(config), *overrides])
+    return loop.parse_args(module.ARGUMENT_CLASSES, ["--config", str(config), *overrides])
 
 
 @pytest.mark.parametrize("path", sorted((CONFIGS / "pretrain").glob("*.yaml")), ids=lambda path: path.stem)

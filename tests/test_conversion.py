@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from mhe_transformers import MHEForMaskedLM, MHEForSequenceClassification
-from mhe_transformers.conversion import (
+from mhe_transformers.interop.conversion import (
     REPORT_NAME,
     ConversionError,
     HeadProjections,
@@ -34,8 +34,8 @@ from mhe_transformers.conversion import (
     fit_shared_projection,
     split_heads,
 )
-from mhe_transformers.distillation import RecoveryArguments, distill_hidden_states, hidden_state_mse
-from mhe_transformers.fileio import OutputDirError
+from mhe_transformers.interop.distillation import RecoveryArguments, distill_hidden_states, hidden_state_mse
+from mhe_transformers.utils.run_folder import OutputDirError
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "the a of to and in is it that for cat dog sat on mat big small red runs sleeps".split()

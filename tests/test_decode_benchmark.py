@@ -9,7 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mhe_transformers import ATTENTION_TYPES, MHEConfig, MHEForCausalLM
-from mhe_transformers.decode_benchmark import (
+from mhe_transformers.experiments.decode_benchmark import (
     build_gpt2,
     decode_step_flops,
     gpt2_decode_step_flops,

@@ -119,7 +119,7 @@ def test_unsupported_transformers_version_is_refused_with_the_supported_range(mo
     import mhe_transformers
 
     monkeypatch.setattr(transformers, "__version__", "5.3.0")
-    path = Path(mhe_transformers.__file__).with_name("configuration_mhe.py")
+    path = Path(mhe_transformers.__file__).parent / "models/mhe/configuration_mhe.py"
     spec = importlib.util.spec_from_file_location("configuration_mhe_copy", path)
     with pytest.raises(ImportError, match=r"supports transformers>=5\.4\.0,<6\.0\.0; transformers 5\.3\.0 is installed"):
         spec.loader.exec_module(importlib.util.module_from_spec(spec))

@@ -1,4 +1,4 @@
-"""The fine-tuning pipeline (mhe_transformers.finetuning): local files with a label list, GLUE-shaped data, the GLUE
+"""The fine-tuning pipeline (mhe_transformers.training.finetune): local files with a label list, GLUE-shaped data, the GLUE
 task table, errors, and the checkpoints loading with remote code only, all offline."""
 
 import csv
@@ -9,9 +9,9 @@ import torch
 from conftest import FILLERS, QUICK_TRAINING_ARGS, REPO_ROOT
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from mhe_transformers import finetuning
-from mhe_transformers.finetuning import GLUE_DATASET, GLUE_TASKS, DataArguments, resolve_task
-from mhe_transformers.hub import run_without_package
+from mhe_transformers.hub.push import run_without_package
+from mhe_transformers.training import finetune as finetuning
+from mhe_transformers.training.finetune import GLUE_DATASET, GLUE_TASKS, DataArguments, resolve_task
 
 
 def local_files_argv(data_dir, model_dir, output_dir) -> list[str]:
@@ -135,7 +135,7 @@ print(json.dumps(result))
         ("classifier", finetuned_dir, AutoModelForSequenceClassification),
     ]:
         model = auto_class.from_pretrained(folder)  # the package's own classes
-        assert type(model).__module__ == "mhe_transformers.modeling_mhe"
+        assert type(model).__module__ == "mhe_transformers.models.mhe.modeling_mhe"
         with torch.no_grad():
             local = model(**AutoTokenizer.from_pretrained(folder)(text, return_tensors="pt")).logits
         torch.testing.assert_close(torch.tensor(remote[name]["logits"]), local, rtol=1e-5, atol=1e-5)

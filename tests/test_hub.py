@@ -19,17 +19,11 @@ from huggingface_hub import ModelCard, ModelCardData
 from transformers import AutoTokenizer, pipeline
 
 from mhe_transformers import ATTENTION_TYPES, MHEConfig, MHEForMaskedLM, MHEForSequenceClassification, MHEModel
-from mhe_transformers import hub
-from mhe_transformers.hub import (
-    CheckpointError,
-    parameter_counts,
-    push_checkpoint,
-    run_without_package,
-    verify_checkpoint,
-    write_model_card,
-)
-from mhe_transformers.modeling_mhe import AUTO_MAP, MHEAttention
-from mhe_transformers.tokenization import train_wordpiece_tokenizer
+from mhe_transformers.hub import push as hub
+from mhe_transformers.hub.model_card import parameter_counts, write_model_card
+from mhe_transformers.hub.push import CheckpointError, push_checkpoint, run_without_package, verify_checkpoint
+from mhe_transformers.models.mhe.modeling_mhe import AUTO_MAP, MHEAttention
+from mhe_transformers.training.tokenizer import train_wordpiece_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -41,7 +35,7 @@ TEXTS = [
 FILL_MASK_INPUT = "the cat sat on the [MASK]"
 CLASSIFY_INPUT = "a dog ran across the park"
 LABELS = ["noun.animal", "noun.artifact", "verb.motion"]
-TRAINING_ARGS = {  # shaped like training_utils.record_args: one dict per argument dataclass
+TRAINING_ARGS = {  # shaped like loop.record_args: one dict per argument dataclass
     "MHETrainingArguments": {"learning_rate": 0.001, "per_device_train_batch_size": 8, "max_steps": -1,
                              "num_train_epochs": 2.0, "seed": 42, "warmup_ratio": None, "lr_scheduler_type": "linear"},
     "DataArguments": {"max_seq_length": 32, "mlm_probability": 0.15},
@@ -64,7 +58,7 @@ def tiny_config(**overrides) -> MHEConfig:
 
 
 def save_checkpoint(folder: Path, model, tokenizer, metrics: dict) -> Path:
-    """A folder shaped like training_utils.save_final_checkpoint's, plus the Trainer leftovers a push must skip."""
+    """A folder shaped like loop.save_final_checkpoint's, plus the Trainer leftovers a push must skip."""
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / "training_args.json").write_text(json.dumps(TRAINING_ARGS))
@@ -244,7 +238,7 @@ def test_card_describes_the_checkpoint(pretrained_dir):
 
 
 def test_card_lists_only_the_hyperparameters_the_run_used():
-    from mhe_transformers.hub import _hyperparameters
+    from mhe_transformers.hub.model_card import _hyperparameters
 
     by_epochs = dict(_hyperparameters(TRAINING_ARGS))
     assert by_epochs["num_train_epochs"] == "2" and "max_steps" not in by_epochs
@@ -369,7 +363,7 @@ def test_verification_warns_when_the_code_files_differ_from_the_package(pretrain
         f.write("\n# saved by another version\n")
     monkeypatch.setattr(hub, "_load_without_package", lambda *args: None)  # the fresh-process load is tested above
     assert verify_checkpoint(pretrained_dir).warnings == []
-    with caplog.at_level(logging.WARNING, logger="mhe_transformers.hub"):
+    with caplog.at_level(logging.WARNING, logger="mhe_transformers.hub.push"):
         report = verify_checkpoint(folder)
     assert report.warnings == [f"{folder / 'modeling_mhe.py'} differs from the installed mhe_transformers' (saved by "
                                "another version?)"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from mhe_transformers.hub import run_without_package
+from mhe_transformers.hub.push import run_without_package
 
 SENTENCES = ["a small dog seen near the river", "to run in a quick way across the field", "the old chair"]
 
@@ -60,9 +60,10 @@ def train_lora(checkpoint, config_for, steps=5):
 
 def test_lora_adapter_reloads_with_identical_logits_in_a_fresh_process(tiny_pretrained_dir, tmp_path):
     peft = pytest.importorskip("peft", reason="needs the [peft] extra: pip install 'mhe-transformers[peft]'")
-    from mhe_transformers.integrations import lora_config
+    from mhe_transformers.interop.lora import lora_config, register_peft
 
-    # Out of the box: LoraConfig without target_modules finds MHE's defaults (registered on import).
+    # After register_peft(), LoraConfig without target_modules finds MHE's defaults.
+    register_peft()
     plain = lambda model: peft.LoraConfig(task_type="SEQ_CLS", r=4)  # noqa: E731
     plain_model, plain_logits = train_lora(tiny_pretrained_dir, plain)
     targeted = {name.rsplit(".", 1)[-1] for name, _ in plain_model.named_modules() if name.endswith(("q_proj", "v_proj"))}
@@ -108,7 +109,7 @@ def test_sentence_transformers_model_loads_without_the_package(tiny_pretrained_d
     )
     from transformers import AutoModel
 
-    from mhe_transformers.integrations import save_sentence_transformer
+    from mhe_transformers.interop.sentence_transformer import save_sentence_transformer
 
     output_dir = save_sentence_transformer(tiny_pretrained_dir, tmp_path / "st", pooling="mean", normalize=True)
     modules = json.loads((output_dir / "modules.json").read_text())

@@ -17,7 +17,7 @@ from mhe_transformers import (
     MHEForTokenClassification,
     MHEModel,
 )
-from mhe_transformers.counting import attention_parameter_formula
+from mhe_transformers.models.mhe.parameter_counts import attention_parameter_formula
 
 TINY = dict(
     vocab_size=99,
@@ -148,7 +148,7 @@ def test_parameter_counts_match_closed_form(attention_type):
     config = tiny_config(attention_type, num_hidden_layers=3)
     h, n, d, g = config.hidden_size, config.num_attention_heads, config.head_dim, 2
     model = MHEModel(config)
-    expected_attention = attention_parameter_formula(attention_type, h, n, d, g)  # mhe_transformers.counting
+    expected_attention = attention_parameter_formula(attention_type, h, n, d, g)  # mhe_transformers.models.mhe.parameter_counts
     for layer in model.layers:
         assert sum(p.numel() for p in layer.attention.parameters()) == expected_attention
     layer_norms = 2 * 2 * h

@@ -5,15 +5,15 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT
+
 from mhe_transformers import MHEConfig
 
 pytest.importorskip("onnxruntime", reason="needs the [onnx] extra: pip install 'mhe-transformers[onnx]'")
 onnx = pytest.importorskip("onnx", reason="needs the [onnx] extra: pip install 'mhe-transformers[onnx]'")
 pytest.importorskip("onnxscript", reason="needs the [onnx] extra: pip install 'mhe-transformers[onnx]'")
 
-from mhe_transformers.onnx_export import TASK_TO_MODEL_CLASS, export_onnx  # noqa: E402
+from mhe_transformers.interop.onnx import TASK_TO_MODEL_CLASS, export_onnx  # noqa: E402
 
 CONFIG = dict(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
               max_position_embeddings=32, num_labels=3)  # fmt: skip

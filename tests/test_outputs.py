@@ -3,6 +3,7 @@ attentions under sdpa, and packed batches (DataCollatorWithFlattening)."""
 
 import pytest
 import torch
+from test_modeling import build, padded_batch, randomise_head_embeddings, tiny_config
 from transformers import DataCollatorWithFlattening
 from transformers.utils import logging
 
@@ -15,7 +16,6 @@ from mhe_transformers import (
     MHEForTokenClassification,
     MHEModel,
 )
-from test_modeling import build, padded_batch, randomise_head_embeddings, tiny_config
 
 HEADS = [
     MHEModel,
@@ -147,7 +147,7 @@ def test_packed_rows_in_a_batch_of_several_rows_are_masked_per_row():
 
 
 def test_packed_rows_are_refused_by_flash_attention_with_several_rows():
-    from mhe_transformers.modeling_mhe import _packed_sequences
+    from mhe_transformers.models.mhe.modeling_mhe import _packed_sequences
 
     config = tiny_config("mhe_mul")
     config._attn_implementation = "flash_attention_2"  # the check runs before any kernel: no GPU needed

@@ -1,4 +1,4 @@
-"""The MLM pretraining pipeline (mhe_transformers.pretraining) end to end on a tiny corpus, offline."""
+"""The MLM pretraining pipeline (mhe_transformers.training.pretrain) end to end on a tiny corpus, offline."""
 
 import json
 import math
@@ -15,8 +15,9 @@ from conftest import QUICK_TRAINING_ARGS, REPO_ROOT, TINY_MODEL_ARGS
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer, EvalPrediction, TrainerCallback
 
-from mhe_transformers import pretraining, training_utils
-from mhe_transformers.fileio import OUTPUT_MARKER
+from mhe_transformers.training import loop
+from mhe_transformers.training import pretrain as pretraining
+from mhe_transformers.utils.run_folder import OUTPUT_MARKER
 
 FINAL_FILES = [
     "config.json", "configuration_mhe.py", "modeling_mhe.py", "model.safetensors", "tokenizer.json",
@@ -163,7 +164,7 @@ def uninterrupted_dir(tmp_path_factory, tiny_corpus, tiny_tokenizer_dir):
 def interrupted_dir(tmp_path_factory, tiny_corpus, tiny_tokenizer_dir):
     """A run that crashed after step 5, its last checkpoint being step 3's."""
     output_dir = tmp_path_factory.mktemp("interrupted") / "run"
-    args = training_utils.parse_args(
+    args = loop.parse_args(
         pretraining.ARGUMENT_CLASSES, resumable_argv(tiny_corpus, tiny_tokenizer_dir, output_dir)
     )
     with pytest.raises(SimulatedCrash):
@@ -231,7 +232,8 @@ def test_resuming_a_finished_run_only_writes_the_final_folder(
 PAUSING_PRETRAINING = """
 import json, os, sys, time
 from transformers import Trainer, TrainerCallback
-from mhe_transformers import hub, pretraining
+from mhe_transformers.hub import push as hub
+from mhe_transformers.training import pretrain as pretraining
 
 point, argv = sys.argv[1], json.loads(sys.argv[2])
 
@@ -256,7 +258,7 @@ def pause_in_final_folder(*args, **kwargs):  # the final folder is half-written 
     if point == "mid-final-save":
         pause("writing the final folder")
     return write_model_card(*args, **kwargs)
-pretraining.training_utils.write_model_card = pause_in_final_folder
+pretraining.loop.write_model_card = pause_in_final_folder
 
 replace = os.replace
 def pause_in_swap(source, target):  # output_dir has moved aside; the new final folder has not taken its place
@@ -265,7 +267,7 @@ def pause_in_swap(source, target):  # output_dir has moved aside; the new final 
         pause("swapping the final folder in")
 os.replace = pause_in_swap
 
-args = pretraining.training_utils.parse_args(pretraining.ARGUMENT_CLASSES, argv)
+args = pretraining.loop.parse_args(pretraining.ARGUMENT_CLASSES, argv)
 pretraining.run(*args, callbacks=[PauseInStep()])
 print("FINISHED", flush=True)
 """

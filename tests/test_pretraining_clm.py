@@ -1,4 +1,4 @@
-"""Causal-LM pretraining (mhe_transformers.pretraining with --objective clm) end to end on a tiny corpus, offline:
+"""Causal-LM pretraining (mhe_transformers.training.pretrain with --objective clm) end to end on a tiny corpus, offline:
 Trainer halves the loss, and the checkpoint is a Hub-ready text-generation model."""
 
 import json
@@ -10,7 +10,9 @@ from conftest import QUICK_TRAINING_ARGS, REPO_ROOT, TINY_MODEL_ARGS
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer, EvalPrediction
 
-from mhe_transformers import MHEForCausalLM, hub, pretraining
+from mhe_transformers import MHEForCausalLM
+from mhe_transformers.hub import push as hub
+from mhe_transformers.training import pretrain as pretraining
 
 
 @pytest.fixture(scope="module")

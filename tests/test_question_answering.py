@@ -8,7 +8,7 @@ import torch
 from conftest import REPO_ROOT
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-from mhe_transformers.question_answering import answer_question, best_span
+from mhe_transformers.training.finetune_qa import answer_question, best_span
 
 CONTEXT = "the quick dog runs near the river"
 #          0   4     10  14   19   24  28
@@ -103,7 +103,7 @@ def squad_files(tmp_path_factory):
 
 
 def test_answer_spans_are_labelled_on_the_answer_tokens(tiny_pretrained_dir, squad_files):
-    from mhe_transformers.question_answering import label_answer_spans
+    from mhe_transformers.training.finetune_qa import label_answer_spans
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_pretrained_dir)
     rows = [json.loads(line) for line in squad_files[0].read_text().splitlines()[:8]]
@@ -127,7 +127,7 @@ def test_answer_spans_are_labelled_on_the_answer_tokens(tiny_pretrained_dir, squ
 def test_question_answering_fine_tuning_end_to_end(tiny_pretrained_dir, squad_files, tmp_path):
     from conftest import QUICK_TRAINING_ARGS
 
-    from mhe_transformers import question_answering
+    from mhe_transformers.training import finetune_qa as question_answering
 
     output_dir = tmp_path / "qa"
     argv = [
@@ -151,7 +151,7 @@ def test_question_answering_fine_tuning_end_to_end(tiny_pretrained_dir, squad_fi
 
 
 def test_squad_scores_follow_squad_definitions():
-    from mhe_transformers.question_answering import squad_scores
+    from mhe_transformers.training.finetune_qa import squad_scores
 
     scores = squad_scores({"a": "The Cat", "b": "big red dog"}, {"a": ["cat"], "b": ["red dog", "a dog"]})
     assert scores["exact_match"] == 50.0  # "The Cat" == "cat" after normalisation; "big red dog" matches neither

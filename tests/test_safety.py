@@ -1,7 +1,7 @@
 """Nothing lost, nothing leaked: Hub tokens, the user's folders and interrupted runs, across every script.
 
 Offline: the Hub is a recording stand-in patched into `huggingface_hub.HfApi` (the class Trainer's `hf_api()` and
-`mhe_transformers.hub` both instantiate), so any upload, whoever starts it, is recorded instead of sent.
+`mhe_transformers.hub.push` both instantiate), so any upload, whoever starts it, is recorded instead of sent.
 """
 
 import json
@@ -15,7 +15,8 @@ import torch
 from conftest import QUICK_TRAINING_ARGS, TINY_MODEL_ARGS
 from huggingface_hub import HfApi
 
-from mhe_transformers import pretraining, training_utils
+from mhe_transformers.training import loop
+from mhe_transformers.training import pretrain as pretraining
 
 TOKEN = "hf_SeCrEt_token_for_tests_0123456789"
 
@@ -94,14 +95,14 @@ def test_push_to_hub_sends_one_verified_commit_with_the_users_token_and_writes_i
 
 
 def test_training_arguments_never_pickle_or_print_the_token():
-    args = training_utils.MHETrainingArguments(
+    args = loop.MHETrainingArguments(
         output_dir="unused", push_to_hub=True, hub_token=TOKEN, hub_model_id="me/x", hub_private_repo=True
     )
     assert (args.push_to_hub, args.hub_token) == (False, None)  # Trainer sees no push and no token
     assert (args.hub_push.repo_id, args.hub_push.private, args.hub_push.token) == ("me/x", True, TOKEN)
     assert TOKEN.encode() not in pickle.dumps(args)
     assert TOKEN not in repr(args) + str(args) + json.dumps(args.to_dict()) + repr(args.hub_push)
-    assert training_utils.MHETrainingArguments(output_dir="unused").hub_push is None
+    assert loop.MHETrainingArguments(output_dir="unused").hub_push is None
 
 
 # --- 2. the user's folders ----------------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def refused(main, argv: list[str], capsys) -> str:
 
 
 def test_check_output_dir_rule(tmp_path, monkeypatch):
-    from mhe_transformers.fileio import OutputDirError, atomic_directory, check_output_dir
+    from mhe_transformers.utils.run_folder import OutputDirError, atomic_directory, check_output_dir
 
     monkeypatch.chdir(tmp_path)
     check_output_dir(tmp_path / "new")  # missing: fine
@@ -157,7 +158,7 @@ def test_check_output_dir_rule(tmp_path, monkeypatch):
 def test_train_tokenizer_never_replaces_foreign_folders_or_the_working_directory(
     tmp_path, monkeypatch, capsys, tiny_corpus
 ):
-    from mhe_transformers.tokenization import main
+    from mhe_transformers.training.tokenizer import main
 
     monkeypatch.chdir(foreign_folder(tmp_path / "cwd"))
     foreign = foreign_folder(tmp_path / "p")
@@ -181,7 +182,7 @@ def test_train_tokenizer_never_replaces_foreign_folders_or_the_working_directory
 def test_prepare_wordnet_never_replaces_foreign_folders(tmp_path, capsys):
     from test_wordnet import write_fake_wordnet
 
-    from mhe_transformers.wordnet import main
+    from mhe_transformers.data.wordnet import main
 
     wordnet_dir = write_fake_wordnet(tmp_path / "dict")
     foreign = foreign_folder(tmp_path / "data")
@@ -202,8 +203,8 @@ def test_prepare_wordnet_never_replaces_foreign_folders(tmp_path, capsys):
 def test_training_overwrite_validates_every_input_before_deleting_and_never_an_input(
     tmp_path, monkeypatch, tiny_corpus, tiny_tokenizer_dir, tiny_pretrained_dir, tiny_classification_dir
 ):
-    from mhe_transformers import finetuning
-    from mhe_transformers.fileio import OutputDirError
+    from mhe_transformers.training import finetune as finetuning
+    from mhe_transformers.utils.run_folder import OutputDirError
 
     earlier = tmp_path / "run"
     argv = pretrain_argv(tiny_corpus, tiny_tokenizer_dir, earlier) + ["--max_steps", "1", "--save_strategy", "no"]
@@ -241,8 +242,8 @@ def test_training_overwrite_validates_every_input_before_deleting_and_never_an_i
 
 
 def test_report_writers_refuse_foreign_output_folders_before_working(tmp_path):
-    from mhe_transformers import benchmark, compare
-    from mhe_transformers.fileio import OutputDirError
+    from mhe_transformers.experiments import benchmark, compare
+    from mhe_transformers.utils.run_folder import OutputDirError
 
     foreign = foreign_folder(tmp_path / "report")
     with pytest.raises(OutputDirError, match="did not write"):

@@ -5,14 +5,17 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 import transformers
 from transformers import AutoModel, AutoModelForSequenceClassification
 
-from mhe_transformers import MHEConfig, MHEForMaskedLM, MHEForSequenceClassification, conversion, hub
-from mhe_transformers.modeling_mhe import AUTO_MAP, HEADS
+from mhe_transformers import MHEConfig, MHEForMaskedLM, MHEForSequenceClassification
+from mhe_transformers.hub import push as hub
+from mhe_transformers.interop import conversion
+from mhe_transformers.models.mhe.modeling_mhe import AUTO_MAP, HEADS
 
 CONFIG = dict(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
               max_position_embeddings=32, attention_type="mhe_mul")
@@ -127,3 +130,40 @@ def test_weights_of_another_attention_type_are_refused(tmp_path):
     config_file.write_text(config_file.read_text().replace('"mhe_mul"', '"mhe_add"'))
     with pytest.raises(ValueError, match="attention_type='mhe_mul' model, but the config says attention_type='mhe_add'"):
         MHEForMaskedLM.from_pretrained(tmp_path)
+
+
+# Checkpoints saved by the package before it was split into layers (commit e772f1e): config, weights and the
+# remote-code pair of that day. Both the installed classes and the checkpoint's own code must still read them.
+OLD_CHECKPOINTS = Path(__file__).parent / "fixtures" / "checkpoints-e772f1e"
+OLD_HEADS = {
+    "masked-lm-mhe_mul": "AutoModelForMaskedLM",
+    "causal-lm-mhe_add": "AutoModelForCausalLM",
+    "masked-lm-mha-relative-bias": "AutoModelForMaskedLM",
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_HEADS))
+def test_checkpoints_saved_by_the_unlayered_package_give_the_same_logits(name):
+    expected = json.loads((OLD_CHECKPOINTS / "expected_logits.json").read_text())
+    model = getattr(transformers, OLD_HEADS[name]).from_pretrained(OLD_CHECKPOINTS / name).eval()
+    assert type(model).__module__ == "mhe_transformers.models.mhe.modeling_mhe"  # the installed classes, not remote
+    with torch.no_grad():
+        logits = model(torch.tensor(expected["input_ids"])).logits
+    assert torch.allclose(logits[0, :, :4].flatten(), torch.tensor(expected[name]), atol=1e-5)
+
+
+def test_a_checkpoint_saved_by_the_unlayered_package_loads_as_remote_code_without_the_package():
+    process = hub.run_without_package(
+        """
+        import json, sys, torch, transformers
+        folder, expected = sys.argv[1], json.loads(open(sys.argv[2]).read())
+        model = transformers.AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True).eval()
+        with torch.no_grad():
+            logits = model(torch.tensor(expected["input_ids"])).logits[0, :, :4].flatten()
+        print("RESULT", type(model).__module__.startswith("transformers_modules"),
+              bool(torch.allclose(logits, torch.tensor(expected["masked-lm-mhe_mul"]), atol=1e-5)))
+        """,
+        str(OLD_CHECKPOINTS / "masked-lm-mhe_mul"),
+        str(OLD_CHECKPOINTS / "expected_logits.json"),
+    )
+    assert "RESULT True True" in process.stdout, process.stderr[-2000:]

@@ -9,7 +9,8 @@ from conftest import QUICK_TRAINING_ARGS, REPO_ROOT, TINY_MODEL_ARGS
 from safetensors.torch import load_file
 from test_pretraining import CrashAfterStep, SimulatedCrash
 
-from mhe_transformers import pretraining, training_utils
+from mhe_transformers.training import loop
+from mhe_transformers.training import pretrain as pretraining
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_streaming_pretraining_trains_evaluates_and_saves_the_final_model(stream
 
 def test_streaming_resume_reaches_the_uninterrupted_result(streamed_dir, stream_files, tiny_tokenizer_dir, tmp_path):
     output_dir = tmp_path / "run"
-    args = training_utils.parse_args(
+    args = loop.parse_args(
         pretraining.ARGUMENT_CLASSES, streaming_argv(stream_files, tiny_tokenizer_dir, output_dir)
     )
     with pytest.raises(SimulatedCrash):

@@ -8,7 +8,7 @@ import datasets
 import pytest
 from transformers import AutoTokenizer
 
-from mhe_transformers.tokenization import train_wordpiece_tokenizer
+from mhe_transformers.training.tokenizer import train_wordpiece_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mhe_transformers import wordnet
-from mhe_transformers.wordnet import (
+from mhe_transformers.data import wordnet
+from mhe_transformers.data.wordnet import (
     SUPERSENSES,
     find_wordnet_dir,
     iter_synsets,
@@ -240,7 +240,7 @@ def test_wordnet_texts_read_one_split(fake_wordnet):
 
 
 def test_supersense_pairs_have_hard_negatives_and_no_synset_in_two_splits(tmp_path):
-    from mhe_transformers.wordnet import Synset, supersense_pairs
+    from mhe_transformers.data.wordnet import Synset, supersense_pairs
 
     # "bank" has senses in two supersenses: each one's negative is the other; "lonely rock" and "team" fall back to a
     # noun of another supersense; the adverbs (one supersense) to any synset of another one; "run" is alone.
@@ -286,7 +286,7 @@ def test_supersense_pairs_have_hard_negatives_and_no_synset_in_two_splits(tmp_pa
 def test_supersense_pairs_do_not_scan_a_whole_supersense_per_synset(monkeypatch):
     # The full WordNet has supersenses of ~10,000 synsets: drawing each partner by hashing the whole supersense
     # would make prepare_wordnet quadratic (minutes to hours). One hash per synset.
-    from mhe_transformers.wordnet import Synset, supersense_pairs
+    from mhe_transformers.data.wordnet import Synset, supersense_pairs
 
     calls = []
     original = wordnet._hash_fraction

@@ -49,10 +49,16 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from transformers import BertConfig, BertModel, HfArgumentParser
 
-from .configuration_mhe import ATTENTION_TYPES, MHEConfig, default_num_key_value_heads
-from .counting import attention_parameter_formula, count_parameters, encoder_matmul_flops, encoder_parameter_formula
-from .fileio import check_output_dir, environment, load_average, write_report
-from .modeling_mhe import MHEModel
+from ..models.mhe.configuration_mhe import ATTENTION_TYPES, MHEConfig, default_num_key_value_heads
+from ..models.mhe.modeling_mhe import MHEModel
+from ..models.mhe.parameter_counts import (
+    attention_parameter_formula,
+    count_parameters,
+    encoder_matmul_flops,
+    encoder_parameter_formula,
+)
+from ..utils.run_folder import check_output_dir
+from .environment import environment, load_average, write_report
 
 logger = logging.getLogger(__name__)
 

@@ -33,9 +33,10 @@ from transformers import (
     TrainerCallback,
 )
 
-from . import data, training_utils
-from .configuration_mhe import ATTENTION_TYPES
-from .training_utils import MHETrainingArguments
+from ..data import text
+from ..models.mhe.configuration_mhe import ATTENTION_TYPES
+from . import loop
+from .loop import MHETrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ OUTPUT_BIAS_INITS = ("zeros", "unigram")
 
 
 @dataclass
-class ModelArguments(training_utils.HubArguments):
+class ModelArguments(loop.HubArguments):
     model_config: str | None = field(
         default=None, metadata={"help": "Dimensions (configs/model/<size>.json) of a NEW model to pretrain."}
     )
@@ -156,7 +157,7 @@ class BatchSeededMLMCollator(DataCollatorForLanguageModeling):
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Pretrain from `[--config FILE.yaml] [--field value ...]`; returns the final metrics (all_results.json)."""
-    return run(*training_utils.parse_args(ARGUMENT_CLASSES, argv))
+    return run(*loop.parse_args(ARGUMENT_CLASSES, argv))
 
 
 def run(
@@ -166,7 +167,7 @@ def run(
     callbacks: list[TrainerCallback] | None = None,
 ) -> dict:
     # Every check that needs no data comes first, so that a bad command fails in seconds.
-    training_utils.check_model_source(
+    loop.check_model_source(
         model_args.model_config,
         model_args.model_name_or_path,
         attention_type=model_args.attention_type,
@@ -187,10 +188,10 @@ def run(
             "--output_bias_init unigram initialises a NEW model (--model_config) from the counts of a training split "
             "that is not streamed (--do_train without --streaming)."
         )
-    training_utils.check_local_path(model_args.tokenizer_name, "--tokenizer_name")
-    resume_checkpoint = training_utils.set_up_run(training_args)
+    loop.check_local_path(model_args.tokenizer_name, "--tokenizer_name")
+    resume_checkpoint = loop.set_up_run(training_args)
 
-    raw_datasets = data.load_raw_datasets(
+    raw_datasets = text.load_raw_datasets(
         data_args.dataset_name,
         data_args.dataset_config_name,
         {"train": data_args.train_files, "validation": data_args.validation_files},
@@ -198,12 +199,12 @@ def run(
         streaming=data_args.streaming,
     )
     for split, dataset in raw_datasets.items():
-        data.check_columns(dataset, {"--text_column": data_args.text_column}, split)
+        text.check_columns(dataset, {"--text_column": data_args.text_column}, split)
         with training_args.main_process_first(desc=f"dropping blank lines of {split}"):
             raw_datasets[split] = dataset.filter(
                 lambda text: bool(text and not text.isspace()), input_columns=data_args.text_column
             )
-        data.check_not_empty(raw_datasets[split], f"{split} split (blank lines left out)")
+        text.check_not_empty(raw_datasets[split], f"{split} split (blank lines left out)")
     if training_args.do_train and "train" not in raw_datasets:
         raise ValueError(f"--do_train needs a train split; the data has {list(raw_datasets)}: pass --train_files.")
     raw_datasets = _with_validation_split(raw_datasets, data_args, training_args)
@@ -218,7 +219,7 @@ def run(
     if tokenizer.mask_token is None and not causal:
         raise ValueError(f"The tokenizer {tokenizer_name} has no mask token, which masked-language modelling needs.")
     if model_args.model_config:
-        config = training_utils.build_config(
+        config = loop.build_config(
             model_args.model_config, tokenizer, model_args.attention_type, model_args.config_overrides
         )
         if causal:
@@ -247,14 +248,14 @@ def run(
     blocks = _tokenize_and_group(raw_datasets, tokenizer, data_args, training_args)
     train_dataset = eval_dataset = None
     if training_args.do_train:
-        train_dataset = data.subsample(blocks["train"], data_args.max_train_samples)
+        train_dataset = text.subsample(blocks["train"], data_args.max_train_samples)
         if data_args.streaming and data_args.shuffle_buffer_size > 0:
             # A stream cannot be shuffled as a whole; a seeded buffer gives the same order on every run (and resume).
             train_dataset = train_dataset.shuffle(seed=training_args.seed, buffer_size=data_args.shuffle_buffer_size)
-        data.check_not_empty(train_dataset, f"train split, cut into {data_args.max_seq_length}-token blocks,")
+        text.check_not_empty(train_dataset, f"train split, cut into {data_args.max_seq_length}-token blocks,")
     if training_args.do_eval:
-        eval_dataset = data.subsample(blocks["validation"], data_args.max_eval_samples)
-        data.check_not_empty(
+        eval_dataset = text.subsample(blocks["validation"], data_args.max_eval_samples)
+        text.check_not_empty(
             eval_dataset, f"validation split, cut into {data_args.max_seq_length}-token blocks,"
         )
 
@@ -270,7 +271,7 @@ def run(
             # Special tokens are never predicted: give them the rarest token's bias rather than -inf.
             log_probs = np.where(np.isfinite(unigram), unigram, unigram[np.isfinite(unigram)].min())
             decoder.bias[: len(log_probs)] = torch.as_tensor(log_probs, dtype=decoder.bias.dtype)
-    training_utils.claim_output_dir(
+    loop.claim_output_dir(
         training_args,
         resume_checkpoint,
         inputs=[
@@ -306,7 +307,7 @@ def run(
 
     metrics = {}
     if training_args.do_train:
-        metrics["train"] = training_utils.train(trainer, resume_checkpoint, _length(train_dataset))
+        metrics["train"] = loop.train(trainer, resume_checkpoint, _length(train_dataset))
     if training_args.do_eval:
         eval_metrics = trainer.evaluate()
         try:
@@ -319,17 +320,17 @@ def run(
         trainer.log_metrics("eval", metrics["eval"])
 
     datasets_used = [data_args.dataset_name] if data_args.dataset_name else list(data_args.train_files or [])
-    training_utils.save_final_checkpoint(
+    loop.save_final_checkpoint(
         trainer,
         tokenizer,
         training_args.output_dir,
         metrics,
-        args_to_record=training_utils.record_args(model_args, data_args, training_args),
+        args_to_record=loop.record_args(model_args, data_args, training_args),
         task="text-generation" if causal else "fill-mask",
         datasets=datasets_used,
         base_model=model_args.model_name_or_path,
     )
-    return training_utils.merge_metrics(metrics)
+    return loop.merge_metrics(metrics)
 
 
 def _with_validation_split(raw_datasets, data_args: DataArguments, training_args: MHETrainingArguments):

@@ -24,17 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 import transformers
+from torch import nn
 from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, PreTrainedModel
 from transformers.activations import ACT2FN
 
-from . import data
-from .configuration_mhe import MHE_TYPES, MHEConfig
-from .distillation import RecoveryArguments, distill_hidden_states
-from .fileio import atomic_directory, check_output_dir
-from .wordnet import wordnet_texts
-from .modeling_mhe import (
+from ..data import text
+from ..data.wordnet import wordnet_texts
+from ..models.mhe.configuration_mhe import MHE_TYPES, MHEConfig
+from ..models.mhe.modeling_mhe import (
     HEADS,
     MHEForMaskedLM,
     MHEForQuestionAnswering,
@@ -42,6 +40,8 @@ from .modeling_mhe import (
     MHEModel,
     MHEPreTrainedModel,
 )
+from ..utils.run_folder import atomic_directory, check_output_dir
+from .distillation import RecoveryArguments, distill_hidden_states
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 REPORT_NAME = "conversion_report.json"
@@ -719,12 +719,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     evaluation, recovery_texts = None, None
     try:  # read every text before converting, so that a bad path fails fast
         if data_args.evaluate:
-            texts = data.load_texts(data_args.eval_file) if data_args.eval_file else wordnet_texts("test")
+            texts = text.load_texts(data_args.eval_file) if data_args.eval_file else wordnet_texts("test")
             texts = random.Random(args.seed).sample(texts, min(data_args.eval_samples, len(texts)))
             evaluation = Evaluation(texts, baselines=data_args.eval_baselines)
         if recovery_args.recover_steps > 0:
             if data_args.train_file or data_args.dataset_name:
-                recovery_texts = data.load_texts(
+                recovery_texts = text.load_texts(
                     data_args.train_file, data_args.dataset_name, data_args.dataset_config_name,
                     text_column=data_args.text_column,
                 )

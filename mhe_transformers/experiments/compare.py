@@ -38,9 +38,10 @@ from typing import Any
 
 import yaml
 
-from .configuration_mhe import ATTENTION_TYPES
-from .fileio import check_output_dir, environment, write_report
-from .wordnet import PAIRS_DIR, prepare_wordnet
+from ..data.wordnet import PAIRS_DIR, prepare_wordnet
+from ..models.mhe.configuration_mhe import ATTENTION_TYPES
+from ..utils.run_folder import check_output_dir
+from .environment import environment, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +248,8 @@ class Pipeline:
 
 
 def default_pipeline() -> Pipeline:
-    from . import finetuning, pretraining
+    from ..training import finetune as finetuning
+    from ..training import pretrain as pretraining
 
     return Pipeline(pretrain=pretraining.main, finetune=finetuning.main)
 
@@ -255,12 +257,14 @@ def default_pipeline() -> Pipeline:
 def check_arguments(config: CompareConfig) -> None:
     """Parse every run's arguments as the pipelines will, so that a typo in a task's args fails now, not after an
     hour of pretraining."""
-    from . import finetuning, pretraining, training_utils
+    from ..training import finetune as finetuning
+    from ..training import loop
+    from ..training import pretrain as pretraining
 
     run_dir = Path(config.runs_dir) / "check"
-    training_utils.parse_args(pretraining.ARGUMENT_CLASSES, pretrain_argv(config, REFERENCE_TYPE, config.seeds[0], run_dir))
+    loop.parse_args(pretraining.ARGUMENT_CLASSES, pretrain_argv(config, REFERENCE_TYPE, config.seeds[0], run_dir))
     for task in config.tasks:
-        training_utils.parse_args(finetuning.ARGUMENT_CLASSES, finetune_argv(task, run_dir, config.seeds[0], run_dir))
+        loop.parse_args(finetuning.ARGUMENT_CLASSES, finetune_argv(task, run_dir, config.seeds[0], run_dir))
 
 
 def pretrain_argv(config: CompareConfig, attention_type: str, seed: int, output_dir: Path) -> list[str]:
@@ -323,7 +327,7 @@ def prepare_data(prepare: dict[str, Any]) -> dict | None:
         if not tokenizer_file.is_file():
             if wordnet_dir is None:
                 raise ValueError("prepare.tokenizer_dir is trained on <wordnet_dir>/corpus.txt: set prepare.wordnet_dir.")
-            from .tokenization import train_wordpiece_tokenizer
+            from ..training.tokenizer import train_wordpiece_tokenizer
 
             logger.info("Training the tokenizer in %s", tokenizer_dir)
             train_wordpiece_tokenizer(Path(wordnet_dir) / "corpus.txt", vocab_size, tokenizer_dir)
@@ -346,7 +350,7 @@ def parameter_counts(model_dir: Path) -> dict[str, int]:
     """Total and attention-only parameters of the encoder saved in `model_dir` (shapes only, no weights read)."""
     from transformers import AutoConfig, AutoModel
 
-    from .counting import count_config_parameters
+    from ..models.mhe.parameter_counts import count_config_parameters
 
     return count_config_parameters(AutoModel.from_config, AutoConfig.from_pretrained(model_dir), add_pooling_layer=False)
 

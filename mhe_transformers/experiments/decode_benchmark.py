@@ -47,6 +47,8 @@ from transformers import (
 )
 from transformers.masking_utils import sdpa_mask
 
+from ..models.mhe.configuration_mhe import ATTENTION_TYPES, MHEConfig
+from ..models.mhe.modeling_mhe import MHEForCausalLM, repeat_kv
 from .benchmark import (
     DTYPES,
     MICRO_SIZE,
@@ -60,9 +62,7 @@ from .benchmark import (
     run_and_report,
 )
 from .benchmark import build_config as benchmark_config
-from .configuration_mhe import ATTENTION_TYPES, MHEConfig
-from .fileio import environment, load_average
-from .modeling_mhe import MHEForCausalLM, repeat_kv
+from .environment import environment, load_average
 
 logger = logging.getLogger(__name__)
 

@@ -21,10 +21,11 @@ from typing import Any
 import transformers
 import yaml
 from transformers import AutoConfig, HfArgumentParser, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .configuration_mhe import default_num_key_value_heads
-from .fileio import (
+from ..hub.push import push_checkpoint, write_model_card
+from ..models.mhe.configuration_mhe import default_num_key_value_heads
+from ..utils.run_folder import (
     OutputDirError,
     atomic_directory,
     check_not_an_input,
@@ -32,7 +33,6 @@ from .fileio import (
     clean_stale_temporaries,
     write_marker,
 )
-from .hub import push_checkpoint, write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def resolve_resume_checkpoint(training_args: TrainingArguments) -> str | bool | 
 
     A kill while Trainer writes checkpoint-N leaves it half-written: such folders are skipped (with a warning) for
     the newest complete one. A kill while the final folder replaced output_dir is repaired first
-    (`fileio.clean_stale_temporaries`), so the checkpoints are found wherever the kill left them.
+    (`run_folder.clean_stale_temporaries`), so the checkpoints are found wherever the kill left them.
     """
     value = training_args.resume_from_checkpoint
     if value is None or value.lower() in ("false", "no", "none", ""):
@@ -446,7 +446,7 @@ def save_final_checkpoint(
 ) -> None:
     """Write the final, Hub-ready checkpoint to `output_dir`, atomically. Call it on every process.
 
-    Everything is written to a temporary folder beside `output_dir` first (`fileio.atomic_directory`): the model
+    Everything is written to a temporary folder beside `output_dir` first (`run_folder.atomic_directory`): the model
     (config.json with the full `auto_map`, configuration_mhe.py, modeling_mhe.py, model.safetensors), the tokenizer,
     `training_args.json` (`args_to_record`), `<split>_results.json` for each entry of `metrics`
     (`{"train": {...}, "eval": {...}}`), their union in `all_results.json` (as `Trainer.save_metrics` writes them),
@@ -458,7 +458,7 @@ def save_final_checkpoint(
     output_dir = Path(output_dir).resolve()
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
-        # Trainer's checkpoints and logs move into the new folder after the swap (fileio.atomic_directory).
+        # Trainer's checkpoints and logs move into the new folder after the swap (run_folder.atomic_directory).
         with atomic_directory(output_dir, keep=TRAINING_ARTEFACTS) as tmp_dir:
             trainer.save_model(str(tmp_dir))  # model + tokenizer (Trainer's processing_class) + training_args.bin
             if trainer.processing_class is None:

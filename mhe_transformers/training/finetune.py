@@ -29,9 +29,10 @@ from transformers import (
     TrainerCallback,
 )
 
-from . import data, training_utils
-from .metrics import load_metric
-from .training_utils import MHETrainingArguments
+from ..data import text
+from ..metrics import load_metric
+from . import loop
+from .loop import MHETrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ GLUE_TASKS = {
 
 
 @dataclass
-class ModelArguments(training_utils.HubArguments):
+class ModelArguments(loop.HubArguments):
     model_name_or_path: str | None = field(default=None, metadata={"help": "Checkpoint folder or Hub id to fine-tune."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: model_name_or_path)."})
     ignore_mismatched_sizes: bool = field(
@@ -262,7 +263,7 @@ ARGUMENT_CLASSES = (ModelArguments, DataArguments, MHETrainingArguments)
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Fine-tune from `[--config FILE.yaml] [--field value ...]`; returns the final metrics (all_results.json)."""
-    return run(*training_utils.parse_args(ARGUMENT_CLASSES, argv))
+    return run(*loop.parse_args(ARGUMENT_CLASSES, argv))
 
 
 def run(
@@ -274,9 +275,9 @@ def run(
     # Every check that needs no data comes first, so that a bad command fails in seconds.
     check_arguments(model_args, data_args, training_args)
     setup = resolve_task(data_args)
-    resume_checkpoint = training_utils.set_up_run(training_args)
+    resume_checkpoint = loop.set_up_run(training_args)
 
-    raw_datasets = data.load_raw_datasets(
+    raw_datasets = text.load_raw_datasets(
         setup.dataset_name, setup.dataset_config_name, setup.data_files, cache_dir=model_args.cache_dir
     )
     splits = select_splits(raw_datasets, setup, training_args)
@@ -284,7 +285,7 @@ def run(
     model_label_names = resolve_model_label_order(label_names, model_args)
     labelled = check_splits(splits, setup, label_names)
     tokenizer, model = load_tokenizer_and_model(model_args, model_label_names)
-    training_utils.check_model_fits(model, tokenizer, data_args.max_seq_length)
+    loop.check_model_fits(model, tokenizer, data_args.max_seq_length)
     encoded, test_rows = encode_splits(
         splits, labelled, setup, label_names, tokenizer, data_args, training_args, model_label_names
     )
@@ -293,7 +294,7 @@ def run(
     callbacks = list(callbacks or [])
     if data_args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
-    training_utils.claim_output_dir(
+    loop.claim_output_dir(
         training_args,
         resume_checkpoint,
         inputs=[model_args.model_name_or_path, model_args.tokenizer_name, data_args.label_list_file,
@@ -312,7 +313,7 @@ def run(
 
     metrics, extra_files = {}, {}
     if training_args.do_train:
-        metrics["train"] = training_utils.train(trainer, resume_checkpoint, len(encoded[train_name]))
+        metrics["train"] = loop.train(trainer, resume_checkpoint, len(encoded[train_name]))
     if training_args.do_eval:
         metrics["eval"] = {**trainer.evaluate(), "eval_samples": len(encoded[validation_name])}
         for name in other_validation:  # MNLI's mismatched validation set
@@ -325,31 +326,31 @@ def run(
         if labelled[test_name]:
             metrics["test"] = {**output.metrics, "test_samples": len(encoded[test_name])}
             trainer.log_metrics("test", metrics["test"])
-        name, text = format_predictions(
+        name, predictions_text = format_predictions(
             output.predictions, test_rows, model_label_names, data_args.predictions_format
         )
-        extra_files[name] = text
+        extra_files[name] = predictions_text
 
-    training_utils.save_final_checkpoint(
+    loop.save_final_checkpoint(
         trainer,
         tokenizer,
         training_args.output_dir,
         metrics,
-        args_to_record=training_utils.record_args(model_args, data_args, training_args),
+        args_to_record=loop.record_args(model_args, data_args, training_args),
         task="text-classification",
         datasets=[setup.dataset_name] if setup.dataset_name else list(setup.data_files.values()),
         base_model=model_args.model_name_or_path,
         extra_files=extra_files,
     )
-    return training_utils.merge_metrics(metrics)
+    return loop.merge_metrics(metrics)
 
 
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: MHETrainingArguments):
     """The checks of the command line that need no data."""
     if not model_args.model_name_or_path:
         raise ValueError("Pass --model_name_or_path: the pretrained checkpoint (folder or Hub id) to fine-tune.")
-    training_utils.check_local_path(model_args.model_name_or_path, "--model_name_or_path")
-    training_utils.check_local_path(model_args.tokenizer_name, "--tokenizer_name")
+    loop.check_local_path(model_args.model_name_or_path, "--model_name_or_path")
+    loop.check_local_path(model_args.tokenizer_name, "--tokenizer_name")
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
     if data_args.early_stopping_patience is not None and not training_args.load_best_model_at_end:
@@ -387,7 +388,7 @@ def resolve_label_names(
     if setup.label_names is not None or setup.metrics is not None:
         return setup.label_names
     if training_args.do_train:
-        data.check_columns(splits["train"][1], {"--label_column": setup.label_column}, "train")
+        text.check_columns(splits["train"][1], {"--label_column": setup.label_column}, "train")
         return infer_label_names(splits["train"][1], setup.label_column)
     config = AutoConfig.from_pretrained(
         model_args.model_name_or_path, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
@@ -436,8 +437,8 @@ def check_splits(splits: dict[str, tuple], setup: TaskSetup, label_names: tuple[
         if role != "test" or setup.label_column in dataset.column_names:
             columns["--label_column"] = setup.label_column
         where = f"{name} ({setup.data_files[role]})" if role in setup.data_files else name
-        data.check_columns(dataset, columns, where)
-        data.check_not_empty(dataset, f"{where} split")
+        text.check_columns(dataset, columns, where)
+        text.check_not_empty(dataset, f"{where} split")
         check_texts(dataset, [setup.text_column, setup.text_pair_column], where)
         labelled[name] = "--label_column" in columns and check_labels(dataset, setup.label_column, label_names, where)
         if role == "validation" and not labelled[name]:
@@ -506,8 +507,8 @@ def encode_splits(
     encoded, test_rows = {}, None
     for name, (role, dataset) in splits.items():
         if role == "test":  # the test file's row numbers, for the predictions file
-            test_rows = data.subsample_indices(len(dataset), limits[role])
-        dataset = data.subsample(dataset, limits[role])
+            test_rows = text.subsample_indices(len(dataset), limits[role])
+        dataset = text.subsample(dataset, limits[role])
         if not labelled[name] and setup.label_column in dataset.column_names:
             dataset = dataset.remove_columns(setup.label_column)  # hidden test labels (-1)
         with training_args.main_process_first(desc=f"tokenizing {name}"):

@@ -163,24 +163,25 @@ class DataArguments:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Fine-tune for extractive QA from `[--config FILE.yaml] [--field value ...]`; returns the final metrics."""
-    from . import training_utils
-    from .finetuning import ModelArguments
-    from .training_utils import MHETrainingArguments
+    from . import loop
+    from .finetune import ModelArguments
+    from .loop import MHETrainingArguments
 
-    return run(*training_utils.parse_args((ModelArguments, DataArguments, MHETrainingArguments), argv))
+    return run(*loop.parse_args((ModelArguments, DataArguments, MHETrainingArguments), argv))
 
 
 def run(model_args, data_args: DataArguments, training_args, callbacks=None) -> dict:
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, Trainer, default_data_collator
 
-    from . import data, training_utils
+    from ..data import text
+    from . import loop
 
     if not model_args.model_name_or_path:
         raise ValueError("Pass --model_name_or_path: the pretrained checkpoint (folder or Hub id) to fine-tune.")
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("Nothing to do: pass --do_train and/or --do_eval.")
-    resume_checkpoint = training_utils.set_up_run(training_args)
-    raw = data.load_raw_datasets(
+    resume_checkpoint = loop.set_up_run(training_args)
+    raw = text.load_raw_datasets(
         data_args.dataset_name,
         data_args.dataset_config_name,
         {"train": data_args.train_file, "validation": data_args.validation_file},
@@ -196,8 +197,8 @@ def run(model_args, data_args: DataArguments, training_args, callbacks=None) -> 
     for split in needed:
         if split not in raw:
             raise ValueError(f"No {split} data: the dataset has splits {list(raw)}; pass --{split}_file.")
-        data.check_columns(raw[split], columns, split)
-        data.check_not_empty(raw[split], f"{split} split")
+        text.check_columns(raw[split], columns, split)
+        text.check_not_empty(raw[split], f"{split} split")
 
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path,
@@ -229,7 +230,7 @@ def run(model_args, data_args: DataArguments, training_args, callbacks=None) -> 
 
     train_features = eval_examples = eval_features = None
     if training_args.do_train:
-        train_examples = data.subsample(raw["train"], data_args.max_train_samples)
+        train_examples = text.subsample(raw["train"], data_args.max_train_samples)
         with training_args.main_process_first(desc="windowing train"):
             train_features = train_examples.map(
                 lambda batch: label_answer_spans(windows(batch), batch[data_args.answer_column]),
@@ -237,7 +238,7 @@ def run(model_args, data_args: DataArguments, training_args, callbacks=None) -> 
                 remove_columns=train_examples.column_names,
             )
     if training_args.do_eval:
-        eval_examples = data.subsample(raw["validation"], data_args.max_eval_samples)
+        eval_examples = text.subsample(raw["validation"], data_args.max_eval_samples)
 
         def eval_windows(batch):
             encoding = windows(batch)
@@ -262,7 +263,7 @@ def run(model_args, data_args: DataArguments, training_args, callbacks=None) -> 
     )
     metrics, extra_files = {}, {}
     if training_args.do_train:
-        metrics["train"] = training_utils.train(trainer, resume_checkpoint, len(train_features))
+        metrics["train"] = loop.train(trainer, resume_checkpoint, len(train_features))
     if training_args.do_eval:
         output = trainer.predict(eval_features.remove_columns(["example_id", "offset_mapping"]), metric_key_prefix="eval")
         start_logits, end_logits = output.predictions
@@ -291,18 +292,18 @@ def run(model_args, data_args: DataArguments, training_args, callbacks=None) -> 
         trainer.log_metrics("eval", metrics["eval"])
         extra_files["eval_predictions.json"] = json.dumps(predictions, indent=2, ensure_ascii=False) + "\n"
 
-    training_utils.save_final_checkpoint(
+    loop.save_final_checkpoint(
         trainer,
         tokenizer,
         training_args.output_dir,
         metrics,
-        args_to_record=training_utils.record_args(model_args, data_args, training_args),
+        args_to_record=loop.record_args(model_args, data_args, training_args),
         task="question-answering",
         datasets=[data_args.dataset_name] if data_args.dataset_name else [data_args.train_file or data_args.validation_file],
         base_model=model_args.model_name_or_path,
         extra_files=extra_files,
     )
-    return training_utils.merge_metrics(metrics)
+    return loop.merge_metrics(metrics)
 
 
 def label_answer_spans(encoding, answers) -> dict:

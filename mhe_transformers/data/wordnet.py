@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .fileio import OutputDirError, atomic_directory, check_output_dir
+from ..utils.run_folder import OutputDirError, atomic_directory, check_output_dir
 
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
-from .modeling_mhe import HEADS
+from ..models.mhe.modeling_mhe import HEADS
 
 # Task -> the head exported: the heads' Hub pipeline tags (multiple choice has none: its converter name), from the
 # one head table.

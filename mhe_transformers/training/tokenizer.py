@@ -15,8 +15,8 @@ from typing import Iterable, Union
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from . import data
-from .fileio import atomic_directory, check_output_dir
+from ..data import text
+from ..utils.run_folder import atomic_directory, check_output_dir
 
 SPECIAL_TOKENS = {
     "pad_token": "[PAD]",
@@ -122,7 +122,7 @@ def _as_files(source: TextSource) -> list[str | os.PathLike] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> PreTrainedTokenizerFast:
-    """`scripts/train_tokenizer.py`: train on local files or a Hub dataset, through `data.load_raw_datasets`."""
+    """`scripts/train_tokenizer.py`: train on local files or a Hub dataset, through `text.load_raw_datasets`."""
     parser = argparse.ArgumentParser(description="Train a BERT-style WordPiece tokenizer.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--train_files", nargs="+", help="local .txt (one text per line), .csv or .json(l) files")
@@ -145,11 +145,11 @@ def main(argv: Sequence[str] | None = None) -> PreTrainedTokenizerFast:
             )
         # Before reading anything: a folder that is not ours, or an input, is never replaced.
         check_output_dir(args.output_dir, args.overwrite_output_dir, inputs=args.train_files or ())
-        raw = data.load_raw_datasets(args.dataset_name, args.dataset_config_name, {args.split: args.train_files})
+        raw = text.load_raw_datasets(args.dataset_name, args.dataset_config_name, {args.split: args.train_files})
         if args.split not in raw:
             raise ValueError(f"--split {args.split!r}: the dataset has splits {list(raw)}.")
         dataset = raw[args.split]
-        data.check_columns(dataset, {"--text_column": args.text_column}, args.split)
+        text.check_columns(dataset, {"--text_column": args.text_column}, args.split)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
 

@@ -1,0 +1,1 @@
+"""Sharing checkpoints on the Hugging Face Hub: model cards (`model_card`) and verified pushes (`push`)."""

@@ -1,0 +1,59 @@
+"""PEFT (`pip install 'mhe-transformers[peft]'`) for MHE models.
+
+`register_peft()` gives the model type `mhe` default target modules in PEFT's tables (LoRA on `q_proj` and `v_proj`,
+as for Llama), so `LoraConfig(task_type=...)` needs no `target_modules`; `lora_config(model)` calls it. A classifier
+fine-tuned from a masked-LM checkpoint starts with a new, random pooler ([CLS] dense + tanh): PEFT would freeze it
+and leave it out of the adapter, so a reloaded adapter predicts differently. `lora_config(model)` adds the pooler to
+`modules_to_save` (trained and saved with the adapter).
+"""
+
+from __future__ import annotations
+
+MODEL_TYPE = "mhe"
+# Every Linear layer name of an MHE layer: PEFT's defaults for Llama, restricted to these, become MHE's defaults.
+MHE_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
+
+
+def register_peft() -> bool:
+    """Give the model type `mhe` the default target modules PEFT has for Llama (same layer names). Returns False
+    when peft is not installed. Idempotent; entries a user registered themselves are kept."""
+    try:
+        from peft.utils import constants
+    except ImportError:
+        return False
+    for name in dir(constants):
+        table = getattr(constants, name)
+        if not (name.startswith("TRANSFORMERS_MODELS_TO_") and name.endswith("_MODULES_MAPPING")):
+            continue
+        if not isinstance(table, dict) or not isinstance(table.get("llama"), list):
+            continue
+        modules = [module for module in table["llama"] if module in MHE_LINEAR_MODULES]
+        if modules:
+            table.setdefault(MODEL_TYPE, modules)
+    return True
+
+
+def lora_config(model, **kwargs):
+    """A `peft.LoraConfig` for `model` (an MHE head): PEFT's task type for the head, the default target modules, and
+    the pooler (if the head has one) in `modules_to_save`, so that it is trained and saved with the adapter.
+    Keyword arguments override the defaults (r, lora_alpha, target_modules, ...)."""
+    from peft import LoraConfig
+
+    register_peft()
+    task_types = {
+        "MHEForSequenceClassification": "SEQ_CLS",
+        "MHEForTokenClassification": "TOKEN_CLS",
+        "MHEForQuestionAnswering": "QUESTION_ANS",
+        "MHEForCausalLM": "CAUSAL_LM",
+        "MHEModel": "FEATURE_EXTRACTION",
+    }
+    modules_to_save = list(kwargs.pop("modules_to_save", None) or [])
+    if getattr(getattr(model, "model", model), "pooler", None) is not None and "pooler" not in modules_to_save:
+        modules_to_save.append("pooler")
+    if type(model).__name__ == "MHEForMultipleChoice" and "classifier" not in modules_to_save:
+        modules_to_save.append("classifier")  # PEFT has no multiple-choice task type to add it on its own
+    kwargs.setdefault("task_type", task_types.get(type(model).__name__))
+    return LoraConfig(modules_to_save=modules_to_save or None, **kwargs)
+
+
+__all__ = ["MHE_LINEAR_MODULES", "lora_config", "register_peft"]

@@ -1,0 +1,1 @@
+"""Model definitions (layer 0: imports only torch and transformers)."""
