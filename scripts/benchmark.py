@@ -9,6 +9,7 @@ What is measured, and how, is documented in mhe_transformers/benchmark.py.
 """
 
 from mhe_transformers.experiments.benchmark import main
+from mhe_transformers.utils.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -9,6 +9,7 @@ mhe_transformers/decode_benchmark.py.
 """
 
 from mhe_transformers.experiments.decode_benchmark import main
+from mhe_transformers.utils.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -10,6 +10,7 @@ Writes comparison.json, comparison.md and comparison.png to the config's output_
 """
 
 from mhe_transformers.experiments.compare import main
+from mhe_transformers.utils.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -11,6 +11,7 @@ tokenizer and conversion_report.json; it is written atomically (a temporary fold
 """
 
 from mhe_transformers.interop.conversion import main
+from mhe_transformers.utils.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

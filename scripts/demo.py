@@ -29,6 +29,7 @@ from mhe_transformers.hub.push import run_without_package
 from mhe_transformers.training import finetune as finetuning
 from mhe_transformers.training import pretrain as pretraining
 from mhe_transformers.training.tokenizer import train_wordpiece_tokenizer
+from mhe_transformers.utils.cli import run_script
 from mhe_transformers.utils.run_folder import check_output_dir, write_marker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,4 +197,4 @@ def print_table(results: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -6,6 +6,7 @@
 """
 
 from mhe_transformers.interop.sentence_transformer import sentence_transformer_main
+from mhe_transformers.utils.cli import run_script
 
 if __name__ == "__main__":
-    sentence_transformer_main()
+    run_script(sentence_transformer_main)

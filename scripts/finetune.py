@@ -5,6 +5,7 @@
 """
 
 from mhe_transformers.training.finetune import main
+from mhe_transformers.utils.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -4,6 +4,7 @@
 """
 
 from mhe_transformers.data.wordnet import main
+from mhe_transformers.utils.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -9,6 +9,7 @@ The same pipeline as scripts/pretrain_mlm.py; see configs/README.md for the conf
 import sys
 
 from mhe_transformers.training.pretrain import main
+from mhe_transformers.utils.cli import run_script
 
 if __name__ == "__main__":
-    main(["--objective", "clm", *sys.argv[1:]])
+    run_script(main, ["--objective", "clm", *sys.argv[1:]])

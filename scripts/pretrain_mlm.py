@@ -7,6 +7,7 @@ See configs/README.md for the config files, overrides and launching several proc
 """
 
 from mhe_transformers.training.pretrain import main
+from mhe_transformers.utils.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

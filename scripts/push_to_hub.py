@@ -7,6 +7,7 @@ mhe_transformers (see docs/hub.md). Log in first with `hf auth login`, or set HF
 """
 
 from mhe_transformers.hub.push import main
+from mhe_transformers.utils.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -7,6 +7,7 @@ Local files and Hub datasets take the same path, `datasets.load_dataset`:
 """
 
 from mhe_transformers.training.tokenizer import main
+from mhe_transformers.utils.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

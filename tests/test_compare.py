@@ -29,6 +29,7 @@ from mhe_transformers.experiments.compare import (
 from mhe_transformers.training.finetune import ARGUMENT_CLASSES as FINETUNE_ARGUMENTS
 from mhe_transformers.training.loop import parse_args, parse_config_overrides
 from mhe_transformers.training.pretrain import ARGUMENT_CLASSES as PRETRAIN_ARGUMENTS
+from mhe_transformers.utils.cli import UsageError
 from mhe_transformers.utils.run_folder import OUTPUT_MARKER
 
 # Fine-tuning score each fake model gets, before a per-seed offset.
@@ -219,7 +220,7 @@ def test_a_typo_in_a_task_argument_fails_before_pretraining(tmp_path):
     finetune = {"rte": {"config": "configs/finetune/wordnet-supersense.yaml", "metric": "eval_accuracy",
                         "args": {"max_train_smaples": 8}}}
     pipeline = FakePipeline()
-    with pytest.raises(ValueError, match="max_train_smaples"):
+    with pytest.raises(UsageError, match="max_train_smaples"):
         main(["--config", str(write_config(tmp_path, finetune=finetune))], pipeline=pipeline)
     assert pipeline.calls == []
 

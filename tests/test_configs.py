@@ -14,6 +14,7 @@ from mhe_transformers.training import finetune as finetuning
 from mhe_transformers.training import loop
 from mhe_transformers.training import pretrain as pretraining
 from mhe_transformers.training.finetune import GLUE_TASKS
+from mhe_transformers.utils.cli import UsageError
 
 CONFIGS = REPO_ROOT / "configs"
 SIZES = {  # layers, hidden, heads, FFN
@@ -128,8 +129,8 @@ def test_command_line_overrides_the_yaml(tmp_path):
 def test_unknown_yaml_keys_and_options_are_errors(tmp_path):
     config = tmp_path / "typo.yaml"
     config.write_text("max_step: 10\n")
-    with pytest.raises(ValueError, match="Unknown argument.*max_step"):
+    with pytest.raises(UsageError, match="Unknown argument.*max_step"):
         parse(pretraining, config)
     config.write_text("max_steps: 10\n")
-    with pytest.raises(ValueError, match="--max_step"):
+    with pytest.raises(UsageError, match="--max_step"):
         parse(pretraining, config, "--max_step", "3")

@@ -12,6 +12,7 @@ from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassificatio
 from mhe_transformers.hub.push import run_without_package
 from mhe_transformers.training import finetune as finetuning
 from mhe_transformers.training.finetune import GLUE_DATASET, GLUE_TASKS, DataArguments, resolve_task
+from mhe_transformers.utils.cli import UsageError
 
 
 def local_files_argv(data_dir, model_dir, output_dir) -> list[str]:
@@ -245,7 +246,7 @@ def test_bad_input_fails_before_training(tmp_path, tiny_classification_dir, tiny
         return base + [option, str(tmp_path / name)]
 
     cases = [
-        (base + ["--task_name", "sst3"], ValueError, "Unknown task_name 'sst3'; known GLUE tasks: cola, sst2, mrpc"),
+        (base + ["--task_name", "sst3"], UsageError, "Unknown task_name 'sst3'; known GLUE tasks: cola, sst2, mrpc"),
         (base + ["--text_column", "sentence"], ValueError, r"'sentence' \(--text_column\).*\['id', 'text', 'label'\]"),
         (
             with_file("--train_file", "bad.jsonl", '{"text": "a cat", "label": "noun.plant"}\n'),
@@ -266,7 +267,7 @@ def test_bad_input_fails_before_training(tmp_path, tiny_classification_dir, tiny
             ValueError,
             "--early_stopping_patience needs --load_best_model_at_end",
         ),
-        (base + ["--predictions_format", "xml"], ValueError, "predictions_format"),
+        (base + ["--predictions_format", "xml"], UsageError, "predictions_format"),
         (base + ["--train_file", str(tiny_classification_dir / "train.csv")], FileNotFoundError, "train.csv"),
     ]
     for argv, error, message in cases:
@@ -308,6 +309,6 @@ def test_bad_data_is_named_before_training(tmp_path, tiny_classification_dir, ti
     tokenizer.save_pretrained(tmp_path / "bigger-tokenizer")
     cases.append((base + ["--tokenizer_name", str(tmp_path / "bigger-tokenizer")], "tokenizer has .* tokens but"))
     for argv, message in cases:
-        with pytest.raises((ValueError, FileNotFoundError), match=message):
+        with pytest.raises((ValueError, FileNotFoundError, UsageError), match=message):
             finetuning.main(argv)
         assert not (tmp_path / "out").exists(), argv

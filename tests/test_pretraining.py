@@ -17,6 +17,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, EvalPrediction, Tr
 
 from mhe_transformers.training import loop
 from mhe_transformers.training import pretrain as pretraining
+from mhe_transformers.utils.cli import UsageError
 from mhe_transformers.utils.run_folder import OUTPUT_MARKER
 
 FINAL_FILES = [
@@ -377,18 +378,18 @@ def test_bad_input_fails_before_training(tmp_path, base_argv, tiny_corpus):
         (base_argv + ["--train_files", str(empty)], ValueError, "empty: .*empty.txt"),
         (base_argv + ["--train_files", str(blank)], ValueError, "train.* is empty"),
         (base_argv + ["--train_files", str(wrong_column)], ValueError, r"'text' \(--text_column\).*\['id', 'body'\]"),
-        (base_argv + ["--attention_type", "bogus"], ValueError, "attention_type must be one of"),
+        (base_argv + ["--attention_type", "bogus"], UsageError, "attention_type must be one of"),
         (base_argv + ["--config_overrides", "num_hiden_layers=1"], ValueError,
          r"Unknown model configuration field\(s\) in --config_overrides: num_hiden_layers \(did you mean "
          "num_hidden_layers"),
-        (base_argv + ["--max_steps", "-5"], ValueError, "max_steps must be positive"),
+        (base_argv + ["--max_steps", "-5"], UsageError, "max_steps must be positive"),
         (base_argv + ["--output_dir", str(empty / "out")], ValueError, "empty.txt is a file"),  # unwritable
-        (base_argv + ["--max_steps", "0"], ValueError, "max_steps must be positive"),
+        (base_argv + ["--max_steps", "0"], UsageError, "max_steps must be positive"),
         (base_argv + ["--max_seq_length", "65"], ValueError, "max_position_embeddings"),
         (base_argv + ["--resume_from_checkpoint", "true"], ValueError, "no complete checkpoint-N folder"),
         (base_argv + ["--do_train", "false"], ValueError, "Nothing to do"),
-        (["--config", str(unknown_key)] + base_argv, ValueError, "Unknown argument.*learning_rat"),
-        (["--config", str(tmp_path / "missing.yaml")] + base_argv, FileNotFoundError, "missing.yaml"),
+        (["--config", str(unknown_key)] + base_argv, UsageError, "Unknown argument.*learning_rat"),
+        (["--config", str(tmp_path / "missing.yaml")] + base_argv, UsageError, "missing.yaml"),
     ]
     for argv, error, message in cases:
         with pytest.raises(error, match=message):

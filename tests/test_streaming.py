@@ -1,7 +1,6 @@
 """Streaming pretraining (--streaming): a first-class path for corpora that do not fit on disk, resume included."""
 
 import json
-import shutil
 
 import pytest
 import torch

@@ -7,7 +7,6 @@ Both pipelines follow transformers' example scripts (run_mlm.py, run_glue.py): d
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import json
@@ -19,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import transformers
-import yaml
-from transformers import AutoConfig, HfArgumentParser, TrainerCallback, TrainingArguments, set_seed
+from transformers import AutoConfig, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..hub.push import push_checkpoint, write_model_card
 from ..models.mhe.configuration_mhe import default_num_key_value_heads
+from ..utils.cli import load_yaml_config, parse_args  # noqa: F401 - the pipelines' parser
 from ..utils.run_folder import (
     OutputDirError,
     atomic_directory,
@@ -99,52 +98,6 @@ class HubArguments:
     trust_remote_code: bool = dataclasses.field(
         default=False, metadata={"help": "Allow a Hub checkpoint's own modeling code (not needed for MHE models)."}
     )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Arguments: a YAML config, then `--key value` overrides of any dataclass field
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
-    """Parse `[--config FILE.yaml] [--field value ...]` into one instance of each dataclass.
-
-    The YAML file maps field names to values and becomes the parser's defaults, so the command line overrides it
-    and both go through the same argparse type conversion and the dataclasses' own validation.
-    """
-    # No abbreviations: `--learning_rat` must be an error, not a silent `--learning_rate`.
-    config_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    config_parser.add_argument("--config", default=None)
-    config_args, remaining = config_parser.parse_known_args(argv)
-
-    parser = HfArgumentParser(dataclass_types, allow_abbrev=False)
-    parser.add_argument("--config", default=None, help="YAML file of `field: value` defaults (see configs/README.md)")
-    if config_args.config is not None:
-        parser.set_defaults(**load_yaml_config(config_args.config, known_fields=_field_names(parser)))
-    # --config itself comes back as an extra namespace after the dataclasses; drop it.
-    return tuple(parser.parse_args_into_dataclasses(args=remaining)[: len(dataclass_types)])
-
-
-def load_yaml_config(path: str | os.PathLike, known_fields: set[str] | None = None) -> dict[str, Any]:
-    """Read a YAML mapping of argument names to values; unknown names are an error (a typo would be ignored)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Config file not found: {path}")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a mapping of argument names to values, got {type(values).__name__}.")
-    if known_fields is not None:
-        unknown = sorted(set(values) - known_fields)
-        if unknown:
-            raise ValueError(f"Unknown argument(s) in {path}: {', '.join(unknown)}. Run the script with --help.")
-    return values
-
-
-def _field_names(parser: HfArgumentParser) -> set[str]:
-    return {action.dest for action in parser._actions} - {"help", "config"}
 
 
 def resolve_resume_checkpoint(training_args: TrainingArguments) -> str | bool | None:
