@@ -34,6 +34,8 @@ HEAD_EMBEDDING_INITS: tuple[str, ...] = get_args(HeadEmbeddingInit)
 PositionEmbeddingType = Literal["absolute", "relative_bias"]
 POSITION_EMBEDDING_TYPES: tuple[str, ...] = get_args(PositionEmbeddingType)
 MHE_TYPES = ("mhe_mul", "mhe_add")  # one shared Q/K/V projection of a single head's size, plus per-head embeddings
+# The head-embedding value that leaves the shared projection unchanged (`freeze_head_embeddings`: all heads identical).
+HEAD_EMBEDDING_IDENTITY = {"mhe_mul": "ones", "mhe_add": "zeros"}
 
 
 def default_num_key_value_heads(num_attention_heads: int) -> int:
@@ -71,12 +73,20 @@ class MHEConfig(PreTrainedConfig):
             head and per key-query offset (clipped to +-`relative_attention_max_distance`) to the attention logits,
             initialised at zero (see `relative_attention_neighbour_init`).
         relative_attention_max_distance (`int`): offsets beyond it share one bias (`"relative_bias"` only).
-        relative_attention_neighbour_init (`float`): `"relative_bias"` only. When positive, each head starts looking
-            at one neighbour: its bias starts at this value on one offset (head 0: the previous token, head 1: the
-            next, head 2: two back, head 3: two ahead, ...) and at zero elsewhere. With the default 0.0 attention
-            starts uniform, and a small masked-LM encoder then learns nothing from its context for hundreds of steps:
-            a masked token's neighbours reach it averaged over the whole sequence, too weakly to learn from
-            (docs/results.md, "Masked-LM pretraining"). 8.0 puts about 97% of a head's weight on its neighbour.
+        relative_attention_per_head (`bool`): `"relative_bias"` only. True: one bias table per head (each head can
+            learn its own positional pattern, a channel that tells heads apart by itself). False: ONE table per layer,
+            shared by all its heads, so every head of every attention type gets the same positional information.
+        relative_attention_neighbour_init (`float`): `"relative_bias"` only. When positive, attention starts on the
+            neighbours: with a bias per head, each head's bias starts at this value on one offset (head 0: the
+            previous token, head 1: the next, head 2: two back, head 3: two ahead, ...); with a shared bias, the one
+            table starts at this value on both immediate neighbours (offsets -1 and +1), for every head. Zero
+            elsewhere. With the default 0.0 attention starts uniform, and a small masked-LM encoder then learns
+            nothing from its context for hundreds of steps: a masked token's neighbours reach it averaged over the
+            whole sequence, too weakly to learn from (docs/results.md, "Masked-LM pretraining"). 8.0 puts about 97%
+            of a head's weight on its neighbour (per head), or about 49% on each of the two (shared).
+        freeze_head_embeddings (`bool`): MHE types only. Fix the head embeddings at their identity values (MHE-MUL: 1,
+            MHE-ADD: 0) and exclude them from training (`requires_grad=False`), so all heads are identical: the
+            ablation that measures what the head embeddings buy. They stay parameters in the checkpoint.
         sparse_prediction (`bool`): when `MHEForMaskedLM` gets `labels`, run the prediction head on the masked
             positions only and return logits of shape (masked tokens, vocab_size) (as ModernBERT does). The loss is
             the same; a training step is cheaper, since the head over the vocabulary dominates a small model.
@@ -117,7 +127,9 @@ class MHEConfig(PreTrainedConfig):
     use_cache: bool = True
     position_embedding_type: PositionEmbeddingType = "absolute"
     relative_attention_max_distance: int = 16
+    relative_attention_per_head: bool = True
     relative_attention_neighbour_init: float | int = 0.0
+    freeze_head_embeddings: bool = False
     sparse_prediction: bool = False
 
     def __post_init__(self, **kwargs):
@@ -157,6 +169,23 @@ class MHEConfig(PreTrainedConfig):
                 "relative_attention_neighbour_init initialises the relative position bias: it needs "
                 f"position_embedding_type='relative_bias', got {self.position_embedding_type!r}."
             )
+        if not self.relative_attention_per_head and self.position_embedding_type != "relative_bias":
+            raise ValueError(
+                "relative_attention_per_head=False shares the relative position bias across heads: it needs "
+                f"position_embedding_type='relative_bias', got {self.position_embedding_type!r}."
+            )
+        if self.freeze_head_embeddings:
+            if self.attention_type not in MHE_TYPES:
+                raise ValueError(
+                    f"freeze_head_embeddings fixes MHE's head embeddings: it needs attention_type in {MHE_TYPES}, "
+                    f"got {self.attention_type!r}."
+                )
+            identity = HEAD_EMBEDDING_IDENTITY[self.attention_type]
+            if self.head_embedding_init not in ("default", identity):
+                raise ValueError(
+                    f"freeze_head_embeddings fixes {self.attention_type}'s head embeddings at {identity!r}; "
+                    f"head_embedding_init={self.head_embedding_init!r} contradicts it (use 'default' or {identity!r})."
+                )
         for name in (
             "vocab_size",
             "hidden_size",
@@ -194,4 +223,4 @@ class MHEConfig(PreTrainedConfig):
             raise ValueError(f"pad_token_id must be None or in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}.")
 
 
-__all__ = ["ATTENTION_TYPES", "MHE_TYPES", "MHEConfig", "default_num_key_value_heads"]
+__all__ = ["ATTENTION_TYPES", "HEAD_EMBEDDING_IDENTITY", "MHE_TYPES", "MHEConfig", "default_num_key_value_heads"]

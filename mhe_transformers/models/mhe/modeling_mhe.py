@@ -61,7 +61,13 @@ from transformers.utils import cached_file, logging
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_mhe import DECODER_MIN_TRANSFORMERS, DECODER_SUPPORTED, MHE_TYPES, MHEConfig
+from .configuration_mhe import (
+    DECODER_MIN_TRANSFORMERS,
+    DECODER_SUPPORTED,
+    HEAD_EMBEDDING_IDENTITY,
+    MHE_TYPES,
+    MHEConfig,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -180,23 +186,31 @@ class MHEAttention(nn.Module):
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
         if is_mhe:
             shape = (self.num_heads, self.head_dim)
-            self.q_head_embeddings = nn.Parameter(torch.empty(shape))
-            self.k_head_embeddings = nn.Parameter(torch.empty(shape))
-            self.v_head_embeddings = nn.Parameter(torch.empty(shape))
+            # Frozen (`freeze_head_embeddings`), they stay parameters, so checkpoints keep their keys and parameter
+            # counts their meaning; `requires_grad=False` keeps them out of every optimiser (Trainer's included).
+            trainable = not config.freeze_head_embeddings
+            self.q_head_embeddings = nn.Parameter(torch.empty(shape), requires_grad=trainable)
+            self.k_head_embeddings = nn.Parameter(torch.empty(shape), requires_grad=trainable)
+            self.v_head_embeddings = nn.Parameter(torch.empty(shape), requires_grad=trainable)
         self.relative_position_bias = None
         if config.position_embedding_type == "relative_bias":
             if config.is_decoder:  # the bias below assumes as many queries as keys (no key/value cache)
                 raise ValueError("position_embedding_type='relative_bias' is implemented for encoders only.")
-            # One learned logit bias per head and per key-minus-query offset in [-max, max].
+            # A learned logit bias per key-minus-query offset in [-max, max]: one table per head, or one shared by
+            # all heads (`relative_attention_per_head=False`; single-head attention has one table either way).
             self.max_distance = config.relative_attention_max_distance
-            self.relative_position_bias = nn.Parameter(torch.empty(self.num_heads, 2 * self.max_distance + 1))
+            tables = self.num_heads if config.relative_attention_per_head else 1
+            self.relative_position_bias = nn.Parameter(torch.empty(tables, 2 * self.max_distance + 1))
 
     def neighbour_bias_init(self) -> torch.Tensor:
         """The relative position bias at the start: zero (uniform attention), plus `relative_attention_neighbour_init`
-        on one offset per head, -1, +1, -2, +2, ... in turn (within +-max_distance)."""
+        on one offset per head, -1, +1, -2, +2, ... in turn (within +-max_distance); a table shared by all heads gets
+        it on both immediate neighbours, -1 and +1, so no head is favoured."""
         bias = torch.zeros_like(self.relative_position_bias, device="cpu")
         strength = self.config.relative_attention_neighbour_init
-        if strength:
+        if strength and not self.config.relative_attention_per_head:
+            bias[:, [self.max_distance - 1, self.max_distance + 1]] = strength
+        elif strength:
             for head in range(self.num_heads):
                 distance = head // 2 % self.max_distance + 1
                 bias[head, self.max_distance + (distance if head % 2 else -distance)] = strength
@@ -207,7 +221,9 @@ class MHEAttention(nn.Module):
         (packed sequences restart them), else 0..seq_length-1."""
         positions = position_ids if position_ids is not None else torch.arange(seq_length, device=device)[None]
         offsets = (positions[:, None, :] - positions[:, :, None]).clamp(-self.max_distance, self.max_distance)
-        return self.relative_position_bias[:, offsets + self.max_distance].transpose(0, 1)
+        bias = self.relative_position_bias[:, offsets + self.max_distance].transpose(0, 1)
+        # A shared table (one row) is broadcast over the heads as a view: flex attention indexes the bias by head.
+        return bias.expand(-1, self.num_heads, -1, -1)
 
     def forward(
         self,
@@ -345,6 +361,8 @@ class MHEPreTrainedModel(PreTrainedModel):
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) with output_loading_info
         if pretrained_model_name_or_path is not None:
             _check_weights_attention_type(model.config, pretrained_model_name_or_path, kwargs)
+        if model.config.freeze_head_embeddings:
+            _freeze_loaded_head_embeddings(model)
         return loaded
 
     def _init_weights(self, module: nn.Module):
@@ -354,6 +372,8 @@ class MHEPreTrainedModel(PreTrainedModel):
         if isinstance(module, MHEAttention) and module.attention_type in MHE_TYPES:
             std = self.config.initializer_range
             mode = self.config.head_embedding_init
+            if self.config.freeze_head_embeddings:  # fixed at the identity: every head equals the shared projection
+                mode = HEAD_EMBEDDING_IDENTITY[module.attention_type]
             for embeddings in (module.q_head_embeddings, module.k_head_embeddings, module.v_head_embeddings):
                 if mode == "ones":
                     init.ones_(embeddings)
@@ -415,6 +435,20 @@ def _check_weights_attention_type(config: MHEConfig, name_or_path, kwargs: dict)
             f"attention_type='{config.attention_type}': they would load without an error and compute something "
             f"else. Restore attention_type='{saved_type}' in the config."
         )
+
+
+def _freeze_loaded_head_embeddings(model: MHEPreTrainedModel) -> None:
+    """Loading replaces every parameter by a new, trainable one: freeze the head embeddings again
+    (`freeze_head_embeddings`), after checking that the checkpoint holds their identity values."""
+    identity = float(HEAD_EMBEDDING_IDENTITY[model.config.attention_type] == "ones")
+    for name, param in model.named_parameters():
+        if name.endswith("_head_embeddings"):
+            if not torch.all(param == identity):
+                raise ValueError(
+                    f"freeze_head_embeddings=True fixes the head embeddings at {identity}, but the checkpoint's "
+                    f"{name} holds other values; load it with freeze_head_embeddings=False."
+                )
+            param.requires_grad_(False)
 
 
 def _check_inputs(

@@ -1,5 +1,10 @@
 """Parameter and FLOP counts: closed forms per attention type, and the one counter of a model's parameters that the
-model card, the benchmark and the comparison report (and the tests check against the closed forms)."""
+model card, the benchmark and the comparison report (and the tests check against the closed forms).
+
+One rule for what "attention parameters" are: the Q/K/V/O projections, their biases and MHE's head embeddings
+(frozen or not). Position parameters are not attention parameters, wherever they live: the learned absolute position
+embeddings and the relative position bias tables (`relative_position_bias`, inside each attention module) both count
+in the total only, so that types compared with the same positional option differ only in their attention."""
 
 from __future__ import annotations
 
@@ -38,15 +43,27 @@ def attention_parameter_formula(attention_type: str, h: int, n: int, d: int, g: 
     return weights + biases + head_embeddings
 
 
+def position_parameter_formula(config: MHEConfig) -> tuple[int, int]:
+    """(absolute position embeddings, relative position bias of ONE layer): one of the two is zero. The bias has a
+    table of 2·max_distance + 1 offsets per head, or a single table with `relative_attention_per_head=False` (and for
+    SHA, which has one head)."""
+    if config.position_embedding_type == "absolute":
+        return config.max_position_embeddings * config.hidden_size, 0
+    heads = 1 if config.attention_type == "sha" or not config.relative_attention_per_head else config.num_attention_heads
+    return 0, heads * (2 * config.relative_attention_max_distance + 1)
+
+
 def encoder_parameter_formula(config: MHEConfig, add_pooling_layer: bool = False) -> int:
-    """All parameters of `MHEModel(config)`: embeddings, layers (attention, two LayerNorms, feed-forward), pooler.
-    With attention_type="mha" this is also the count of `BertModel` of the same dimensions."""
+    """All parameters of `MHEModel(config)`: embeddings, layers (attention, position bias, two LayerNorms,
+    feed-forward), pooler. With attention_type="mha" and absolute positions this is also the count of `BertModel` of
+    the same dimensions."""
     h, f = config.hidden_size, config.intermediate_size
-    embeddings = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * h + 2 * h
+    absolute_positions, position_bias = position_parameter_formula(config)
+    embeddings = (config.vocab_size + config.type_vocab_size) * h + absolute_positions + 2 * h
     attention = attention_parameter_formula(
         config.attention_type, h, config.num_attention_heads, config.head_dim, config.num_key_value_heads, config.attention_bias
     )
-    layer = attention + 2 * h + (h * f + f) + (f * h + h) + 2 * h
+    layer = attention + position_bias + 2 * h + (h * f + f) + (f * h + h) + 2 * h
     pooler = h * h + h if add_pooling_layer else 0
     return embeddings + config.num_hidden_layers * layer + pooler
 
@@ -67,10 +84,13 @@ def encoder_matmul_flops(config: MHEConfig, seq_len: int) -> int:
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Total parameters and attention-only ones (projections, their biases and head embeddings; not LayerNorms).
-    Works for MHEModel (`layers.N.attention.*`) and BertModel (`encoder.layer.N.attention.{self,output.dense}.*`)."""
+    """Total parameters and attention-only ones (projections, their biases and head embeddings; not LayerNorms, not
+    the relative position bias: see the module docstring). Works for MHEModel (`layers.N.attention.*`) and BertModel
+    (`encoder.layer.N.attention.{self,output.dense}.*`)."""
     attention = sum(
-        p.numel() for name, p in model.named_parameters() if ".attention." in name and "LayerNorm" not in name
+        p.numel()
+        for name, p in model.named_parameters()
+        if ".attention." in name and "LayerNorm" not in name and not name.endswith("relative_position_bias")
     )
     return {"total": sum(p.numel() for p in model.parameters()), "attention": attention}
 
