@@ -5,8 +5,8 @@
         --output_dir outputs/minilm-mhe_mul-st --pooling mean --normalize true
 """
 
-from mhe_transformers.interop.sentence_transformer import sentence_transformer_main
+from mhe_transformers.interop.sentence_transformer import main
 from mhe_transformers.utils.cli import run_script
 
 if __name__ == "__main__":
-    run_script(sentence_transformer_main)
+    run_script(main)

@@ -261,10 +261,10 @@ def test_bad_input_fails_before_training(tmp_path, tiny_classification_dir, tiny
         (with_file("--label_list_file", "not_a_list.json", '"noun.animal"'), ValueError, "JSON list of label names"),
         (with_file("--train_file", "empty.jsonl", ""), ValueError, "empty: .*empty.jsonl"),
         (base + ["--train_file", str(tmp_path / "missing.jsonl")], FileNotFoundError, "missing.jsonl"),
-        (base + ["--model_name_or_path", ""], ValueError, "Pass --model_name_or_path"),
+        (base + ["--model_name_or_path", ""], UsageError, "Pass --model_name_or_path"),
         (
             base + ["--load_best_model_at_end", "false"],
-            ValueError,
+            UsageError,
             "--early_stopping_patience needs --load_best_model_at_end",
         ),
         (base + ["--predictions_format", "xml"], UsageError, "predictions_format"),

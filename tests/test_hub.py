@@ -370,13 +370,15 @@ def test_verification_warns_when_the_code_files_differ_from_the_package(pretrain
     assert report.warnings[0] in caplog.text  # logged, so it reaches whoever pushes
 
 
-def test_cli_refuses_a_broken_folder_with_the_reason(pretrained_dir, tmp_path, monkeypatch):
+def test_cli_refuses_a_broken_folder_with_the_reason(pretrained_dir, tmp_path, monkeypatch, capsys):
     folder = shutil.copytree(pretrained_dir, tmp_path / "broken")
     (folder / "model.safetensors").unlink()
     monkeypatch.setattr(hub, "HfApi", lambda: pytest.fail("HfApi must not be created for a broken folder"))
-    monkeypatch.setattr(sys, "argv", ["push_to_hub.py", str(folder), "--repo_id", "someone/x"])
-    with pytest.raises(SystemExit, match="(?s)Not uploaded.*missing model.safetensors"):
+    monkeypatch.setattr(sys, "argv", ["push_to_hub.py", "--checkpoint_dir", str(folder), "--hub_model_id", "someone/x"])
+    with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(REPO_ROOT / "scripts" / "push_to_hub.py"), run_name="__main__")
+    assert exit_info.value.code == 1
+    assert re.search("(?s)Not uploaded.*missing model.safetensors", capsys.readouterr().err)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -110,6 +110,7 @@ def test_sentence_transformers_model_loads_without_the_package(tiny_pretrained_d
     from transformers import AutoModel
 
     from mhe_transformers.interop.sentence_transformer import save_sentence_transformer
+    from mhe_transformers.utils.run_folder import OutputDirError
 
     output_dir = save_sentence_transformer(tiny_pretrained_dir, tmp_path / "st", pooling="mean", normalize=True)
     modules = json.loads((output_dir / "modules.json").read_text())
@@ -117,8 +118,14 @@ def test_sentence_transformers_model_loads_without_the_package(tiny_pretrained_d
     assert json.loads((output_dir / "1_Pooling/config.json").read_text())["pooling_mode"] == "mean"
     assert {"configuration_mhe.py", "modeling_mhe.py"} <= {p.name for p in output_dir.iterdir()}
     assert "SentenceTransformer(" in (output_dir / "README.md").read_text()  # the card's usage snippet
-    with pytest.raises(FileExistsError, match="not empty"):
-        save_sentence_transformer(tiny_pretrained_dir, output_dir)
+    with pytest.raises(OutputDirError, match="already holds an earlier run"):
+        save_sentence_transformer(tiny_pretrained_dir, output_dir)  # ours, but not asked to replace it
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("my notes")
+    with pytest.raises(OutputDirError, match="did not write"):
+        save_sentence_transformer(tiny_pretrained_dir, foreign, overwrite_output_dir=True)
+    assert (foreign / "notes.txt").read_text() == "my notes"
 
     result = result_of(run_without_package(SENTENCE_TRANSFORMERS_LOAD, str(output_dir), json.dumps(SENTENCES)))
     assert result["blocked"] and result["modules"] == ["Transformer", "Pooling", "Normalize"]

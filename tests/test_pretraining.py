@@ -372,13 +372,13 @@ def test_bad_input_fails_before_training(tmp_path, base_argv, tiny_corpus):
     unknown_key = tmp_path / "unknown_key.yaml"
     unknown_key.write_text("learning_rat: 0.1\n")
     cases = [
-        (without(base_argv, "--model_config"), ValueError, "exactly one of --model_config .* got neither"),
-        (base_argv + ["--model_name_or_path", str(tmp_path)], ValueError, "exactly one of .* got both"),
+        (without(base_argv, "--model_config"), UsageError, "exactly one of --model_config .* got neither"),
+        (base_argv + ["--model_name_or_path", str(tmp_path)], UsageError, "exactly one of .* got both"),
         (base_argv + ["--train_files", str(tmp_path / "missing.txt")], FileNotFoundError, "missing.txt"),
         (base_argv + ["--train_files", str(empty)], ValueError, "empty: .*empty.txt"),
         (base_argv + ["--train_files", str(blank)], ValueError, "train.* is empty"),
         (base_argv + ["--train_files", str(wrong_column)], ValueError, r"'text' \(--text_column\).*\['id', 'body'\]"),
-        (base_argv + ["--attention_type", "bogus"], UsageError, "attention_type must be one of"),
+        (base_argv + ["--attention_type", "bogus"], UsageError, "--attention_type.*invalid choice: 'bogus'"),
         (base_argv + ["--config_overrides", "num_hiden_layers=1"], ValueError,
          r"Unknown model configuration field\(s\) in --config_overrides: num_hiden_layers \(did you mean "
          "num_hidden_layers"),
@@ -387,7 +387,7 @@ def test_bad_input_fails_before_training(tmp_path, base_argv, tiny_corpus):
         (base_argv + ["--max_steps", "0"], UsageError, "max_steps must be positive"),
         (base_argv + ["--max_seq_length", "65"], ValueError, "max_position_embeddings"),
         (base_argv + ["--resume_from_checkpoint", "true"], ValueError, "no complete checkpoint-N folder"),
-        (base_argv + ["--do_train", "false"], ValueError, "Nothing to do"),
+        (base_argv + ["--do_train", "false"], UsageError, "Nothing to do"),
         (["--config", str(unknown_key)] + base_argv, UsageError, "Unknown argument.*learning_rat"),
         (["--config", str(tmp_path / "missing.yaml")] + base_argv, UsageError, "missing.yaml"),
     ]
@@ -398,9 +398,9 @@ def test_bad_input_fails_before_training(tmp_path, base_argv, tiny_corpus):
 
     # A trained model keeps its configuration.
     continued = without(base_argv, "--model_config") + ["--model_name_or_path", str(tmp_path)]
-    with pytest.raises(ValueError, match="--config_overrides only apply to a new model"):
+    with pytest.raises(UsageError, match="--config_overrides only apply to a new model"):
         pretraining.main(continued)
-    with pytest.raises(ValueError, match="--attention_type only apply to a new model"):
+    with pytest.raises(UsageError, match="--attention_type only apply to a new model"):
         pretraining.main(without(continued, "--config_overrides") + ["--attention_type", "mha"])
 
 
@@ -439,5 +439,5 @@ def test_unigram_output_bias_starts_training_at_the_unigram_baseline(tmp_path, b
     assert torch.all(bias[special] <= bias.min() + 1e-6)  # specials: the rarest token's bias, not -inf
     assert torch.logsumexp(bias[[i for i in range(len(tokenizer)) if i not in special]], 0) == pytest.approx(0, abs=1e-4)
 
-    with pytest.raises(ValueError, match="initialises a NEW model"):
+    with pytest.raises(UsageError, match="initialises a NEW model"):
         pretraining.main(without(argv, "--do_train") + ["--do_train", "false"])

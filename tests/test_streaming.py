@@ -10,6 +10,7 @@ from test_pretraining import CrashAfterStep, SimulatedCrash
 
 from mhe_transformers.training import loop
 from mhe_transformers.training import pretrain as pretraining
+from mhe_transformers.utils.cli import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_streaming_resume_reaches_the_uninterrupted_result(streamed_dir, stream_
 
 def test_streaming_needs_max_steps_and_a_validation_split(stream_files, tiny_tokenizer_dir, tmp_path):
     argv = streaming_argv(stream_files, tiny_tokenizer_dir, tmp_path / "a", "--max_steps", "-1")
-    with pytest.raises(ValueError, match="--streaming has no length .* set --max_steps"):
+    with pytest.raises(UsageError, match="--streaming has no length .* set --max_steps"):
         pretraining.main(argv)
     argv = streaming_argv(stream_files, tiny_tokenizer_dir, tmp_path / "b")
     argv = [a for a in argv if a not in ("--validation_files", str(stream_files[1]))]

@@ -11,17 +11,17 @@ stored in this repository. It gives two things:
 
 from __future__ import annotations
 
-import argparse
 import collections
 import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..utils.run_folder import OutputDirError, atomic_directory, check_output_dir
+from ..utils import cli
+from ..utils.run_folder import atomic_directory, check_output_dir
 
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 
@@ -303,37 +303,47 @@ def prepare_wordnet(
     return counts
 
 
+@dataclass
+class PrepareArguments:
+    output_dir: str = field(default="data/wordnet", metadata={"help": "A new or empty folder (or this script's output)."})
+    wordnet_dir: str | None = field(
+        default=None, metadata={"help": "WordNet 3.0 dict directory (default: $WNSEARCHDIR or /usr/share/wordnet)."}
+    )
+    max_synsets: int | None = field(default=None, metadata={"help": "Keep a deterministic subset (tests, demos)."})
+    corpus_splits: list[str] = field(
+        default_factory=lambda: ["train"],
+        metadata={
+            "help": "Splits whose glosses go into corpus.txt (default: train only, so held-out glosses stay unseen).",
+            "choices": SPLITS,
+        },
+    )
+    include_examples: bool = field(default=True, metadata={"help": "Put the example sentences into corpus.txt too."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an earlier output of this script."})
+
+    def __post_init__(self):
+        if self.max_synsets is not None and self.max_synsets < 1:
+            raise ValueError(f"--max_synsets must be positive, got {self.max_synsets}.")
+
+
+def check_output_folder(args: PrepareArguments) -> None:
+    """Before reading anything: a folder that is not ours, or an input, is never replaced (a usage error)."""
+    check_output_dir(args.output_dir, args.overwrite_output_dir, inputs=[args.wordnet_dir])
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, int | float | str | None]:
     """`scripts/prepare_wordnet.py`: write the corpus and the supersense task (`prepare_wordnet`), print the counts."""
-    parser = argparse.ArgumentParser(description="Write the offline WordNet corpus and gloss -> supersense task.")
-    parser.add_argument(
-        "--wordnet_dir", default=None, help="WordNet 3.0 dict directory (default: $WNSEARCHDIR or /usr/share/wordnet)"
+    (args,) = cli.parse_args(
+        (PrepareArguments,),
+        argv,
+        description="Write the offline WordNet corpus and gloss -> supersense task.",
+        validate=check_output_folder,
     )
-    parser.add_argument("--output_dir", default="data/wordnet")
-    parser.add_argument("--max_synsets", type=int, default=None, help="keep a deterministic subset (tests, demos)")
-    parser.add_argument(
-        "--corpus_splits",
-        nargs="+",
-        default=["train"],
-        choices=SPLITS,
-        help="splits whose glosses go into corpus.txt (default: train only, so held-out glosses stay unseen)",
-    )
-    parser.add_argument("--no_examples", action="store_true", help="leave example sentences out of corpus.txt")
-    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace an earlier output of this script")
-    args = parser.parse_args(argv)
-    if args.max_synsets is not None and args.max_synsets < 1:
-        parser.error(f"--max_synsets must be positive, got {args.max_synsets}.")
-    try:  # before reading anything: a folder that is not ours, or an input, is never replaced
-        check_output_dir(args.output_dir, args.overwrite_output_dir, inputs=[args.wordnet_dir])
-    except OutputDirError as error:
-        parser.error(str(error))
-
     counts = prepare_wordnet(
         args.output_dir,
         args.wordnet_dir,
         max_synsets=args.max_synsets,
         corpus_splits=args.corpus_splits,
-        include_examples=not args.no_examples,
+        include_examples=args.include_examples,
     )
     print(json.dumps(counts, indent=1))
     print(f"Wrote {args.output_dir}")

@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
-from transformers import BertConfig, BertModel, HfArgumentParser
+from transformers import BertConfig, BertModel
 
 from ..models.mhe.configuration_mhe import ATTENTION_TYPES, MHEConfig, default_num_key_value_heads
 from ..models.mhe.modeling_mhe import MHEModel
@@ -57,6 +57,7 @@ from ..models.mhe.parameter_counts import (
     encoder_matmul_flops,
     encoder_parameter_formula,
 )
+from ..utils import cli
 from ..utils.run_folder import check_output_dir
 from .environment import environment, load_average, write_report
 
@@ -539,7 +540,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses(args=argv)
+    (args,) = cli.parse_args((BenchmarkArguments,), argv, description=__doc__.split("\n\n")[0])
     return run_and_report(args, run_benchmark, "benchmark", markdown_report, plot)
 
 

@@ -43,12 +43,12 @@ from transformers import (
     DynamicCache,
     GPT2Config,
     GPT2LMHeadModel,
-    HfArgumentParser,
 )
 from transformers.masking_utils import sdpa_mask
 
 from ..models.mhe.configuration_mhe import ATTENTION_TYPES, MHEConfig
 from ..models.mhe.modeling_mhe import MHEForCausalLM, repeat_kv
+from ..utils import cli
 from .benchmark import (
     DTYPES,
     MICRO_SIZE,
@@ -445,7 +445,7 @@ def plot(results: dict, path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    (args,) = HfArgumentParser(DecodeBenchmarkArguments).parse_args_into_dataclasses(args=argv)
+    (args,) = cli.parse_args((DecodeBenchmarkArguments,), argv, description=__doc__.split("\n\n")[0])
     return run_and_report(args, run_benchmark, "benchmark-decode", markdown_report, plot)
 
 

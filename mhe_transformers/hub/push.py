@@ -11,7 +11,6 @@ fresh Python process in which `mhe_transformers` cannot be imported, exactly as 
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import logging
@@ -28,6 +27,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from ..models.mhe import modeling_mhe
 from ..models.mhe.configuration_mhe import MHEConfig
 from ..models.mhe.modeling_mhe import AUTO_MAP
+from ..utils import cli
 from .model_card import TASKS, _read_json, parameter_counts, write_model_card
 
 logger = logging.getLogger(__name__)
@@ -276,23 +276,30 @@ def push_checkpoint(
     return api.create_commit(repo_id, operations=operations, commit_message=commit_message)
 
 
+@dataclass
+class PushArguments:
+    """The options of `scripts/push_to_hub.py`, named as the training scripts name them (`--hub_model_id`,
+    `--hub_private_repo`)."""
+
+    checkpoint_dir: str = field(metadata={"help": "A final checkpoint folder written by the training scripts."})
+    hub_model_id: str = field(metadata={"help": "The Hub model repo, e.g. your-name/mhe-mul-tiny."})
+    hub_private_repo: bool = field(
+        default=False, metadata={"help": "Create the repo as private (an existing repo keeps its visibility)."}
+    )
+    commit_message: str = field(default="Upload MHE checkpoint", metadata={"help": "The Hub commit's message."})
+
+
 def main(argv: list[str] | None = None) -> None:
     """`scripts/push_to_hub.py`: verify a final checkpoint folder, then upload it (`push_checkpoint`)."""
-    parser = argparse.ArgumentParser(description="Verify an MHE checkpoint folder and upload it to a Hub model repo.")
-    parser.add_argument("checkpoint_dir", help="a final checkpoint folder written by the training scripts")
-    parser.add_argument("--repo_id", required=True, help="the Hub model repo, e.g. your-name/mhe-mul-tiny")
-    parser.add_argument(
-        "--private", action="store_true", help="create the repo as private (an existing repo keeps its visibility)"
+    (args,) = cli.parse_args(
+        (PushArguments,), argv, description="Verify an MHE checkpoint folder and upload it to a Hub model repo."
     )
-    parser.add_argument("--commit_message", default="Upload MHE checkpoint")
-    args = parser.parse_args(argv)
-
     try:
         commit = push_checkpoint(
-            args.checkpoint_dir, args.repo_id, private=args.private, commit_message=args.commit_message
+            args.checkpoint_dir, args.hub_model_id, private=args.hub_private_repo, commit_message=args.commit_message
         )
     except CheckpointError as error:
-        raise SystemExit(f"Not uploaded. {error}")
+        raise CheckpointError(f"Not uploaded. {error}") from None
     print(f"Uploaded {args.checkpoint_dir} to {commit.commit_url}")
 
 

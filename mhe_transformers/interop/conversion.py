@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import transformers
 from torch import nn
-from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, PreTrainedModel
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 from transformers.activations import ACT2FN
 
 from ..data import text
@@ -40,6 +40,7 @@ from ..models.mhe.modeling_mhe import (
     MHEModel,
     MHEPreTrainedModel,
 )
+from ..utils import cli
 from ..utils.run_folder import atomic_directory, check_output_dir
 from .distillation import RecoveryArguments, distill_hidden_states
 
@@ -708,52 +709,60 @@ class DataArguments:
     text_column: str = field(default="text")
 
 
+def check_output_folder(args: ConversionArguments, data_args: DataArguments, recovery_args: RecoveryArguments) -> None:
+    """Before loading anything: a folder that is not ours, or an input, is never replaced (a usage error)."""
+    check_output_dir(args.output_dir, args.overwrite_output_dir, inputs=[args.model_name_or_path, args.tokenizer_name])
+
+
+def read_texts(args: ConversionArguments, data_args: DataArguments, recovery_args: RecoveryArguments):
+    """The evaluation (`Evaluation` or None) and recovery texts (or None) the arguments ask for, read before
+    converting so that a bad path fails fast."""
+    evaluation = recovery_texts = None
+    if data_args.evaluate:
+        texts = text.load_texts(data_args.eval_file) if data_args.eval_file else wordnet_texts("test")
+        texts = random.Random(args.seed).sample(texts, min(data_args.eval_samples, len(texts)))
+        evaluation = Evaluation(texts, baselines=data_args.eval_baselines)
+    if recovery_args.recover_steps > 0:
+        if data_args.train_file or data_args.dataset_name:
+            recovery_texts = text.load_texts(
+                data_args.train_file, data_args.dataset_name, data_args.dataset_config_name,
+                text_column=data_args.text_column,
+            )  # fmt: skip
+        else:
+            recovery_texts = wordnet_texts("train", include_examples=True)
+    return evaluation, recovery_texts
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """`scripts/convert_mha_to_mhe.py`: convert, evaluate and recover from the command line (docs/conversion.md)."""
-    parser = HfArgumentParser(
+    args, data_args, recovery_args = cli.parse_args(
         (ConversionArguments, DataArguments, RecoveryArguments),
+        argv,
         description="Convert a BERT/RoBERTa checkpoint into an MHE checkpoint (docs/conversion.md).",
+        validate=check_output_folder,
     )
-    args, data_args, recovery_args = parser.parse_args_into_dataclasses(args=argv)
+    evaluation, recovery_texts = read_texts(args, data_args, recovery_args)
+    result = convert_checkpoint(
+        args.model_name_or_path,
+        args.output_dir,
+        args.attention_type,
+        task=args.task,
+        tokenizer_name=args.tokenizer_name,
+        max_alignment_iterations=args.max_alignment_iterations,
+        random_qkv=args.random_qkv,
+        overwrite_output_dir=args.overwrite_output_dir,
+        evaluation=evaluation,
+        recovery=recovery_args,
+        recovery_texts=recovery_texts,
+        seed=args.seed,
+        revision=args.revision,
+        cache_dir=args.cache_dir,
+    )
+    print_report(result.report, args.output_dir)
 
-    evaluation, recovery_texts = None, None
-    try:  # read every text before converting, so that a bad path fails fast
-        if data_args.evaluate:
-            texts = text.load_texts(data_args.eval_file) if data_args.eval_file else wordnet_texts("test")
-            texts = random.Random(args.seed).sample(texts, min(data_args.eval_samples, len(texts)))
-            evaluation = Evaluation(texts, baselines=data_args.eval_baselines)
-        if recovery_args.recover_steps > 0:
-            if data_args.train_file or data_args.dataset_name:
-                recovery_texts = text.load_texts(
-                    data_args.train_file, data_args.dataset_name, data_args.dataset_config_name,
-                    text_column=data_args.text_column,
-                )
-            else:
-                recovery_texts = wordnet_texts("train", include_examples=True)
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
 
-    try:
-        result = convert_checkpoint(
-            args.model_name_or_path,
-            args.output_dir,
-            args.attention_type,
-            task=args.task,
-            tokenizer_name=args.tokenizer_name,
-            max_alignment_iterations=args.max_alignment_iterations,
-            random_qkv=args.random_qkv,
-            overwrite_output_dir=args.overwrite_output_dir,
-            evaluation=evaluation,
-            recovery=recovery_args,
-            recovery_texts=recovery_texts,
-            seed=args.seed,
-            revision=args.revision,
-            cache_dir=args.cache_dir,
-        )
-    except ConversionError as error:
-        raise SystemExit(f"error: {error}") from None
-
-    report = result.report
+def print_report(report: dict, output_dir: str) -> None:
+    """The conversion report in a few lines: classes and sizes, the fit per layer, similarity and recovery."""
     print(f"{report['source_class']} -> {report['target_class']} ({report['attention_type']}), "
           f"parameters {report['parameters']['source']:,} -> {report['parameters']['converted']:,}")
     print("relative fit error per layer (query / key / value), aligned [unaligned]:")
@@ -765,4 +774,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in ("similarity", "recovery"):
         if name in report:
             print(f"{name}: {json.dumps(report[name])}")
-    print(f"Wrote {args.output_dir}")
+    print(f"Wrote {output_dir}")

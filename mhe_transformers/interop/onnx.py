@@ -1,6 +1,6 @@
 """Export an MHE checkpoint to ONNX with PyTorch's dynamo exporter, and check it in ONNX Runtime.
 
-    python scripts/export_onnx.py --model_name_or_path outputs/pretrain-mhe_mul [--task fill-mask]
+    python scripts/export_onnx.py --model_name_or_path outputs/pretrain-mhe_mul [--task fill-mask] [--output_dir DIR]
 
 Optimum cannot export on Transformers 5, so this uses `torch.onnx.export(..., dynamo=True)` directly: inputs
 `input_ids`, `attention_mask`, `token_type_ids` with dynamic batch and sequence axes (and a choices axis for
@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig
 
 from ..models.mhe.modeling_mhe import HEADS
+from ..utils import cli
 
 # Task -> the head exported: the heads' Hub pipeline tags (multiple choice has none: its converter name), from the
 # one head table.
@@ -138,17 +140,25 @@ def export_onnx(
     return ExportReport(output_path, task, output_names, max_abs_diff)
 
 
-def main(argv=None) -> ExportReport:
-    import argparse
+@dataclass
+class ExportArguments:
+    model_name_or_path: str = field(metadata={"help": "An MHE checkpoint folder."})
+    task: str | None = field(
+        default=None,
+        metadata={"help": "Head to export (default: the checkpoint's own).", "choices": list(TASK_TO_MODEL_CLASS)},
+    )
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Folder for model.onnx (and its weights file); default <checkpoint>/onnx."}
+    )
+    opset_version: int | None = field(default=None, metadata={"help": "ONNX opset (default: the exporter's)."})
+    atol: float = field(default=1e-4, metadata={"help": "Largest difference to PyTorch accepted."})
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_name_or_path", required=True, help="An MHE checkpoint folder.")
-    parser.add_argument("--task", choices=list(TASK_TO_MODEL_CLASS), help="Head to export (default: the checkpoint's).")
-    parser.add_argument("--output_path", help="Where to write the .onnx file (default: <checkpoint>/onnx/model.onnx).")
-    parser.add_argument("--opset_version", type=int, default=None, help="ONNX opset (default: the exporter's).")
-    parser.add_argument("--atol", type=float, default=1e-4, help="Largest difference to PyTorch accepted.")
-    args = parser.parse_args(argv)
-    report = export_onnx(args.model_name_or_path, args.task, args.output_path, args.opset_version, args.atol)
+
+def main(argv: Sequence[str] | None = None) -> ExportReport:
+    """`scripts/export_onnx.py`: export, check in ONNX Runtime, write model.onnx."""
+    (args,) = cli.parse_args((ExportArguments,), argv, description=__doc__.split("\n\n")[0])
+    output_path = Path(args.output_dir) / "model.onnx" if args.output_dir else None
+    report = export_onnx(args.model_name_or_path, args.task, output_path, args.opset_version, args.atol)
     print(
         f"Wrote {report.path} ({report.task}; outputs {', '.join(report.output_names)}); ONNX Runtime vs PyTorch: "
         f"max abs diff {report.max_abs_diff:.2g}"

@@ -3,12 +3,20 @@
 `save_sentence_transformer` writes an MHE encoder as a sentence-transformers model (modules.json, pooling config,
 model card with a usage snippet); it loads with `SentenceTransformer(path, trust_remote_code=True)` where
 mhe_transformers is not installed.
+
+    python scripts/export_sentence_transformer.py --model_name_or_path outputs/minilm-mhe_mul \\
+        --output_dir outputs/minilm-mhe_mul-st [--pooling mean] [--normalize true]
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..utils import cli
+from ..utils.run_folder import atomic_directory, check_output_dir
 
 
 def save_sentence_transformer(
@@ -17,14 +25,15 @@ def save_sentence_transformer(
     pooling: str = "mean",
     normalize: bool = True,
     max_seq_length: int | None = None,
-    overwrite: bool = False,
+    overwrite_output_dir: bool = False,
 ) -> Path:
     """Save an MHE encoder checkpoint (any head: the encoder is what is kept) as a sentence-transformers model.
 
     `pooling`: "mean" (default, as all-MiniLM-L6-v2), "cls", "max", ... (sentence-transformers' Pooling modes).
     `normalize`: L2-normalise the embeddings (so dot product = cosine similarity), as all-MiniLM-L6-v2 does.
     The folder gets the encoder's weights and remote code, modules.json, 1_Pooling/config.json (2_Normalize),
-    sentence_bert_config.json and a README.md model card with a usage snippet.
+    sentence_bert_config.json and a README.md model card with a usage snippet. It is written atomically, and an
+    existing `output_dir` is replaced only by the run-folder rule (`run_folder.check_output_dir`).
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules.normalize import Normalize
@@ -32,8 +41,7 @@ def save_sentence_transformer(
     from sentence_transformers.sentence_transformer.modules import Pooling
 
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{output_dir} is not empty; choose another folder or pass overwrite=True.")
+    check_output_dir(output_dir, overwrite_output_dir, inputs=[model_name_or_path])
     # The bare encoder (no pooler: sentence-transformers pools the token embeddings itself).
     transformer = Transformer(
         str(model_name_or_path),
@@ -45,29 +53,40 @@ def save_sentence_transformer(
     modules = [transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)]
     if normalize:
         modules.append(Normalize())
-    model = SentenceTransformer(modules=modules)
-    model.save(str(output_dir))
+    with atomic_directory(output_dir) as tmp_dir:
+        SentenceTransformer(modules=modules).save(str(tmp_dir))
     return output_dir
 
 
-def sentence_transformer_main(argv=None) -> Path:
-    """Command line of scripts/export_sentence_transformer.py."""
-    import argparse
+@dataclass
+class SentenceTransformerArguments:
+    model_name_or_path: str = field(metadata={"help": "An MHE checkpoint folder (any head)."})
+    output_dir: str = field(metadata={"help": "A new or empty folder (or this script's earlier output)."})
+    pooling: str = field(default="mean", metadata={"help": "sentence-transformers pooling mode: mean, cls, max, ..."})
+    normalize: bool = field(default=True, metadata={"help": "L2-normalise the embeddings (dot product = cosine)."})
+    max_seq_length: int | None = field(default=None, metadata={"help": "Longer inputs are truncated."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace this script's earlier output."})
 
-    parser = argparse.ArgumentParser(description="Save an MHE encoder as a sentence-transformers model.")
-    parser.add_argument("--model_name_or_path", required=True, help="An MHE checkpoint folder (any head).")
-    parser.add_argument("--output_dir", required=True, help="A new or empty folder.")
-    parser.add_argument("--pooling", default="mean", help="sentence-transformers pooling mode: mean, cls, max, ...")
-    parser.add_argument("--normalize", type=lambda v: v.lower() in ("1", "true", "yes"), default=True)
-    parser.add_argument("--max_seq_length", type=int, default=None)
-    parser.add_argument("--overwrite_output_dir", action="store_true")
-    args = parser.parse_args(argv)
+
+def check_output_folder(args: SentenceTransformerArguments) -> None:
+    """Before loading anything: a folder that is not ours, or an input, is never replaced (a usage error)."""
+    check_output_dir(args.output_dir, args.overwrite_output_dir, inputs=[args.model_name_or_path])
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """`scripts/export_sentence_transformer.py`."""
+    (args,) = cli.parse_args(
+        (SentenceTransformerArguments,),
+        argv,
+        description="Save an MHE encoder as a sentence-transformers model.",
+        validate=check_output_folder,
+    )
     output_dir = save_sentence_transformer(
         args.model_name_or_path, args.output_dir, args.pooling, args.normalize, args.max_seq_length,
-        overwrite=args.overwrite_output_dir,
+        overwrite_output_dir=args.overwrite_output_dir,
     )  # fmt: skip
     print(f"Wrote {output_dir}: load it with SentenceTransformer({str(output_dir)!r}, trust_remote_code=True)")
     return output_dir
 
 
-__all__ = ["save_sentence_transformer", "sentence_transformer_main"]
+__all__ = ["save_sentence_transformer", "main"]

@@ -22,7 +22,6 @@ import numpy as np
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     DataCollatorWithPadding,
     EarlyStoppingCallback,
     Trainer,
@@ -31,8 +30,9 @@ from transformers import (
 
 from ..data import text
 from ..metrics import load_metric
-from . import loop
-from .loop import MHETrainingArguments
+from ..utils import cli
+from . import arguments, loop
+from .arguments import MHETrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +71,7 @@ GLUE_TASKS = {
 
 
 @dataclass
-class ModelArguments(loop.HubArguments):
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Checkpoint folder or Hub id to fine-tune."})
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: model_name_or_path)."})
+class ModelArguments(arguments.ModelArguments):
     ignore_mismatched_sizes: bool = field(
         default=False, metadata={"help": "Re-initialise a classifier trained with another number of labels."}
     )
@@ -263,7 +261,17 @@ ARGUMENT_CLASSES = (ModelArguments, DataArguments, MHETrainingArguments)
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Fine-tune from `[--config FILE.yaml] [--field value ...]`; returns the final metrics (all_results.json)."""
-    return run(*loop.parse_args(ARGUMENT_CLASSES, argv))
+    return run(*cli.parse_args(ARGUMENT_CLASSES, argv, description=__doc__, validate=check_arguments))
+
+
+def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: MHETrainingArguments):
+    """The checks of the command line that need no data (usage errors), so that a bad command fails in seconds."""
+    model_args.check_trained_model()
+    arguments.check_something_to_do(training_args, predict=True)
+    if data_args.early_stopping_patience is not None and not training_args.load_best_model_at_end:
+        raise ValueError(
+            "--early_stopping_patience needs --load_best_model_at_end true (with eval_strategy = save_strategy)."
+        )
 
 
 def run(
@@ -272,11 +280,11 @@ def run(
     training_args: MHETrainingArguments,
     callbacks: list[TrainerCallback] | None = None,
 ) -> dict:
-    # Every check that needs no data comes first, so that a bad command fails in seconds.
+    """Check the arguments, load and check the splits, load the model with a head for the labels, train, evaluate,
+    predict and save the final checkpoint; returns the final metrics."""
     check_arguments(model_args, data_args, training_args)
     setup = resolve_task(data_args)
     resume_checkpoint = loop.set_up_run(training_args)
-
     raw_datasets = text.load_raw_datasets(
         setup.dataset_name, setup.dataset_config_name, setup.data_files, cache_dir=model_args.cache_dir
     )
@@ -284,16 +292,12 @@ def run(
     label_names = resolve_label_names(setup, splits, model_args, training_args)
     model_label_names = resolve_model_label_order(label_names, model_args)
     labelled = check_splits(splits, setup, label_names)
-    tokenizer, model = load_tokenizer_and_model(model_args, model_label_names)
-    loop.check_model_fits(model, tokenizer, data_args.max_seq_length)
+    tokenizer = loop.load_tokenizer(model_args)
+    model = load_classifier(model_args, tokenizer, data_args.max_seq_length, model_label_names)
     encoded, test_rows = encode_splits(
         splits, labelled, setup, label_names, tokenizer, data_args, training_args, model_label_names
     )
-
     train_name, validation_name, *other_validation = setup.splits["train"] + setup.splits["validation"]
-    callbacks = list(callbacks or [])
-    if data_args.early_stopping_patience is not None:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
     loop.claim_output_dir(
         training_args,
         resume_checkpoint,
@@ -308,55 +312,60 @@ def run(
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=make_compute_metrics(setup.metrics, label_names),
-        callbacks=callbacks,
+        callbacks=with_early_stopping(callbacks, data_args.early_stopping_patience),
     )
-
-    metrics, extra_files = {}, {}
-    if training_args.do_train:
-        metrics["train"] = loop.train(trainer, resume_checkpoint, len(encoded[train_name]))
-    if training_args.do_eval:
-        metrics["eval"] = {**trainer.evaluate(), "eval_samples": len(encoded[validation_name])}
-        for name in other_validation:  # MNLI's mismatched validation set
-            suffix = name.removeprefix("validation_")
-            metrics["eval"].update(trainer.evaluate(encoded[name], metric_key_prefix=f"eval_{suffix}"))
-        trainer.log_metrics("eval", metrics["eval"])
+    metrics = loop.train_and_evaluate(
+        trainer,
+        resume_checkpoint,
+        len(encoded[train_name]) if train_name in encoded else None,
+        lambda: evaluate(trainer, encoded, validation_name, other_validation),
+    )
+    extra_files = {}
     if training_args.do_predict:
         test_name = setup.splits["test"][0]
-        output = trainer.predict(encoded[test_name], metric_key_prefix="test")
-        if labelled[test_name]:
-            metrics["test"] = {**output.metrics, "test_samples": len(encoded[test_name])}
-            trainer.log_metrics("test", metrics["test"])
-        name, predictions_text = format_predictions(
-            output.predictions, test_rows, model_label_names, data_args.predictions_format
+        test_metrics, extra_files = predict(
+            trainer, encoded[test_name], labelled[test_name], test_rows, model_label_names, data_args
         )
-        extra_files[name] = predictions_text
-
-    loop.save_final_checkpoint(
+        metrics.update(test_metrics)
+    return loop.save_final_checkpoint(
         trainer,
-        tokenizer,
-        training_args.output_dir,
         metrics,
-        args_to_record=loop.record_args(model_args, data_args, training_args),
+        (model_args, data_args, training_args),
         task="text-classification",
-        datasets=[setup.dataset_name] if setup.dataset_name else list(setup.data_files.values()),
+        datasets=loop.datasets_used(setup.dataset_name, list(setup.data_files.values())),
         base_model=model_args.model_name_or_path,
         extra_files=extra_files,
     )
-    return loop.merge_metrics(metrics)
 
 
-def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: MHETrainingArguments):
-    """The checks of the command line that need no data."""
-    if not model_args.model_name_or_path:
-        raise ValueError("Pass --model_name_or_path: the pretrained checkpoint (folder or Hub id) to fine-tune.")
-    loop.check_local_path(model_args.model_name_or_path, "--model_name_or_path")
-    loop.check_local_path(model_args.tokenizer_name, "--tokenizer_name")
-    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
-        raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
-    if data_args.early_stopping_patience is not None and not training_args.load_best_model_at_end:
-        raise ValueError(
-            "--early_stopping_patience needs --load_best_model_at_end true (with eval_strategy = save_strategy)."
-        )
+def with_early_stopping(callbacks: list[TrainerCallback] | None, patience: int | None) -> list[TrainerCallback]:
+    """The callbacks, plus early stopping after `patience` evaluations without improvement (when given)."""
+    callbacks = list(callbacks or [])
+    if patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
+    return callbacks
+
+
+def evaluate(trainer: Trainer, encoded: dict, validation_name: str, other_validation: list[str]) -> dict:
+    """Trainer's evaluation on the validation split, and on each further one (MNLI's mismatched) with its suffix."""
+    metrics = {**trainer.evaluate(), "eval_samples": len(encoded[validation_name])}
+    for name in other_validation:
+        suffix = name.removeprefix("validation_")
+        metrics.update(trainer.evaluate(encoded[name], metric_key_prefix=f"eval_{suffix}"))
+    return metrics
+
+
+def predict(
+    trainer: Trainer, test_dataset, labelled: bool, test_rows: list[int], label_names, data_args: DataArguments
+) -> tuple[dict[str, dict], dict[str, str]]:
+    """Predict the test split: its metrics (`{"test": {...}}`, when it has labels) and the predictions file."""
+    output = trainer.predict(test_dataset, metric_key_prefix="test")
+    metrics = {}
+    if labelled:
+        metrics["test"] = {**output.metrics, "test_samples": len(test_dataset)}
+        trainer.log_metrics("test", metrics["test"])
+    name, predictions_text = format_predictions(output.predictions, test_rows, label_names, data_args.predictions_format)
+    return metrics, {name: predictions_text}
 
 
 def select_splits(raw_datasets, setup: TaskSetup, training_args: MHETrainingArguments) -> dict[str, tuple]:
@@ -390,9 +399,7 @@ def resolve_label_names(
     if training_args.do_train:
         text.check_columns(splits["train"][1], {"--label_column": setup.label_column}, "train")
         return infer_label_names(splits["train"][1], setup.label_column)
-    config = AutoConfig.from_pretrained(
-        model_args.model_name_or_path, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
-    )
+    config = AutoConfig.from_pretrained(model_args.model_name_or_path, **model_args.loading_kwargs)
     regression = config.problem_type == "regression" or config.num_labels == 1
     return None if regression else tuple(config.id2label[i] for i in range(config.num_labels))
 
@@ -409,9 +416,7 @@ def resolve_model_label_order(
     (`--ignore_mismatched_sizes`)."""
     if label_names is None:
         return None
-    config = AutoConfig.from_pretrained(
-        model_args.model_name_or_path, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
-    )
+    config = AutoConfig.from_pretrained(model_args.model_name_or_path, **model_args.loading_kwargs)
     checkpoint_labels = tuple(config.id2label[i] for i in range(config.num_labels))
     named = checkpoint_labels != tuple(f"LABEL_{i}" for i in range(config.num_labels))
     if not (named and any(arch.endswith("ForSequenceClassification") for arch in config.architectures or [])):
@@ -446,14 +451,8 @@ def check_splits(splits: dict[str, tuple], setup: TaskSetup, label_names: tuple[
     return labelled
 
 
-def load_tokenizer_and_model(model_args: ModelArguments, label_names: tuple[str, ...] | None):
-    """The tokenizer, and the pretrained model with a classification head for `label_names` (one output for
-    regression)."""
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name or model_args.model_name_or_path,
-        cache_dir=model_args.cache_dir,
-        trust_remote_code=model_args.trust_remote_code,
-    )
+def load_classifier(model_args: ModelArguments, tokenizer, max_seq_length: int, label_names: tuple[str, ...] | None):
+    """The pretrained model with a classification head for `label_names` (one output for regression)."""
     label_kwargs = (
         {"num_labels": 1}
         if label_names is None
@@ -463,14 +462,14 @@ def load_tokenizer_and_model(model_args: ModelArguments, label_names: tuple[str,
             "label2id": {label: i for i, label in enumerate(label_names)},
         }
     )
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_args.model_name_or_path,
-        cache_dir=model_args.cache_dir,
-        trust_remote_code=model_args.trust_remote_code,
+    return loop.load_model(
+        AutoModelForSequenceClassification,
+        model_args,
+        tokenizer,
+        max_seq_length,
         ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         **label_kwargs,
     )
-    return tokenizer, model
 
 
 def encode_splits(

@@ -7,7 +7,7 @@ end before they start or are longer than `max_answer_length` tokens are dropped,
 `start_logit + end_logit` over all windows wins. Its characters are cut from the context with the tokenizer's
 offsets, so the answer is always a substring of the context.
 
-    from mhe_transformers.question_answering import answer_question
+    from mhe_transformers.training.finetune_qa import answer_question
     answer_question(model, tokenizer, "What runs?", "The small dog runs across the field.")
     # {'answer': 'The small dog', 'start': 0, 'end': 13, 'score': 7.3}
 
@@ -27,6 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from transformers import AutoModelForQuestionAnswering, Trainer, TrainerCallback, default_data_collator
+
+from ..data import text
+from ..utils import cli
+from . import arguments, loop
+from .arguments import MHETrainingArguments, ModelArguments
 
 
 def best_span(
@@ -109,8 +115,6 @@ def answer_question(
     )
 
 
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Fine-tuning (SQuAD-style data), after transformers' examples/pytorch/question-answering/run_qa.py
 
@@ -161,98 +165,45 @@ class DataArguments:
             raise ValueError(f"doc_stride ({self.doc_stride}) must be in [0, max_seq_length={self.max_seq_length}).")
 
 
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, MHETrainingArguments)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Fine-tune for extractive QA from `[--config FILE.yaml] [--field value ...]`; returns the final metrics."""
-    from . import loop
-    from .finetune import ModelArguments
-    from .loop import MHETrainingArguments
-
-    return run(*loop.parse_args((ModelArguments, DataArguments, MHETrainingArguments), argv))
+    return run(*cli.parse_args(ARGUMENT_CLASSES, argv, description=__doc__, validate=check_arguments))
 
 
-def run(model_args, data_args: DataArguments, training_args, callbacks=None) -> dict:
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, Trainer, default_data_collator
+def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: MHETrainingArguments):
+    """The checks of the command line that need no data (usage errors), so that a bad command fails in seconds."""
+    model_args.check_trained_model()
+    arguments.check_something_to_do(training_args)
 
-    from ..data import text
-    from . import loop
 
-    if not model_args.model_name_or_path:
-        raise ValueError("Pass --model_name_or_path: the pretrained checkpoint (folder or Hub id) to fine-tune.")
-    if not (training_args.do_train or training_args.do_eval):
-        raise ValueError("Nothing to do: pass --do_train and/or --do_eval.")
+def run(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: MHETrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> dict:
+    """Check the arguments, load and check the examples, cut them into windows, train, evaluate (decoding spans)
+    and save the final checkpoint; returns the final metrics."""
+    check_arguments(model_args, data_args, training_args)
     resume_checkpoint = loop.set_up_run(training_args)
-    raw = text.load_raw_datasets(
-        data_args.dataset_name,
-        data_args.dataset_config_name,
-        {"train": data_args.train_file, "validation": data_args.validation_file},
-        cache_dir=model_args.cache_dir,
-    )
-    needed = ["train"] * training_args.do_train + ["validation"] * training_args.do_eval
-    columns = {
-        "--id_column": data_args.id_column,
-        "--question_column": data_args.question_column,
-        "--context_column": data_args.context_column,
-        "--answer_column": data_args.answer_column,
-    }
-    for split in needed:
-        if split not in raw:
-            raise ValueError(f"No {split} data: the dataset has splits {list(raw)}; pass --{split}_file.")
-        text.check_columns(raw[split], columns, split)
-        text.check_not_empty(raw[split], f"{split} split")
-
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name or model_args.model_name_or_path,
-        cache_dir=model_args.cache_dir,
-        trust_remote_code=model_args.trust_remote_code,
-    )
+    raw = load_examples(data_args, training_args, model_args.cache_dir)
+    tokenizer = loop.load_tokenizer(model_args)
     if not tokenizer.is_fast or tokenizer.padding_side != "right":
         raise ValueError("Question answering needs a fast tokenizer (offsets) that pads on the right.")
-    model = AutoModelForQuestionAnswering.from_pretrained(
-        model_args.model_name_or_path, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
-    )
-    if data_args.max_seq_length > model.config.max_position_embeddings:
-        raise ValueError(
-            f"--max_seq_length {data_args.max_seq_length} exceeds the model's max_position_embeddings "
-            f"({model.config.max_position_embeddings})."
-        )
-
-    def windows(examples):
-        return tokenizer(
-            [q.lstrip() for q in examples[data_args.question_column]],
-            examples[data_args.context_column],
-            truncation="only_second",
-            max_length=data_args.max_seq_length,
-            stride=data_args.doc_stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-            padding="max_length",
-        )
-
+    model = loop.load_model(AutoModelForQuestionAnswering, model_args, tokenizer, data_args.max_seq_length)
     train_features = eval_examples = eval_features = None
     if training_args.do_train:
-        train_examples = text.subsample(raw["train"], data_args.max_train_samples)
-        with training_args.main_process_first(desc="windowing train"):
-            train_features = train_examples.map(
-                lambda batch: label_answer_spans(windows(batch), batch[data_args.answer_column]),
-                batched=True,
-                remove_columns=train_examples.column_names,
-            )
+        train_features = training_windows(raw["train"], tokenizer, data_args, training_args)
     if training_args.do_eval:
-        eval_examples = text.subsample(raw["validation"], data_args.max_eval_samples)
-
-        def eval_windows(batch):
-            encoding = windows(batch)
-            samples = encoding.pop("overflow_to_sample_mapping")
-            encoding["example_id"] = [batch[data_args.id_column][s] for s in samples]
-            encoding["offset_mapping"] = [
-                [offset if sequence_id == 1 else None for offset, sequence_id in zip(offsets, encoding.sequence_ids(i))]
-                for i, offsets in enumerate(encoding["offset_mapping"])
-            ]
-            return encoding
-
-        with training_args.main_process_first(desc="windowing validation"):
-            eval_features = eval_examples.map(eval_windows, batched=True, remove_columns=eval_examples.column_names)
-
+        eval_examples, eval_features = evaluation_windows(raw["validation"], tokenizer, data_args, training_args)
+    loop.claim_output_dir(
+        training_args,
+        resume_checkpoint,
+        inputs=[model_args.model_name_or_path, model_args.tokenizer_name, data_args.train_file, data_args.validation_file],
+    )
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -261,49 +212,119 @@ def run(model_args, data_args: DataArguments, training_args, callbacks=None) -> 
         data_collator=default_data_collator,
         callbacks=callbacks,
     )
-    metrics, extra_files = {}, {}
-    if training_args.do_train:
-        metrics["train"] = loop.train(trainer, resume_checkpoint, len(train_features))
-    if training_args.do_eval:
-        output = trainer.predict(eval_features.remove_columns(["example_id", "offset_mapping"]), metric_key_prefix="eval")
-        start_logits, end_logits = output.predictions
-        by_example = {}
-        for index, example_id in enumerate(eval_features["example_id"]):
-            by_example.setdefault(example_id, []).append(index)
-        contexts = dict(zip(eval_examples[data_args.id_column], eval_examples[data_args.context_column]))
-        predictions = {}
-        for example_id, indices in by_example.items():
-            span = best_span(
-                start_logits[indices],
-                end_logits[indices],
-                [eval_features[i]["offset_mapping"] for i in indices],
-                contexts[example_id],
-                data_args.n_best,
-                data_args.max_answer_length,
-            )
-            predictions[example_id] = span["answer"] if span else ""
-        references = dict(zip(eval_examples[data_args.id_column], eval_examples[data_args.answer_column]))
-        scores = squad_scores(predictions, {i: answers["text"] for i, answers in references.items()})
-        metrics["eval"] = {
-            **{key: value for key, value in output.metrics.items() if not key.endswith("_loss")},
-            **{f"eval_{name}": value for name, value in scores.items()},
-            "eval_samples": len(eval_examples),
-        }
-        trainer.log_metrics("eval", metrics["eval"])
-        extra_files["eval_predictions.json"] = json.dumps(predictions, indent=2, ensure_ascii=False) + "\n"
-
-    loop.save_final_checkpoint(
+    predictions = {}
+    metrics = loop.train_and_evaluate(
         trainer,
-        tokenizer,
-        training_args.output_dir,
+        resume_checkpoint,
+        len(train_features) if train_features is not None else None,
+        lambda: evaluate(trainer, eval_examples, eval_features, data_args, predictions),
+    )
+    extra_files = {}
+    if training_args.do_eval:
+        extra_files["eval_predictions.json"] = json.dumps(predictions, indent=2, ensure_ascii=False) + "\n"
+    return loop.save_final_checkpoint(
+        trainer,
         metrics,
-        args_to_record=loop.record_args(model_args, data_args, training_args),
+        (model_args, data_args, training_args),
         task="question-answering",
-        datasets=[data_args.dataset_name] if data_args.dataset_name else [data_args.train_file or data_args.validation_file],
+        datasets=loop.datasets_used(data_args.dataset_name, [data_args.train_file, data_args.validation_file]),
         base_model=model_args.model_name_or_path,
         extra_files=extra_files,
     )
-    return loop.merge_metrics(metrics)
+
+
+def load_examples(data_args: DataArguments, training_args: MHETrainingArguments, cache_dir: str | None) -> dict:
+    """The train and/or validation examples this run needs, their columns checked and each split non-empty."""
+    raw = text.load_raw_datasets(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        {"train": data_args.train_file, "validation": data_args.validation_file},
+        cache_dir=cache_dir,
+    )
+    columns = {
+        "--id_column": data_args.id_column,
+        "--question_column": data_args.question_column,
+        "--context_column": data_args.context_column,
+        "--answer_column": data_args.answer_column,
+    }
+    for split in ["train"] * training_args.do_train + ["validation"] * training_args.do_eval:
+        if split not in raw:
+            raise ValueError(f"No {split} data: the dataset has splits {list(raw)}; pass --{split}_file.")
+        text.check_columns(raw[split], columns, split)
+        text.check_not_empty(raw[split], f"{split} split")
+    return raw
+
+
+def _windows(examples, tokenizer, data_args: DataArguments):
+    """Question + context tokenized in windows of max_seq_length tokens overlapping by doc_stride (run_qa)."""
+    return tokenizer(
+        [q.lstrip() for q in examples[data_args.question_column]],
+        examples[data_args.context_column],
+        truncation="only_second",
+        max_length=data_args.max_seq_length,
+        stride=data_args.doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding="max_length",
+    )
+
+
+def training_windows(examples, tokenizer, data_args: DataArguments, training_args: MHETrainingArguments):
+    """The (subsampled) training examples as windows labelled with their answer's first and last token."""
+    examples = text.subsample(examples, data_args.max_train_samples)
+    with training_args.main_process_first(desc="windowing train"):
+        return examples.map(
+            lambda batch: label_answer_spans(_windows(batch, tokenizer, data_args), batch[data_args.answer_column]),
+            batched=True,
+            remove_columns=examples.column_names,
+        )
+
+
+def evaluation_windows(examples, tokenizer, data_args: DataArguments, training_args: MHETrainingArguments):
+    """The (subsampled) validation examples, and their windows with each one's example id and context offsets
+    (None outside the context), to decode spans from."""
+    examples = text.subsample(examples, data_args.max_eval_samples)
+
+    def windows_with_offsets(batch):
+        encoding = _windows(batch, tokenizer, data_args)
+        samples = encoding.pop("overflow_to_sample_mapping")
+        encoding["example_id"] = [batch[data_args.id_column][s] for s in samples]
+        encoding["offset_mapping"] = [
+            [offset if sequence_id == 1 else None for offset, sequence_id in zip(offsets, encoding.sequence_ids(i))]
+            for i, offsets in enumerate(encoding["offset_mapping"])
+        ]
+        return encoding
+
+    with training_args.main_process_first(desc="windowing validation"):
+        return examples, examples.map(windows_with_offsets, batched=True, remove_columns=examples.column_names)
+
+
+def evaluate(trainer: Trainer, examples, features, data_args: DataArguments, predictions: dict[str, str]) -> dict:
+    """Predict every window, decode each example's best span over its windows (into `predictions`: id -> answer)
+    and score them with SQuAD's exact match and F1."""
+    output = trainer.predict(features.remove_columns(["example_id", "offset_mapping"]), metric_key_prefix="eval")
+    start_logits, end_logits = output.predictions
+    by_example = {}
+    for index, example_id in enumerate(features["example_id"]):
+        by_example.setdefault(example_id, []).append(index)
+    contexts = dict(zip(examples[data_args.id_column], examples[data_args.context_column]))
+    for example_id, indices in by_example.items():
+        span = best_span(
+            start_logits[indices],
+            end_logits[indices],
+            [features[i]["offset_mapping"] for i in indices],
+            contexts[example_id],
+            data_args.n_best,
+            data_args.max_answer_length,
+        )
+        predictions[example_id] = span["answer"] if span else ""
+    references = dict(zip(examples[data_args.id_column], examples[data_args.answer_column]))
+    scores = squad_scores(predictions, {i: answers["text"] for i, answers in references.items()})
+    return {
+        **{key: value for key, value in output.metrics.items() if not key.endswith("_loss")},
+        **{f"eval_{name}": value for name, value in scores.items()},
+        "eval_samples": len(examples),
+    }
 
 
 def label_answer_spans(encoding, answers) -> dict:

@@ -1,8 +1,11 @@
-"""What the pretraining and fine-tuning pipelines share: configs and CLI overrides, data loading, model building,
-output folder checks and the atomic final save.
+"""What the pretraining and fine-tuning pipelines share, in the order a run uses it: set-up (launch check, resume,
+output folder, logging, seed), the model and tokenizer, training (resuming exactly), evaluation, and the atomic,
+Hub-ready final save. The arguments live in `training.arguments`.
 
-Both pipelines follow transformers' example scripts (run_mlm.py, run_glue.py): dataclasses parsed by
-`HfArgumentParser`, `datasets.load_dataset` for Hub names and local files alike, and `Trainer`.
+The pipelines follow transformers' example scripts (run_mlm.py, run_glue.py, run_qa.py): dataclasses parsed by
+`utils.cli.parse_args`, `datasets.load_dataset` for Hub names and local files alike, and `Trainer`. A pipeline's
+`run()` reads top-down: check the arguments, `set_up_run`, load data, `load_tokenizer` and `load_model`,
+`claim_output_dir`, `train_and_evaluate`, `save_final_checkpoint`.
 """
 
 from __future__ import annotations
@@ -13,91 +16,32 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import transformers
-from transformers import AutoConfig, TrainerCallback, TrainingArguments, set_seed
+from transformers import AutoConfig, AutoTokenizer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..hub.push import push_checkpoint, write_model_card
 from ..models.mhe.configuration_mhe import default_num_key_value_heads
-from ..utils.cli import load_yaml_config, parse_args  # noqa: F401 - the pipelines' parser
+from ..utils.cli import parse_args  # noqa: F401 - `loop.parse_args`, for callers that parse a pipeline's arguments
 from ..utils.run_folder import (
     OutputDirError,
     atomic_directory,
     check_not_an_input,
     check_output_dir,
     clean_stale_temporaries,
+    write_json,
     write_marker,
 )
+from .arguments import MHETrainingArguments, ModelArguments
 
 logger = logging.getLogger(__name__)
 
 # What Trainer writes into output_dir while training; kept when the final folder replaces output_dir.
 TRAINING_ARTEFACTS = (f"{PREFIX_CHECKPOINT_DIR}-*", "runs")
-
-
-class HubPush:
-    """Where the final checkpoint goes on the Hub, and with which token (None: huggingface_hub's own, i.e. HF_TOKEN
-    or the `hf auth login` cache). Never written anywhere: pickling drops the token, repr hides it."""
-
-    def __init__(self, repo_id: str | None, private: bool, token: str | None):
-        self.repo_id, self.private, self.token = repo_id, private, token
-
-    def __reduce__(self):  # pickled (e.g. inside training_args.bin) without the token
-        return HubPush, (self.repo_id, self.private, None)
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def __repr__(self) -> str:
-        return f"HubPush(repo_id={self.repo_id!r}, private={self.private}, token={'<set>' if self.token else None})"
-
-
-@dataclasses.dataclass
-class MHETrainingArguments(TrainingArguments):
-    """transformers' TrainingArguments plus the output-folder guard that Transformers 5 dropped, and with the Hub push
-    taken away from Trainer.
-
-    `--push_to_hub` means ONE upload, at the end: the verified final checkpoint (`save_final_checkpoint`). Trainer's
-    own pushes (it creates the repo at start-up and uploads every checkpoint and `save_model`, `training_args.bin`
-    included, unverified) are switched off, and `--hub_token` moves out of the arguments into `hub_push`, so that no
-    pickled or saved copy of them (`training_args.bin`, `training_args.json`) holds it.
-    """
-
-    overwrite_output_dir: bool = dataclasses.field(
-        default=False,
-        metadata={"help": "Delete output_dir (earlier checkpoints and final model) before training from scratch."},
-    )
-
-    def __post_init__(self):
-        if self.max_steps == 0 or self.max_steps < -1:  # TrainingArguments would train by epochs instead
-            raise ValueError(f"max_steps must be positive (or -1: train num_train_epochs), got {self.max_steps}.")
-        self.hub_push = (
-            HubPush(self.hub_model_id, bool(self.hub_private_repo), self.hub_token) if self.push_to_hub else None
-        )
-        self.push_to_hub, self.hub_token = False, None
-        super().__post_init__()
-
-    def to_dict(self):
-        # The record says what the user asked for; the token is redacted as TrainingArguments.to_dict does.
-        values = super().to_dict()
-        values["push_to_hub"] = self.hub_push is not None
-        return values
-
-
-@dataclasses.dataclass
-class HubArguments:
-    """The loading options of both pipelines' ModelArguments, passed to every `from_pretrained`."""
-
-    cache_dir: str | None = dataclasses.field(
-        default=None, metadata={"help": "Where to cache Hub models and datasets."}
-    )
-    trust_remote_code: bool = dataclasses.field(
-        default=False, metadata={"help": "Allow a Hub checkpoint's own modeling code (not needed for MHE models)."}
-    )
 
 
 def resolve_resume_checkpoint(training_args: TrainingArguments) -> str | bool | None:
@@ -336,6 +280,38 @@ def build_config(
     return AutoConfig.for_model(**values)
 
 
+def load_tokenizer(model_args: ModelArguments):
+    """The run's tokenizer: --tokenizer_name, else the trained model's own."""
+    return AutoTokenizer.from_pretrained(
+        model_args.tokenizer_name or model_args.model_name_or_path, **model_args.loading_kwargs
+    )
+
+
+def load_model(
+    auto_class,
+    model_args: ModelArguments,
+    tokenizer,
+    max_seq_length: int,
+    config=None,
+    grow_embeddings: bool = False,
+    **from_pretrained_kwargs,
+):
+    """A new `auto_class` model from `config`, else the trained model_args.model_name_or_path (with
+    `from_pretrained_kwargs`, e.g. a classifier's labels). `grow_embeddings`: a tokenizer larger than the trained
+    model's vocabulary gets new embedding rows (continued pretraining); otherwise that is an error, as are inputs
+    longer than the model's positions (`check_model_fits`)."""
+    if config is not None:
+        model = auto_class.from_config(config, trust_remote_code=model_args.trust_remote_code)
+    else:
+        model = auto_class.from_pretrained(
+            model_args.model_name_or_path, **model_args.loading_kwargs, **from_pretrained_kwargs
+        )
+    if grow_embeddings and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    check_model_fits(model, tokenizer, max_seq_length)
+    return model
+
+
 def check_model_fits(model, tokenizer, max_seq_length: int) -> None:
     """Before training, what would otherwise fail at the first step (an index error deep in the embeddings)."""
     max_positions = getattr(model.config, "max_position_embeddings", None)
@@ -351,77 +327,63 @@ def check_model_fits(model, tokenizer, max_seq_length: int) -> None:
         )
 
 
-def check_local_path(value: str | None, option: str) -> None:
-    """A value that can only be a local path (absolute, ./ or ../, ~, or more than one '/', which no Hub id has)
-    must exist: otherwise huggingface_hub would report it as a malformed repo id."""
-    if not value or os.path.exists(value):
-        return
-    if value.startswith(("/", "./", "../", "~", ".\\")) or value.count("/") > 1 or "\\" in value:
-        raise FileNotFoundError(f"{option} {value}: no such file or folder.")
-
-
-def check_model_source(model_config: str | None, model_name_or_path: str | None, **new_model_options) -> None:
-    """Exactly one of a new model's config file and a trained model; options such as --attention_type only for the
-    former (a trained model keeps its own configuration)."""
-    check_local_path(model_name_or_path, "--model_name_or_path")
-    if bool(model_config) == bool(model_name_or_path):
-        raise ValueError(
-            "Pass exactly one of --model_config (a configs/model/<size>.json file: train a new model) and "
-            "--model_name_or_path (a checkpoint folder or Hub id: continue training it)"
-            + ("; got both." if model_config else "; got neither.")
-        )
-    given = [f"--{name}" for name, value in new_model_options.items() if value is not None]
-    if model_name_or_path and given:
-        raise ValueError(
-            f"{', '.join(given)} only apply to a new model (--model_config): a trained model keeps its own."
-        )
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The final checkpoint
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def write_json(path: Path, values: Any) -> None:
-    path.write_text(json.dumps(values, indent=4, sort_keys=True) + "\n", encoding="utf-8")
+def train_and_evaluate(
+    trainer, resume_checkpoint: str | None, train_samples: int | None, evaluate: Callable[[], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """`train` (with --do_train), then `evaluate()` (with --do_eval), logging both; returns
+    `{"train": {...}, "eval": {...}}` for `save_final_checkpoint`."""
+    metrics = {}
+    if trainer.args.do_train:
+        metrics["train"] = train(trainer, resume_checkpoint, train_samples)
+    if trainer.args.do_eval:
+        metrics["eval"] = evaluate()
+        trainer.log_metrics("eval", metrics["eval"])
+    return metrics
+
+
+def datasets_used(dataset_name: str | None, data_files: Sequence[str | None]) -> list[str]:
+    """What the model card names as the training data: the Hub dataset, else the local files."""
+    return [dataset_name] if dataset_name else [str(file) for file in data_files if file]
 
 
 def save_final_checkpoint(
     trainer,
-    tokenizer,
-    output_dir: str | os.PathLike,
     metrics: dict[str, dict[str, Any]],
-    args_to_record: dict[str, Any],
+    recorded_args: Sequence[Any],
     task: str,
     datasets: list[str],
     base_model: str | None = None,
     extra_files: dict[str, str] | None = None,
-) -> None:
-    """Write the final, Hub-ready checkpoint to `output_dir`, atomically. Call it on every process.
+) -> dict[str, Any]:
+    """Write the final, Hub-ready checkpoint to the run's output_dir, atomically, and return the final metrics (what
+    all_results.json holds). Call it on every process.
 
-    Everything is written to a temporary folder beside `output_dir` first (`run_folder.atomic_directory`): the model
-    (config.json with the full `auto_map`, configuration_mhe.py, modeling_mhe.py, model.safetensors), the tokenizer,
-    `training_args.json` (`args_to_record`), `<split>_results.json` for each entry of `metrics`
-    (`{"train": {...}, "eval": {...}}`), their union in `all_results.json` (as `Trainer.save_metrics` writes them),
-    `trainer_state.json`, `extra_files` (name -> text, e.g. predictions) and the model card (`task`: "fill-mask" or
-    "text-classification", trained on `datasets`, from `base_model`). Only then does the folder replace
-    `output_dir`, and the checkpoint-N folders Trainer wrote there move into it. A run stopped at any point leaves
-    its checkpoints where `--resume_from_checkpoint true` finds them, and no half-written final model.
+    Everything is written to a temporary folder beside output_dir first (`run_folder.atomic_directory`): the model
+    (config.json with the full `auto_map`, configuration_mhe.py, modeling_mhe.py, model.safetensors), the tokenizer
+    (Trainer's processing_class), `training_args.json` (`record_args(*recorded_args)`), `<split>_results.json` for
+    each entry of `metrics` (`{"train": {...}, "eval": {...}}`), their union in `all_results.json` (as
+    `Trainer.save_metrics` writes them), `trainer_state.json`, `extra_files` (name -> text, e.g. predictions) and the
+    model card (`task`: a Hub pipeline tag, trained on `datasets`, from `base_model`). Only then does the folder
+    replace output_dir, and the checkpoint-N folders Trainer wrote there move into it. A run stopped at any point
+    leaves its checkpoints where `--resume_from_checkpoint true` finds them, and no half-written final model.
     """
-    output_dir = Path(output_dir).resolve()
+    output_dir = Path(trainer.args.output_dir).resolve()
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         # Trainer's checkpoints and logs move into the new folder after the swap (run_folder.atomic_directory).
         with atomic_directory(output_dir, keep=TRAINING_ARTEFACTS) as tmp_dir:
             trainer.save_model(str(tmp_dir))  # model + tokenizer (Trainer's processing_class) + training_args.bin
-            if trainer.processing_class is None:
-                tokenizer.save_pretrained(tmp_dir)
             trainer.state.save_to_json(str(tmp_dir / "trainer_state.json"))
             # The precision the run actually used: accelerate's state, which `accelerate launch --mixed_precision`
             # sets without touching the --fp16/--bf16 flags recorded in the arguments.
             write_json(
                 tmp_dir / "training_args.json",
-                {**args_to_record, "mixed_precision": trainer.accelerator.mixed_precision},
+                {**record_args(*recorded_args), "mixed_precision": trainer.accelerator.mixed_precision},
             )
             for split, split_metrics in metrics.items():
                 write_json(tmp_dir / f"{split}_results.json", split_metrics)
@@ -444,6 +406,7 @@ def save_final_checkpoint(
         push_checkpoint(
             output_dir, hub_push.repo_id or output_dir.name, private=hub_push.private, token=hub_push.token
         )
+    return merge_metrics(metrics)
 
 
 def merge_metrics(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -27,16 +27,16 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
-    AutoTokenizer,
     DataCollatorForLanguageModeling,
     Trainer,
     TrainerCallback,
 )
 
 from ..data import text
-from ..models.mhe.configuration_mhe import ATTENTION_TYPES
-from . import loop
-from .loop import MHETrainingArguments
+from ..models.mhe.configuration_mhe import ATTENTION_TYPES, AttentionType
+from ..utils import cli
+from . import arguments, loop
+from .arguments import MHETrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -45,17 +45,14 @@ OUTPUT_BIAS_INITS = ("zeros", "unigram")
 
 
 @dataclass
-class ModelArguments(loop.HubArguments):
+class ModelArguments(arguments.ModelArguments):
+    """A NEW model (`--model_config` and its options) or a trained one to continue pretraining
+    (`--model_name_or_path`)."""
+
     model_config: str | None = field(
         default=None, metadata={"help": "Dimensions (configs/model/<size>.json) of a NEW model to pretrain."}
     )
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Checkpoint folder or Hub id of a model to CONTINUE pretraining."}
-    )
-    tokenizer_name: str | None = field(
-        default=None, metadata={"help": "Tokenizer folder or Hub id (default: model_name_or_path)."}
-    )
-    attention_type: str | None = field(
+    attention_type: AttentionType | None = field(
         default=None,
         metadata={"help": f"Attention of a new model: {', '.join(ATTENTION_TYPES)} (default: mhe_mul)."},
     )
@@ -67,15 +64,31 @@ class ModelArguments(loop.HubArguments):
         metadata={
             "help": "Masked-LM decoder bias of a NEW model: 'zeros' (BERT), or 'unigram': the log-frequencies of the "
             "training tokens, so that training starts at the unigram baseline instead of spending its first hundreds "
-            "of steps learning token frequencies (Adam moves a bias by about the learning rate per step)."
+            "of steps learning token frequencies (Adam moves a bias by about the learning rate per step).",
+            "choices": OUTPUT_BIAS_INITS,
         },
     )
 
-    def __post_init__(self):
-        if self.attention_type is not None and self.attention_type not in ATTENTION_TYPES:
-            raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {self.attention_type!r}.")
-        if self.output_bias_init not in OUTPUT_BIAS_INITS:
-            raise ValueError(f"output_bias_init must be one of {OUTPUT_BIAS_INITS}, got {self.output_bias_init!r}.")
+    def check_model_source(self) -> None:
+        """Exactly one of a new model's config file and a trained model; the new-model options only for the former
+        (a trained model keeps its own configuration); a tokenizer for a new model."""
+        arguments.check_local_path(self.model_name_or_path, "--model_name_or_path")
+        arguments.check_local_path(self.tokenizer_name, "--tokenizer_name")
+        if bool(self.model_config) == bool(self.model_name_or_path):
+            raise ValueError(
+                "Pass exactly one of --model_config (a configs/model/<size>.json file: train a new model) and "
+                "--model_name_or_path (a checkpoint folder or Hub id: continue training it)"
+                + ("; got both." if self.model_config else "; got neither.")
+            )
+        given = [f"--{name}" for name in ("attention_type", "config_overrides") if getattr(self, name) is not None]
+        if self.model_name_or_path and given:
+            raise ValueError(
+                f"{', '.join(given)} only apply to a new model (--model_config): a trained model keeps its own."
+            )
+        if not (self.tokenizer_name or self.model_name_or_path):
+            raise ValueError(
+                "A new model needs a tokenizer: pass --tokenizer_name (e.g. one trained with scripts/train_tokenizer.py)."
+            )
 
 
 OBJECTIVES = ("mlm", "clm")
@@ -157,7 +170,22 @@ class BatchSeededMLMCollator(DataCollatorForLanguageModeling):
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Pretrain from `[--config FILE.yaml] [--field value ...]`; returns the final metrics (all_results.json)."""
-    return run(*loop.parse_args(ARGUMENT_CLASSES, argv))
+    return run(*cli.parse_args(ARGUMENT_CLASSES, argv, description=__doc__, validate=check_arguments))
+
+
+def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: MHETrainingArguments) -> None:
+    """The checks of the command line that need no data (usage errors), so that a bad command fails in seconds."""
+    model_args.check_model_source()
+    arguments.check_something_to_do(training_args)
+    if data_args.streaming and training_args.do_train and training_args.max_steps <= 0:
+        raise ValueError("--streaming has no length to count epochs with: set --max_steps.")
+    if model_args.output_bias_init == "unigram" and not (
+        model_args.model_config and training_args.do_train and not data_args.streaming
+    ):
+        raise ValueError(
+            "--output_bias_init unigram initialises a NEW model (--model_config) from the counts of a training split "
+            "that is not streamed (--do_train without --streaming)."
+        )
 
 
 def run(
@@ -166,36 +194,44 @@ def run(
     training_args: MHETrainingArguments,
     callbacks: list[TrainerCallback] | None = None,
 ) -> dict:
-    # Every check that needs no data comes first, so that a bad command fails in seconds.
-    loop.check_model_source(
-        model_args.model_config,
-        model_args.model_name_or_path,
-        attention_type=model_args.attention_type,
-        config_overrides=model_args.config_overrides,
-    )
-    if not (training_args.do_train or training_args.do_eval):
-        raise ValueError("Nothing to do: pass --do_train and/or --do_eval.")
-    if data_args.streaming and training_args.do_train and training_args.max_steps <= 0:
-        raise ValueError("--streaming has no length to count epochs with: set --max_steps.")
-    tokenizer_name = model_args.tokenizer_name or model_args.model_name_or_path
-    if tokenizer_name is None:
-        raise ValueError(
-            "A new model needs a tokenizer: pass --tokenizer_name (e.g. one trained with scripts/train_tokenizer.py)."
-        )
-    init_bias = model_args.output_bias_init == "unigram"
-    if init_bias and not (model_args.model_config and training_args.do_train and not data_args.streaming):
-        raise ValueError(
-            "--output_bias_init unigram initialises a NEW model (--model_config) from the counts of a training split "
-            "that is not streamed (--do_train without --streaming)."
-        )
-    loop.check_local_path(model_args.tokenizer_name, "--tokenizer_name")
+    """Check the arguments, load the texts, build (or load) the model, cut the texts into blocks, train, evaluate
+    and save the final checkpoint; returns the final metrics."""
+    check_arguments(model_args, data_args, training_args)
     resume_checkpoint = loop.set_up_run(training_args)
+    raw_datasets = load_texts(data_args, training_args, model_args.cache_dir)
+    tokenizer = loop.load_tokenizer(model_args)
+    model = build_model(model_args, data_args, tokenizer)
+    train_dataset, eval_dataset = prepare_blocks(raw_datasets, tokenizer, data_args, training_args)
+    unigram = unigram_baseline(model_args, data_args, training_args, tokenizer, train_dataset, eval_dataset)
+    if model_args.output_bias_init == "unigram":
+        start_at_unigram(model, unigram)
+    data_files = [*(data_args.train_files or []), *(data_args.validation_files or [])]
+    loop.claim_output_dir(
+        training_args,
+        resume_checkpoint,
+        inputs=[model_args.model_config, model_args.model_name_or_path, model_args.tokenizer_name, *data_files],
+    )
+    trainer = make_trainer(model, tokenizer, data_args, training_args, train_dataset, eval_dataset, unigram, callbacks)
+    metrics = loop.train_and_evaluate(
+        trainer, resume_checkpoint, _length(train_dataset), lambda: evaluate(trainer, eval_dataset)
+    )
+    return loop.save_final_checkpoint(
+        trainer,
+        metrics,
+        (model_args, data_args, training_args),
+        task="text-generation" if data_args.objective == "clm" else "fill-mask",
+        datasets=loop.datasets_used(data_args.dataset_name, data_args.train_files or []),
+        base_model=model_args.model_name_or_path,
+    )
 
+
+def load_texts(data_args: DataArguments, training_args: MHETrainingArguments, cache_dir: str | None) -> dict:
+    """The splits this run reads (train and/or validation), blank lines left out, each checked not to be empty."""
     raw_datasets = text.load_raw_datasets(
         data_args.dataset_name,
         data_args.dataset_config_name,
         {"train": data_args.train_files, "validation": data_args.validation_files},
-        cache_dir=model_args.cache_dir,
+        cache_dir=cache_dir,
         streaming=data_args.streaming,
     )
     for split, dataset in raw_datasets.items():
@@ -209,42 +245,37 @@ def run(
         raise ValueError(f"--do_train needs a train split; the data has {list(raw_datasets)}: pass --train_files.")
     raw_datasets = _with_validation_split(raw_datasets, data_args, training_args)
     needed = ["train"] * training_args.do_train + ["validation"] * training_args.do_eval
-    raw_datasets = {split: raw_datasets[split] for split in needed}
+    return {split: raw_datasets[split] for split in needed}
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        tokenizer_name, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
-    )
+
+def build_model(model_args: ModelArguments, data_args: DataArguments, tokenizer):
+    """A new masked-LM encoder (or, with --objective clm, causal-LM decoder) from --model_config, sized to the
+    tokenizer; or the trained --model_name_or_path, its embeddings grown to a larger tokenizer."""
     causal = data_args.objective == "clm"
-    auto_class = AutoModelForCausalLM if causal else AutoModelForMaskedLM
     if tokenizer.mask_token is None and not causal:
-        raise ValueError(f"The tokenizer {tokenizer_name} has no mask token, which masked-language modelling needs.")
+        raise ValueError(f"The tokenizer {tokenizer.name_or_path} has no mask token, which masked-language modelling needs.")
+    config = None
     if model_args.model_config:
         config = loop.build_config(
             model_args.model_config, tokenizer, model_args.attention_type, model_args.config_overrides
         )
         if causal:
             config.is_decoder = True
-        model = auto_class.from_config(config, trust_remote_code=model_args.trust_remote_code)
-    else:
-        model = auto_class.from_pretrained(
-            model_args.model_name_or_path,
-            cache_dir=model_args.cache_dir,
-            trust_remote_code=model_args.trust_remote_code,
-        )
-        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-            model.resize_token_embeddings(len(tokenizer))
+    auto_class = AutoModelForCausalLM if causal else AutoModelForMaskedLM
+    model = loop.load_model(
+        auto_class, model_args, tokenizer, data_args.max_seq_length, config=config, grow_embeddings=True
+    )
     if causal:
         # Texts end with the tokenizer's end token ([SEP] for a BERT-style one): generation stops there.
         end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
         model.generation_config.eos_token_id = end
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    max_positions = getattr(model.config, "max_position_embeddings", None)
-    if max_positions is not None and data_args.max_seq_length > max_positions:
-        raise ValueError(
-            f"--max_seq_length {data_args.max_seq_length} exceeds the model's max_position_embeddings "
-            f"({max_positions})."
-        )
+    return model
 
+
+def prepare_blocks(raw_datasets, tokenizer, data_args: DataArguments, training_args: MHETrainingArguments) -> tuple:
+    """The train and validation datasets (None where not needed) of `max_seq_length`-token blocks, subsampled, the
+    training stream shuffled in a seeded buffer."""
     blocks = _tokenize_and_group(raw_datasets, tokenizer, data_args, training_args)
     train_dataset = eval_dataset = None
     if training_args.do_train:
@@ -255,82 +286,75 @@ def run(
         text.check_not_empty(train_dataset, f"train split, cut into {data_args.max_seq_length}-token blocks,")
     if training_args.do_eval:
         eval_dataset = text.subsample(blocks["validation"], data_args.max_eval_samples)
-        text.check_not_empty(
-            eval_dataset, f"validation split, cut into {data_args.max_seq_length}-token blocks,"
-        )
+        text.check_not_empty(eval_dataset, f"validation split, cut into {data_args.max_seq_length}-token blocks,")
+    return train_dataset, eval_dataset
 
-    unigram = None
-    if (training_args.do_eval and not causal) or init_bias:
-        # The frequency model of the training blocks; of the evaluation blocks when there is no training or the
-        # training data is streamed (counting a whole stream would read it all once more).
-        counted = train_dataset if training_args.do_train and not data_args.streaming else eval_dataset
-        unigram = unigram_log_probs(counted, len(tokenizer), tokenizer.all_special_ids)
-    if init_bias:
-        decoder = model.get_output_embeddings()
-        with torch.no_grad():
-            # Special tokens are never predicted: give them the rarest token's bias rather than -inf.
-            log_probs = np.where(np.isfinite(unigram), unigram, unigram[np.isfinite(unigram)].min())
-            decoder.bias[: len(log_probs)] = torch.as_tensor(log_probs, dtype=decoder.bias.dtype)
-    loop.claim_output_dir(
-        training_args,
-        resume_checkpoint,
-        inputs=[
-            model_args.model_config,
-            model_args.model_name_or_path,
-            tokenizer_name,
-            *(data_args.train_files or []),
-            *(data_args.validation_files or []),
-        ],
-    )
+
+def unigram_baseline(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: MHETrainingArguments,
+    tokenizer,
+    train_dataset,
+    eval_dataset,
+) -> np.ndarray | None:
+    """The unigram log-probabilities a masked-LM evaluation (or `--output_bias_init unigram`) needs, else None: of
+    the training blocks; of the evaluation blocks when there is no training or the training data is streamed
+    (counting a whole stream would read it all once more)."""
+    masked_lm_eval = training_args.do_eval and data_args.objective == "mlm"
+    if not (masked_lm_eval or model_args.output_bias_init == "unigram"):
+        return None
+    counted = train_dataset if training_args.do_train and not data_args.streaming else eval_dataset
+    return unigram_log_probs(counted, len(tokenizer), tokenizer.all_special_ids)
+
+
+def start_at_unigram(model, unigram: np.ndarray) -> None:
+    """Set the masked-LM decoder bias to the unigram log-probabilities (`--output_bias_init unigram`)."""
+    decoder = model.get_output_embeddings()
+    with torch.no_grad():
+        # Special tokens are never predicted: give them the rarest token's bias rather than -inf.
+        log_probs = np.where(np.isfinite(unigram), unigram, unigram[np.isfinite(unigram)].min())
+        decoder.bias[: len(log_probs)] = torch.as_tensor(log_probs, dtype=decoder.bias.dtype)
+
+
+def make_trainer(
+    model, tokenizer, data_args: DataArguments, training_args: MHETrainingArguments, train_dataset, eval_dataset,
+    unigram: np.ndarray | None, callbacks: list[TrainerCallback] | None,
+) -> Trainer:  # fmt: skip
+    """Trainer with the objective's collator (masks seeded per batch for MLM) and evaluation metrics."""
+    causal = data_args.objective == "clm"
     if training_args.do_eval and not causal and "inputs" not in training_args.include_for_metrics:
         # The inputs tell which predicted positions showed the mask token (masked_lm_metrics' mask_token_accuracy).
         training_args.include_for_metrics = [*training_args.include_for_metrics, "inputs"]
-    trainer = Trainer(
+    if causal:
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+        compute_metrics = next_token_accuracy
+    else:
+        collator = BatchSeededMLMCollator(tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed)
+        compute_metrics = masked_lm_metrics(unigram, tokenizer.mask_token_id)
+    return Trainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        data_collator=(
-            DataCollatorForLanguageModeling(tokenizer, mlm=False)
-            if causal
-            else BatchSeededMLMCollator(tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed)
-        ),
-        compute_metrics=(
-            (next_token_accuracy if causal else masked_lm_metrics(unigram, tokenizer.mask_token_id))
-            if training_args.do_eval
-            else None
-        ),
+        data_collator=collator,
+        compute_metrics=compute_metrics if training_args.do_eval else None,
         preprocess_logits_for_metrics=_argmax_logits if training_args.do_eval else None,
         callbacks=callbacks,
     )
 
-    metrics = {}
-    if training_args.do_train:
-        metrics["train"] = loop.train(trainer, resume_checkpoint, _length(train_dataset))
-    if training_args.do_eval:
-        eval_metrics = trainer.evaluate()
-        try:
-            eval_metrics["perplexity"] = math.exp(eval_metrics["eval_loss"])
-        except OverflowError:
-            eval_metrics["perplexity"] = math.inf
-        if _length(eval_dataset) is not None:  # a stream has no length
-            eval_metrics["eval_samples"] = _length(eval_dataset)
-        metrics["eval"] = eval_metrics
-        trainer.log_metrics("eval", metrics["eval"])
 
-    datasets_used = [data_args.dataset_name] if data_args.dataset_name else list(data_args.train_files or [])
-    loop.save_final_checkpoint(
-        trainer,
-        tokenizer,
-        training_args.output_dir,
-        metrics,
-        args_to_record=loop.record_args(model_args, data_args, training_args),
-        task="text-generation" if causal else "fill-mask",
-        datasets=datasets_used,
-        base_model=model_args.model_name_or_path,
-    )
-    return loop.merge_metrics(metrics)
+def evaluate(trainer: Trainer, eval_dataset) -> dict:
+    """Trainer's evaluation plus the perplexity of its loss and the number of blocks (a stream has no length)."""
+    eval_metrics = trainer.evaluate()
+    try:
+        eval_metrics["perplexity"] = math.exp(eval_metrics["eval_loss"])
+    except OverflowError:
+        eval_metrics["perplexity"] = math.inf
+    if _length(eval_dataset) is not None:
+        eval_metrics["eval_samples"] = _length(eval_dataset)
+    return eval_metrics
 
 
 def _with_validation_split(raw_datasets, data_args: DataArguments, training_args: MHETrainingArguments):

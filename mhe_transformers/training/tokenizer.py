@@ -6,9 +6,9 @@ The result is a `PreTrainedTokenizerFast` saved with `save_pretrained`, so
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Union
 
@@ -16,6 +16,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 
 from ..data import text
+from ..utils import cli
 from ..utils.run_folder import atomic_directory, check_output_dir
 
 SPECIAL_TOKENS = {
@@ -121,37 +122,48 @@ def _as_files(source: TextSource) -> list[str | os.PathLike] | None:
     return None
 
 
+@dataclass
+class TokenizerArguments:
+    output_dir: str = field(metadata={"help": "A new or empty folder (or this script's earlier output)."})
+    train_files: list[str] | None = field(
+        default=None, metadata={"help": "Local .txt (one text per line), .csv or .json(l) files."}
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A datasets.load_dataset name (needs a network for Hub datasets)."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    split: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the texts."})
+    vocab_size: int = field(default=8000, metadata={"help": "Tokens in the vocabulary, special tokens included."})
+    min_frequency: int = field(default=2, metadata={"help": "Merges seen fewer times are not learned."})
+    lowercase: bool = field(default=True, metadata={"help": "Lowercase and strip accents (BERT uncased)."})
+    model_max_length: int = field(default=512, metadata={"help": "The tokenizer's model_max_length."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace this script's earlier output."})
+
+    def __post_init__(self):
+        if bool(self.train_files) == bool(self.dataset_name):
+            raise ValueError("Pass exactly one of --train_files and --dataset_name.")
+        if self.vocab_size <= len(SPECIAL_TOKENS):
+            raise ValueError(
+                f"--vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {self.vocab_size}."
+            )
+
+
+def check_output_folder(args: TokenizerArguments) -> None:
+    """Before reading anything: a folder that is not ours, or an input, is never replaced (a usage error)."""
+    check_output_dir(args.output_dir, args.overwrite_output_dir, inputs=args.train_files or ())
+
+
 def main(argv: Sequence[str] | None = None) -> PreTrainedTokenizerFast:
     """`scripts/train_tokenizer.py`: train on local files or a Hub dataset, through `text.load_raw_datasets`."""
-    parser = argparse.ArgumentParser(description="Train a BERT-style WordPiece tokenizer.")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--train_files", nargs="+", help="local .txt (one text per line), .csv or .json(l) files")
-    source.add_argument("--dataset_name", help="a datasets.load_dataset name (needs a network for Hub datasets)")
-    parser.add_argument("--dataset_config_name", default=None)
-    parser.add_argument("--split", default="train", help="split of --dataset_name to train on")
-    parser.add_argument("--text_column", default="text")
-    parser.add_argument("--vocab_size", type=int, default=8000)
-    parser.add_argument("--min_frequency", type=int, default=2)
-    parser.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--model_max_length", type=int, default=512)
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace this script's earlier output")
-    args = parser.parse_args(argv)
-
-    try:
-        if args.vocab_size <= len(SPECIAL_TOKENS):
-            raise ValueError(
-                f"--vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {args.vocab_size}."
-            )
-        # Before reading anything: a folder that is not ours, or an input, is never replaced.
-        check_output_dir(args.output_dir, args.overwrite_output_dir, inputs=args.train_files or ())
-        raw = text.load_raw_datasets(args.dataset_name, args.dataset_config_name, {args.split: args.train_files})
-        if args.split not in raw:
-            raise ValueError(f"--split {args.split!r}: the dataset has splits {list(raw)}.")
-        dataset = raw[args.split]
-        text.check_columns(dataset, {"--text_column": args.text_column}, args.split)
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
+    (args,) = cli.parse_args(
+        (TokenizerArguments,), argv, description="Train a BERT-style WordPiece tokenizer.", validate=check_output_folder
+    )
+    raw = text.load_raw_datasets(args.dataset_name, args.dataset_config_name, {args.split: args.train_files})
+    if args.split not in raw:
+        raise ValueError(f"--split {args.split!r}: the dataset has splits {list(raw)}.")
+    dataset = raw[args.split]
+    text.check_columns(dataset, {"--text_column": args.text_column}, args.split)
 
     def batches(batch_size: int = 1000):
         for start in range(0, len(dataset), batch_size):

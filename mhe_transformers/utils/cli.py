@@ -135,8 +135,9 @@ def parse_args(
 ) -> tuple:
     """Parse `[--config FILE.yaml] [--field value ...]` into one instance of each dataclass.
 
-    `validate(*instances)` may raise ValueError for a combination of values no single field can check; like a
-    dataclass's own ValueError, it becomes a usage error (exit 2). With `--debug` they raise instead.
+    `validate(*instances)` may raise ValueError (or FileNotFoundError, for a path that does not exist) for a
+    combination of values no single field can check; like a dataclass's own ValueError, it becomes a usage error
+    (exit 2). With `--debug` they raise instead.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = CommandLineParser(dataclass_types, description)
@@ -157,7 +158,7 @@ def parse_args(
         )
         if validate is not None:
             validate(*instances)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, FileNotFoundError) as error:
         if namespace.show_traceback:
             raise
         parser.error(str(error))

@@ -9,12 +9,13 @@ input of the same run.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 # Written into every folder this tool creates; only such folders are ever replaced or cleared. Hidden, so the Hub
 # upload (an explicit list of known files) never sends it.
@@ -160,3 +161,23 @@ def atomic_directory(output_dir: str | os.PathLike, keep: Iterable[str] = ()) ->
     if old_dir is not None:
         _move_missing_entries(old_dir / output_dir.name, output_dir, keep)
         shutil.rmtree(old_dir, ignore_errors=True)
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through a temporary file beside it and a rename: a reader (or a run stopped halfway)
+    sees the old file or the new one, never a truncated one."""
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.chmod(temporary, 0o644)  # mkstemp creates the file private
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, values: Any, indent: int = 4) -> None:
+    """`values` as indented JSON with sorted keys (the layout of Trainer's `*_results.json`), written atomically."""
+    write_text_atomically(path, json.dumps(values, indent=indent, sort_keys=True) + "\n")
