@@ -153,14 +153,6 @@ def test_generating_past_the_position_table_names_the_limit():
         model.generate(INPUT_IDS, attention_mask=ATTENTION_MASK, max_new_tokens=60, pad_token_id=PAD)
 
 
-@pytest.mark.parametrize("attention_type", ["mhe_mul", "gqa", "mha"])
-def test_static_cache_generates_what_the_dynamic_cache_does(attention_type):
-    model = make_model(attention_type, "sdpa")
-    dynamic = generate(model, do_sample=False, use_cache=True)
-    static = generate(model, do_sample=False, use_cache=True, cache_implementation="static")
-    assert torch.equal(dynamic.sequences, static.sequences)
-
-
 def test_encoder_checkpoint_warm_starts_a_causal_lm(tmp_path):
     from mhe_transformers import MHEForMaskedLM
 

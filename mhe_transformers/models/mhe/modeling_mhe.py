@@ -58,6 +58,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import cached_file, logging
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -70,6 +71,14 @@ from .configuration_mhe import (
 )
 
 logger = logging.get_logger(__name__)
+
+# The key/value cache is passed as `cache=`, as Transformers' own models take it since 5.24. The name they used
+# before, `past_key_values`, is still accepted and renamed, with the FutureWarning those models give: the same
+# decorator with the same arguments as modeling_llama.py's (`deprecate_kwarg(old name, removal version, new_name)`).
+CACHE_RENAMED = ("past_key_values", "5.40.0", "cache")
+# Names other models or older Transformers releases give a key/value cache; passed here, it is refused (it would
+# otherwise flow unread through **kwargs).
+UNREAD_CACHE_NAMES = ("past_key_value", "layer_past", "cache_params", "past")
 
 class MHEEmbeddings(nn.Module):
     """Word, learned absolute position (`position_embedding_type="absolute"`) and token type embeddings, summed and
@@ -225,6 +234,7 @@ class MHEAttention(nn.Module):
         # A shared table (one row) is broadcast over the heads as a view: flex attention indexes the bias by head.
         return bias.expand(-1, self.num_heads, -1, -1)
 
+    @deprecate_kwarg(*CACHE_RENAMED)
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -455,7 +465,8 @@ def _check_inputs(
     config: MHEConfig, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_length: int = 0
 ):
     """Turn the usual silent or cryptic failures (index errors deep inside torch) into errors that name the input.
-    `past_length`: tokens already in a decoder's cache, which the attention mask and the positions also cover.
+    `past_length`: tokens already in a decoder's cache, which the attention mask and the positions also cover (a
+    tensor for a StaticCache: under torch.compile the checks that need its value are skipped).
 
     Shapes are checked everywhere. Id ranges are checked only for tensors on the CPU: reading a tensor's min/max on
     an accelerator waits for the device at every step, so there an out-of-range id is left to the device's own
@@ -476,6 +487,33 @@ def _check_inputs(
         shape = tuple(inputs_embeds.shape[:2])
     if shape[0] == 0 or shape[1] == 0:
         raise ValueError(f"The inputs are empty (batch size and sequence length must be at least 1), shape {shape}.")
+    if isinstance(past_length, torch.Tensor) and not torch.compiler.is_compiling():
+        past_length = int(past_length)  # a StaticCache counts its tokens in a tensor
+    if not isinstance(past_length, torch.Tensor):  # (under torch.compile, reading it would break the graph)
+        _check_total_length(config, shape, attention_mask, past_length)
+    if attention_mask is not None and attention_mask.dim() not in (2, 4):
+        raise ValueError(f"attention_mask must be 2D (batch, seq_len) or 4D, got {attention_mask.dim()}D.")
+    for name, ids in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
+        if ids is not None and ids.shape[-1] != shape[1]:
+            raise ValueError(f"{name} has shape {tuple(ids.shape)} but the inputs have shape {shape}.")
+    if torch.compiler.is_compiling():
+        return  # the range checks below read values, which breaks graphs
+    for name, ids, bound in (
+        ("input_ids", input_ids, config.vocab_size),
+        ("token_type_ids", token_type_ids, config.type_vocab_size),
+        ("position_ids", position_ids, config.max_position_embeddings),
+    ):
+        if ids is not None and ids.numel() and ids.device.type == "cpu":
+            low, high = ids.aminmax()
+            if low < 0 or high >= bound:
+                raise ValueError(
+                    f"{name} must lie in [0, {bound}), got values in [{int(low)}, {int(high)}]; "
+                    "check that the tokenizer matches the model's configuration."
+                )
+
+
+def _check_total_length(config: MHEConfig, shape: tuple, attention_mask, past_length: int) -> None:
+    """The checks of `_check_inputs` that need the number of cached tokens."""
     total_length = past_length + shape[1]
     if total_length > config.max_position_embeddings:
         raise ValueError(
@@ -504,25 +542,24 @@ def _check_inputs(
                 f"A 4D attention_mask must have shape ({shape[0]}, 1, {shape[1]}, {total_length}), "
                 f"got {tuple(attention_mask.shape)}."
             )
-    if attention_mask is not None and attention_mask.dim() not in (2, 4):
-        raise ValueError(f"attention_mask must be 2D (batch, seq_len) or 4D, got {attention_mask.dim()}D.")
-    for name, ids in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
-        if ids is not None and ids.shape[-1] != shape[1]:
-            raise ValueError(f"{name} has shape {tuple(ids.shape)} but the inputs have shape {shape}.")
-    if torch.compiler.is_compiling():
-        return  # the range checks below read values, which breaks graphs
-    for name, ids, bound in (
-        ("input_ids", input_ids, config.vocab_size),
-        ("token_type_ids", token_type_ids, config.type_vocab_size),
-        ("position_ids", position_ids, config.max_position_embeddings),
-    ):
-        if ids is not None and ids.numel() and ids.device.type == "cpu":
-            low, high = ids.aminmax()
-            if low < 0 or high >= bound:
-                raise ValueError(
-                    f"{name} must lie in [0, {bound}), got values in [{int(low)}, {int(high)}]; "
-                    "check that the tokenizer matches the model's configuration."
-                )
+
+
+def _check_cache_arguments(cache, kwargs: dict) -> None:
+    """Refuse a cache the model would not read. Every keyword argument the model does not name flows on through
+    `**kwargs` to the attention kernels, which ignore what they do not know: a cache passed under another name (say
+    `past_key_value=`, the attention layers' name in transformers 4) would be dropped without a word, and each chunk of a
+    chunked prefill would attend to itself only."""
+    if cache is not None and not isinstance(cache, Cache):
+        raise TypeError(
+            f"cache must be a transformers Cache (DynamicCache, StaticCache, ...), got {type(cache).__name__}; "
+            "a legacy tuple of (key, value) pairs is not read."
+        )
+    for name, value in kwargs.items():
+        if isinstance(value, Cache) or (name in UNREAD_CACHE_NAMES and value is not None):
+            raise TypeError(
+                f"Got a cache as `{name}=`, which this model does not read: pass it as `cache=` "
+                f"(or `{CACHE_RENAMED[0]}=`, its deprecated name)."
+            )
 
 
 def _packed_sequences(config: MHEConfig, position_ids, attention_mask, batch_size: int) -> torch.Tensor | None:
@@ -564,6 +601,7 @@ class MHEModel(MHEPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
 
+    @deprecate_kwarg(*CACHE_RENAMED)
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -587,7 +625,9 @@ class MHEModel(MHEPreTrainedModel):
             output_attentions: return each layer's attention probabilities. Under sdpa that forward pass falls back to
                 eager attention (with a warning); flash/flex attention cannot return them and raise.
             cache, use_cache (decoders only): the key/value cache of the tokens seen so far (attention_mask then
-                covers those tokens too: (batch, cached + seq_len)); whether to create and return one.
+                covers those tokens too: (batch, cached + seq_len)); whether to create and return one. Any
+                Transformers cache works (DynamicCache, StaticCache, also under torch.compile); `past_key_values=`,
+                its deprecated name, is read too, with upstream models' FutureWarning.
         """
         if kwargs.get("output_attentions", self.config.output_attentions) and self.config._attn_implementation not in (
             "eager",
@@ -597,6 +637,7 @@ class MHEModel(MHEPreTrainedModel):
                 f"output_attentions=True needs attn_implementation='eager' (or 'sdpa', which falls back to eager for "
                 f"that call); the model uses '{self.config._attn_implementation}'."
             )
+        _check_cache_arguments(cache, kwargs)
         if not self.config.is_decoder:
             if cache is not None:  # (use_cache is ignored: it defaults to config.use_cache for encoders too)
                 raise ValueError("A key/value cache needs a decoder: set is_decoder=True (MHEForCausalLM does).")
@@ -623,9 +664,10 @@ class MHEModel(MHEPreTrainedModel):
         _check_inputs(
             self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_length
         )
-        if position_ids is None and past_length:
+        if position_ids is None and cache is not None:
+            # positions continue after the cached tokens (an addition, not a branch: a StaticCache's length is a tensor)
             reference = input_ids if input_ids is not None else inputs_embeds
-            position_ids = torch.arange(past_length, past_length + reference.shape[1], device=reference.device)[None]
+            position_ids = (torch.arange(reference.shape[1], device=reference.device) + past_length)[None]
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         attention_mask = create_causal_mask(
             config=self.config,
@@ -713,7 +755,9 @@ class MHEForMaskedLM(MHEPreTrainedModel):
 class MHEForCausalLM(MHEPreTrainedModel, GenerationMixin):
     """A causal language model: the MHE stack with causal masks, a key/value cache and the masked-LM head predicting
     the next token. For MHE-MUL/MHE-ADD (and MQA, single-head) the cache holds one (batch, 1, seq, head_dim) key and
-    value per layer, for GQA (batch, num_key_value_heads, ...), for MHA (batch, num_attention_heads, ...)."""
+    value per layer, for GQA (batch, num_key_value_heads, ...), for MHA (batch, num_attention_heads, ...): the
+    config's `num_key_value_heads`, from which a StaticCache (`generate(..., cache_implementation="static")`, or
+    `torch.compile` of the forward pass) sizes the buffers it allocates ahead."""
 
     _tied_weights_keys = {"lm_head.decoder.weight": "model.embeddings.word_embeddings.weight"}
 
@@ -739,6 +783,7 @@ class MHEForCausalLM(MHEPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head.decoder = new_embeddings
 
+    @deprecate_kwarg(*CACHE_RENAMED)
     @can_return_tuple
     def forward(
         self,
