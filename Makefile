@@ -35,10 +35,12 @@ demo: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py --output_dir outputs/benchmark/cpu --overwrite_output_dir true $(BENCHMARK_ARGS)
 
-# Decode tokens/s and key/value-cache size of every attention type against GPT2LMHeadModel, BERT-base dims, batch 8,
-# context 2048, the last 64 steps (docs/results.md); DECODE_ARGS="--sizes small --contexts 512 ..." for others.
+# Decode tokens/s (dynamic cache, static cache, static cache + torch.compile; each next to its bytes-moved limit) and
+# key/value-cache size of every attention type against GPT2LMHeadModel, BERT-base dims, batch 8, context 2048, the
+# last 64 steps (docs/results.md); DECODE_ARGS="--sizes small --contexts 512 ..." for others.
 benchmark-decode: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(PY) scripts/benchmark_decode.py --sizes base --contexts 2048 --decode_steps 64 --repeats 3 \
+		--caches dynamic static compiled \
 		--output_dir outputs/benchmark-decode/cpu-base-2048 --overwrite_output_dir true $(DECODE_ARGS)
 
 # The paper's comparison at tiny scale, offline: pretrain + fine-tune every attention type, 3 seeds, PRR.

@@ -2,10 +2,12 @@
 
     python scripts/benchmark_decode.py --output_dir outputs/benchmark-decode      # base and small dims, contexts 512, 2048
     python scripts/benchmark_decode.py --sizes small --contexts 512 --decode_steps 32 --compare_kernels  # quicker
+    python scripts/benchmark_decode.py --caches dynamic static                    # without torch.compile
     python scripts/benchmark_decode.py --device cuda                              # bfloat16 on a GPU
 
-Writes benchmark-decode.json, .md and .png to --output_dir. What is measured, and how, is documented in
-mhe_transformers/decode_benchmark.py.
+Each speed is measured with a dynamic cache, a static cache and a static cache under torch.compile (`--caches`),
+next to its bytes-moved limit. Writes benchmark-decode.json, .md and .png to --output_dir. What is measured, and how,
+is documented in mhe_transformers/experiments/decode_benchmark.py.
 """
 
 from mhe_transformers.experiments.decode_benchmark import main

@@ -3,7 +3,6 @@ accepts (`cache`, and `past_key_values` with upstream's deprecation warning) equ
 name the model does not read is refused; `StaticCache` holds the shared key/value head only, generates what the
 dynamic cache generates (greedy, sampling, beam search), and runs under torch.compile."""
 
-import shutil
 import warnings
 
 import pytest
@@ -12,6 +11,7 @@ from test_causal_lm import ATTENTION_MASK, CACHED_KV_HEADS, CONFIG, HEAD_DIM, IN
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, StaticCache
 
 from mhe_transformers import ATTENTION_TYPES, MHEConfig, MHEModel
+from mhe_transformers.experiments.decode_benchmark import compile_unavailable
 
 IDS = INPUT_IDS[1:].repeat(2, 1)  # no padding: a full pass and a chunked one see the same tokens
 IDS[1] = IDS[1].flip(0)
@@ -142,19 +142,6 @@ def test_static_cache_allocated_ahead_has_the_shared_head_shape(attention_type):
     with torch.no_grad():
         out = model(IDS[:2, :4], cache=cache)
         torch.testing.assert_close(out.logits, model(IDS[:2, :4]).logits, atol=1e-5, rtol=1e-5)
-
-
-def compile_unavailable() -> str | None:
-    """Why torch.compile cannot run here, or None."""
-    if not hasattr(torch, "compile"):
-        return "this torch has no torch.compile"
-    if shutil.which("c++") is None and shutil.which("g++") is None:
-        return "torch.compile's CPU backend needs a C++ compiler, and none is on PATH"
-    try:
-        torch.compile(lambda x: x * 2, fullgraph=True)(torch.ones(2))
-    except Exception as error:  # the backend's own failure, whatever it is, is the reason to skip
-        return f"torch.compile does not run on this CPU: {type(error).__name__}: {error}"[:300]
-    return None
 
 
 @pytest.mark.slow
