@@ -1,5 +1,6 @@
 """PEFT and sentence-transformers with MHE checkpoints, each checked by reloading in a fresh process."""
 
+import inspect
 import json
 
 import pytest
@@ -17,75 +18,162 @@ def result_of(process):
     return json.loads(lines[-1][len("RESULT ") :])
 
 
-# Loads the base checkpoint (its pooler and classifier newly initialised from another seed) and an adapter, in a
-# process where mhe_transformers cannot be imported: only the checkpoint's remote code and the adapter define it.
-PEFT_RELOAD = """
-import json, sys, torch
+# Every head PEFT can adapt, with the Auto class that builds it, PEFT's task type for a plain `LoraConfig` (multiple
+# choice has none of its own: SEQ_CLS saves its `classifier`) and the extra arguments of its model.
+HEADS = {
+    "sequence-classification": ("AutoModelForSequenceClassification", "SEQ_CLS", {"num_labels": 3}),
+    "token-classification": ("AutoModelForTokenClassification", "TOKEN_CLS", {"num_labels": 3}),
+    "question-answering": ("AutoModelForQuestionAnswering", "QUESTION_ANS", {}),
+    "multiple-choice": ("AutoModelForMultipleChoice", "SEQ_CLS", {}),
+    "causal-lm": ("AutoModelForCausalLM", "CAUSAL_LM", {}),
+    "base": ("AutoModel", "FEATURE_EXTRACTION", {}),
+}
+SEEDS = (123, 987)
+
+
+# Shared by the training here and the reload in a fresh process (PEFT_RELOAD carries their source).
+def head_inputs(head, tokenizer, sentences):
+    inputs = dict(tokenizer(sentences, padding=True, return_tensors="pt"))
+    if head == "multiple-choice":  # two questions, each with the sentences as its choices
+        inputs = {key: torch.stack([value, value.flip(0)]) for key, value in inputs.items()}
+    return inputs
+
+
+def head_outputs(head, output):
+    if head == "question-answering":
+        return torch.stack([output.start_logits, output.end_logits])
+    if head == "base":  # every output: the hidden states, and the pooled one if there is one
+        pooled = [output.pooler_output.flatten()] if output.pooler_output is not None else []
+        return torch.cat([output.last_hidden_state.flatten(), *pooled])
+    return output.logits
+
+
+# Loads the base checkpoint and an adapter for every head, under each seed, in a process where mhe_transformers
+# cannot be imported: only the checkpoint's remote code and the adapter define the model.
+PEFT_RELOAD = "import json, sys, torch\n" + inspect.getsource(head_inputs) + inspect.getsource(head_outputs) + """
+import transformers
 from peft import PeftModel
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-checkpoint, sentences, adapters = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
-tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=True)
-inputs = tokenizer(sentences, padding=True, return_tensors="pt")
-logits = {}
-for seed, adapter in enumerate(adapters, start=123):
-    torch.manual_seed(seed)
-    base = AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=3, trust_remote_code=True)
-    model = PeftModel.from_pretrained(base, adapter).eval()
-    with torch.no_grad():
-        logits[adapter] = model(**inputs).logits.tolist()
-print("RESULT " + json.dumps({"logits": logits, "blocked": "mhe_transformers" not in sys.modules}))
-"""
+checkpoint, sentences, heads, adapters = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4:]
+tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=True)
+outputs = {}
+for adapter in adapters:
+    head = adapter.rsplit("/", 1)[-1].split("+")[0]
+    auto_class, _, kwargs = heads[head]
+    inputs = head_inputs(head, tokenizer, sentences)
+    for seed in %r:
+        torch.manual_seed(seed)
+        base = getattr(transformers, auto_class).from_pretrained(checkpoint, trust_remote_code=True, **kwargs)
+        model = PeftModel.from_pretrained(base, adapter).eval()
+        with torch.no_grad():
+            outputs[f"{adapter} {seed}"] = head_outputs(head, model(**inputs)).tolist()
+print("RESULT " + json.dumps({"outputs": outputs, "blocked": "mhe_transformers" not in sys.modules}))
+""" % (SEEDS,)
 
 
-def train_lora(checkpoint, config_for, steps=5):
+def training_loss(head, model, inputs):
+    """A loss that trains every new weight of the head (random targets: the point is that the weights move)."""
+    generator = torch.Generator().manual_seed(1)
+    batch, length = inputs["input_ids"].shape[0], inputs["input_ids"].shape[-1]
+    if head in ("sequence-classification", "multiple-choice"):
+        labels = torch.randint(0, 3 if head == "sequence-classification" else inputs["input_ids"].shape[1], (batch,), generator=generator)
+        return model(**inputs, labels=labels).loss
+    if head == "token-classification":
+        return model(**inputs, labels=torch.randint(0, 3, (batch, length), generator=generator)).loss
+    if head == "question-answering":
+        positions = torch.randint(1, length, (2, batch), generator=generator)
+        return model(**inputs, start_positions=positions[0], end_positions=positions[1]).loss
+    if head == "causal-lm":
+        return model(**inputs, labels=inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)).loss
+    return model(**inputs).last_hidden_state[:, 0].pow(2).mean()
+
+
+def train_lora(checkpoint, head, config_for, steps=5):
+    import transformers
     from peft import get_peft_model
 
+    auto_class, _, kwargs = HEADS[head]
     torch.manual_seed(0)
-    base = AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=3)
+    base = getattr(transformers, auto_class).from_pretrained(checkpoint, **kwargs)
     model = get_peft_model(base, config_for(base))
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    inputs = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    inputs = head_inputs(head, AutoTokenizer.from_pretrained(checkpoint), SENTENCES)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
     for _ in range(steps):
-        loss = model(**inputs, labels=torch.tensor([0, 1, 2])).loss
-        loss.backward()
+        training_loss(head, model, inputs).backward()
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
     with torch.no_grad():
-        logits = model(**inputs).logits
-    return model, logits
+        outputs = head_outputs(head, model(**inputs))
+    return model, outputs
 
 
-def test_lora_adapter_reloads_with_identical_logits_in_a_fresh_process(tiny_pretrained_dir, tmp_path):
+@pytest.fixture(scope="module")
+def reloaded_adapters(tiny_pretrained_dir, tmp_path_factory):
+    """For every head and both configs (a plain `peft.LoraConfig(task_type=...)` and `lora_config`): the adapter's
+    folder, the outputs it gave when trained, and the outputs of its reloads in a fresh process under each seed."""
     peft = pytest.importorskip("peft", reason="needs the [peft] extra: pip install 'mhe-transformers[peft]'")
     from mhe_transformers.interop.lora import lora_config, register_peft
 
-    # After register_peft(), LoraConfig without target_modules finds MHE's defaults.
-    register_peft()
-    plain = lambda model: peft.LoraConfig(task_type="SEQ_CLS", r=4)  # noqa: E731
-    plain_model, plain_logits = train_lora(tiny_pretrained_dir, plain)
-    targeted = {name.rsplit(".", 1)[-1] for name, _ in plain_model.named_modules() if name.endswith(("q_proj", "v_proj"))}
-    assert targeted == {"q_proj", "v_proj"} and plain_model.peft_config["default"].target_modules == {"q_proj", "v_proj"}
-    plain_model.save_pretrained(tmp_path / "plain")
-
-    model, logits = train_lora(tiny_pretrained_dir, lambda base: lora_config(base, r=4))
-    assert "pooler" in model.peft_config["default"].modules_to_save
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert any("pooler" in name for name in trainable) and any("lora_A" in name for name in trainable)
-    model.save_pretrained(tmp_path / "recipe")
-
+    register_peft()  # a plain LoraConfig then finds MHE's target modules
+    folder = tmp_path_factory.mktemp("adapters")
+    trained = {}
+    for head, (_, task_type, _) in HEADS.items():
+        configs = {"plain": lambda base, task_type=task_type: peft.LoraConfig(task_type=task_type, r=4),
+                   "recipe": lambda base: lora_config(base, r=4)}  # fmt: skip
+        for config_name, config_for in configs.items():
+            model, outputs = train_lora(tiny_pretrained_dir, head, config_for)
+            adapter = folder / f"{head}+{config_name}"
+            model.save_pretrained(adapter)
+            trained[head, config_name] = (adapter, outputs)
     process = run_without_package(
-        PEFT_RELOAD, str(tiny_pretrained_dir), json.dumps(SENTENCES), str(tmp_path / "recipe"), str(tmp_path / "plain")
-    )
+        PEFT_RELOAD, str(tiny_pretrained_dir), json.dumps(SENTENCES), json.dumps(HEADS),
+        *(str(adapter) for adapter, _ in trained.values()),
+    )  # fmt: skip
     result = result_of(process)
     assert result["blocked"]
-    torch.testing.assert_close(torch.tensor(result["logits"][str(tmp_path / "recipe")]), logits, atol=1e-5, rtol=0)
-    # What the recipe fixes: with PEFT's defaults alone, the new pooler is neither trained nor saved, so a reload
-    # (whose pooler is initialised afresh) predicts differently.
-    plain_reloaded = torch.tensor(result["logits"][str(tmp_path / "plain")])
-    assert (plain_reloaded - plain_logits).abs().max() > 1e-4
+    return {key: (adapter, outputs, {seed: torch.tensor(result["outputs"][f"{adapter} {seed}"]) for seed in SEEDS})
+            for key, (adapter, outputs) in trained.items()}  # fmt: skip
+
+
+@pytest.mark.parametrize("config_name", ["plain", "recipe"])
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_lora_adapter_reloads_to_identical_logits_in_another_process_and_seed(reloaded_adapters, head, config_name):
+    adapter, trained, reloads = reloaded_adapters[head, config_name]
+    first, second = (reloads[seed] for seed in SEEDS)
+    assert torch.equal(first, second)  # nothing the seed draws: every new weight is in the adapter or the checkpoint
+    torch.testing.assert_close(first, trained, atol=1e-5, rtol=0)
+
+
+def test_the_classifier_pooler_is_in_the_adapter_peft_saves_by_default(reloaded_adapters):
+    """What used to differ between processes: the classification head's pooler, new in a classifier made from a
+    masked-LM checkpoint. PEFT's default modules_to_save for SEQ_CLS ("classifier") now holds it."""
+    from safetensors import safe_open
+
+    for head in ("sequence-classification", "multiple-choice"):
+        adapter, _, _ = reloaded_adapters[head, "plain"]
+        with safe_open(adapter / "adapter_model.safetensors", "pt") as saved:
+            keys = set(saved.keys())
+        assert any("classifier.dense.weight" in key for key in keys), sorted(keys)
+        assert any("classifier.out_proj.weight" in key for key in keys) and any("lora_A" in key for key in keys)
+
+
+def test_a_plain_lora_config_targets_mhe_default_modules(reloaded_adapters):
+    adapter, _, _ = reloaded_adapters["sequence-classification", "plain"]
+    assert set(json.loads((adapter / "adapter_config.json").read_text())["target_modules"]) == {"q_proj", "v_proj"}
+
+
+def test_lora_config_defaults(tiny_pretrained_dir):
+    pytest.importorskip("peft", reason="needs the [peft] extra: pip install 'mhe-transformers[peft]'")
+    from transformers import AutoModelForMultipleChoice
+
+    from mhe_transformers.interop.lora import lora_config
+
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_pretrained_dir, num_labels=3)
+    config = lora_config(base, r=4)
+    assert config.task_type == "SEQ_CLS" and not config.modules_to_save  # PEFT saves "classifier" on its own
+    choice = lora_config(AutoModelForMultipleChoice.from_pretrained(tiny_pretrained_dir), r=4)
+    assert choice.task_type is None and choice.modules_to_save == ["classifier"]
 
 
 SENTENCE_TRANSFORMERS_LOAD = """

@@ -154,8 +154,7 @@ def test_parameter_counts_match_closed_form(attention_type):
     layer_norms = 2 * 2 * h
     feed_forward = 2 * h * config.intermediate_size + config.intermediate_size + h
     embeddings = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * h + 2 * h
-    pooler = h * h + h
-    expected_total = embeddings + config.num_hidden_layers * (expected_attention + feed_forward + layer_norms) + pooler
+    expected_total = embeddings + config.num_hidden_layers * (expected_attention + feed_forward + layer_norms)  # no pooler
     assert model.num_parameters() == expected_total
     if attention_type.startswith("mhe"):
         # The paper's headline: MHE needs 3nd more Q/K/V parameters than a single head (weights only, no bias).

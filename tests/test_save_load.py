@@ -167,3 +167,49 @@ def test_a_checkpoint_saved_by_the_unlayered_package_loads_as_remote_code_withou
         str(OLD_CHECKPOINTS / "expected_logits.json"),
     )
     assert "RESULT True True" in process.stdout, process.stderr[-2000:]
+
+
+# Fine-tuned classifiers saved by commit 206c59d, whose pooler was the encoder's (`model.pooler.dense`) and whose output
+# layer was `classifier`: they load into the head that holds both (`classifier.dense`, `classifier.out_proj`) with the
+# same logits, and are saved again in that layout.
+CLASSIFIER_CHECKPOINTS = Path(__file__).parent / "fixtures" / "checkpoints-206c59d"
+CLASSIFIER_HEADS = {
+    "sequence-classification-mhe_mul": ("AutoModelForSequenceClassification", (4, 6)),
+    "multiple-choice-gqa": ("AutoModelForMultipleChoice", (2, 2, 6)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIER_HEADS))
+def test_classifiers_saved_with_the_pooler_in_the_encoder_give_the_same_logits(name, tmp_path):
+    from safetensors import safe_open
+
+    expected = json.loads((CLASSIFIER_CHECKPOINTS / "expected_logits.json").read_text())
+    auto_class, shape = CLASSIFIER_HEADS[name]
+    inputs = {key: torch.tensor(expected[key]).view(shape) for key in ("input_ids", "attention_mask")}
+    with safe_open(CLASSIFIER_CHECKPOINTS / name / "model.safetensors", "pt") as saved:
+        assert {"model.pooler.dense.weight", "classifier.weight"} <= set(saved.keys())  # the earlier layout
+    model, info = getattr(transformers, auto_class).from_pretrained(CLASSIFIER_CHECKPOINTS / name, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    with torch.no_grad():
+        logits = model.eval()(**inputs).logits.flatten()
+    torch.testing.assert_close(logits, torch.tensor(expected[name]), atol=1e-5, rtol=0)
+
+    model.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as saved:
+        head_keys = {key for key in saved.keys() if not key.startswith("model.")}
+        assert head_keys == {f"classifier.{layer}.{p}" for layer in ("dense", "out_proj") for p in ("weight", "bias")}
+        assert not any("pooler" in key for key in saved.keys())
+    with torch.no_grad():
+        reloaded = getattr(transformers, auto_class).from_pretrained(tmp_path).eval()(**inputs).logits.flatten()
+    torch.testing.assert_close(reloaded, logits, atol=0, rtol=0)
+
+
+def test_a_base_checkpoint_pooler_starts_the_classifier_head(tmp_path):
+    from mhe_transformers import MHEModel
+
+    torch.manual_seed(0)
+    base = MHEModel(MHEConfig(**CONFIG), add_pooling_layer=True)
+    base.save_pretrained(tmp_path)
+    classifier = MHEForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
+    assert torch.equal(classifier.classifier.dense.weight, base.pooler.dense.weight)
+    assert MHEModel.from_pretrained(tmp_path).pooler is None  # the bare encoder has none unless asked for

@@ -37,6 +37,7 @@ from ..models.mhe.modeling_mhe import (
     MHEForMaskedLM,
     MHEForQuestionAnswering,
     MHEForSequenceClassification,
+    MHEForTokenClassification,
     MHEModel,
     MHEPreTrainedModel,
 )
@@ -310,18 +311,8 @@ def copied_weights(source: PreTrainedModel, target: MHEPreTrainedModel) -> dict[
             mapping[f"layers.{i}.{target_name}.weight"] = module.weight
             mapping[f"layers.{i}.{target_name}.bias"] = module.bias
         mapping[f"layers.{i}.attention.o_proj.bias"] = layer.attention.output.dense.bias
-    if getattr(source_base, "pooler", None) is not None:
-        mapping["pooler.dense.weight"] = source_base.pooler.dense.weight
-        mapping["pooler.dense.bias"] = source_base.pooler.dense.bias
     mapping = {prefix + name: tensor for name, tensor in mapping.items()}
     mapping |= head_weights(source, target)
-    if target.base_model.pooler is None:  # heads that read every token: a source pooler has no counterpart
-        mapping = {name: tensor for name, tensor in mapping.items() if not name.startswith(f"{prefix}pooler.")}
-    elif f"{prefix}pooler.dense.weight" not in mapping:
-        raise ConversionError(
-            f"The source {type(source).__name__} has no pooler, which {type(target).__name__} needs; convert with "
-            "task='masked-lm' (or 'base' from a checkpoint with pooler weights)."
-        )
     return {name: tensor.detach() for name, tensor in mapping.items()}
 
 
@@ -356,16 +347,26 @@ def head_weights(source: PreTrainedModel, target: MHEPreTrainedModel) -> dict[st
     if isinstance(target, MHEForQuestionAnswering):
         return {"qa_outputs.weight": source.qa_outputs.weight, "qa_outputs.bias": source.qa_outputs.bias}
     classifier = source.classifier
+    if isinstance(target, MHEForTokenClassification):
+        return {"classifier.weight": classifier.weight, "classifier.bias": classifier.bias}
+    # Sequence classification and multiple choice: MHE's head is the pooler (dense -> tanh on the first token),
+    # dropout and out_proj.
     if source.config.model_type == "roberta" and isinstance(target, MHEForSequenceClassification):
-        # RoBERTa's head is dropout -> dense -> tanh -> dropout -> out_proj on <s>: the same as MHE's pooler
-        # (dense -> tanh on the first token) followed by dropout -> classifier, except for the first dropout.
-        return {
-            "model.pooler.dense.weight": classifier.dense.weight,
-            "model.pooler.dense.bias": classifier.dense.bias,
-            "classifier.weight": classifier.out_proj.weight,
-            "classifier.bias": classifier.out_proj.bias,
-        }
-    return {"classifier.weight": classifier.weight, "classifier.bias": classifier.bias}
+        # RoBERTa's head is dropout -> dense -> tanh -> dropout -> out_proj on <s>: MHE's, with one more dropout.
+        dense, out_proj = classifier.dense, classifier.out_proj
+    else:  # BERT's heads (and RoBERTa's multiple-choice head) use the encoder's pooler, then one linear layer
+        dense, out_proj = getattr(source.base_model, "pooler", None), classifier
+        if dense is None:
+            raise ConversionError(
+                f"The source {type(source).__name__} has no pooler, which {type(target).__name__}'s head needs."
+            )
+        dense = dense.dense
+    return {
+        "classifier.dense.weight": dense.weight,
+        "classifier.dense.bias": dense.bias,
+        "classifier.out_proj.weight": out_proj.weight,
+        "classifier.out_proj.bias": out_proj.bias,
+    }
 
 
 @torch.no_grad()

@@ -1,10 +1,14 @@
 """PEFT (`pip install 'mhe-transformers[peft]'`) for MHE models.
 
 `register_peft()` gives the model type `mhe` default target modules in PEFT's tables (LoRA on `q_proj` and `v_proj`,
-as for Llama), so `LoraConfig(task_type=...)` needs no `target_modules`; `lora_config(model)` calls it. A classifier
-fine-tuned from a masked-LM checkpoint starts with a new, random pooler ([CLS] dense + tanh): PEFT would freeze it
-and leave it out of the adapter, so a reloaded adapter predicts differently. `lora_config(model)` adds the pooler to
-`modules_to_save` (trained and saved with the adapter).
+as for Llama), so `LoraConfig(task_type=...)` needs no `target_modules`; `lora_config(model)` calls it.
+
+Every weight a head adds to a pretrained checkpoint lives in a module PEFT saves with the adapter by default, so an
+adapter reloads to the logits it was trained to, in any process and under any seed: the classifier heads' pooler is
+part of `classifier` (`classifier.dense`, `classifier.out_proj`; PEFT's `SEQ_CLS` and `TOKEN_CLS` save
+["classifier", "score"]), question answering's head is `qa_outputs` (`QUESTION_ANS` saves it), the causal LM's head is
+tied to the word embeddings, and the bare `MHEModel` has no pooler. PEFT has no multiple-choice task type: give
+`MHEForMultipleChoice` `task_type="SEQ_CLS"`, or use `lora_config`, which puts `classifier` in `modules_to_save`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,14 @@ from __future__ import annotations
 MODEL_TYPE = "mhe"
 # Every Linear layer name of an MHE layer: PEFT's defaults for Llama, restricted to these, become MHE's defaults.
 MHE_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
+# PEFT's task type for each head; multiple choice has none (its head is saved through `modules_to_save`).
+TASK_TYPES = {
+    "MHEForSequenceClassification": "SEQ_CLS",
+    "MHEForTokenClassification": "TOKEN_CLS",
+    "MHEForQuestionAnswering": "QUESTION_ANS",
+    "MHEForCausalLM": "CAUSAL_LM",
+    "MHEModel": "FEATURE_EXTRACTION",
+}
 
 
 def register_peft() -> bool:
@@ -35,25 +47,19 @@ def register_peft() -> bool:
 
 def lora_config(model, **kwargs):
     """A `peft.LoraConfig` for `model` (an MHE head): PEFT's task type for the head, the default target modules, and
-    the pooler (if the head has one) in `modules_to_save`, so that it is trained and saved with the adapter.
-    Keyword arguments override the defaults (r, lora_alpha, target_modules, ...)."""
+    the weights PEFT would not save on its own in `modules_to_save` (multiple choice's `classifier`; the pooler of
+    an `MHEModel(config, add_pooling_layer=True)`). Keyword arguments override the defaults (r, lora_alpha,
+    target_modules, ...)."""
     from peft import LoraConfig
 
     register_peft()
-    task_types = {
-        "MHEForSequenceClassification": "SEQ_CLS",
-        "MHEForTokenClassification": "TOKEN_CLS",
-        "MHEForQuestionAnswering": "QUESTION_ANS",
-        "MHEForCausalLM": "CAUSAL_LM",
-        "MHEModel": "FEATURE_EXTRACTION",
-    }
     modules_to_save = list(kwargs.pop("modules_to_save", None) or [])
     if getattr(getattr(model, "model", model), "pooler", None) is not None and "pooler" not in modules_to_save:
         modules_to_save.append("pooler")
     if type(model).__name__ == "MHEForMultipleChoice" and "classifier" not in modules_to_save:
-        modules_to_save.append("classifier")  # PEFT has no multiple-choice task type to add it on its own
-    kwargs.setdefault("task_type", task_types.get(type(model).__name__))
+        modules_to_save.append("classifier")
+    kwargs.setdefault("task_type", TASK_TYPES.get(type(model).__name__))
     return LoraConfig(modules_to_save=modules_to_save or None, **kwargs)
 
 
-__all__ = ["MHE_LINEAR_MODULES", "lora_config", "register_peft"]
+__all__ = ["MHE_LINEAR_MODULES", "TASK_TYPES", "lora_config", "register_peft"]

@@ -329,7 +329,7 @@ class MHELayer(GradientCheckpointingLayer):
 
 
 class MHEPooler(nn.Module):
-    """BERT's pooler: a dense layer and tanh on the first ([CLS]) token."""
+    """BERT's pooler: a dense layer and tanh on the first ([CLS]) token (`MHEModel(config, add_pooling_layer=True)`)."""
 
     def __init__(self, config: MHEConfig):
         super().__init__()
@@ -338,6 +338,38 @@ class MHEPooler(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.activation(self.dense(hidden_states[:, 0]))
+
+
+class MHEClassificationHead(nn.Module):
+    """The head of sequence classification and multiple choice, on the first ([CLS]) token: BERT's pooler (dense,
+    tanh), dropout, and the output layer, as `classifier.dense` and `classifier.out_proj` (RoBERTa's layout).
+
+    The pooler is part of the head, not of the encoder, because nothing trains it before fine-tuning: masked-LM and
+    causal-LM pretraining never use it, so a classifier made from their checkpoints starts with a new one. Inside
+    `classifier` it is trained and saved with the rest of the new head, also by PEFT, whose default
+    `modules_to_save` for `task_type="SEQ_CLS"` is ["classifier", "score"]: an adapter reloads to the logits it was
+    trained to in any process, whatever that process's seed. Checkpoints of the earlier layout (the pooler in
+    `model.pooler.dense`, the output layer in `classifier`) are renamed into it on load (`CLASSIFIER_KEY_MAPPING`)."""
+
+    def __init__(self, config: MHEConfig, num_outputs: int):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(config.hidden_size, num_outputs)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.dropout(self.activation(self.dense(hidden_states[:, 0]))))
+
+
+# Checkpoint keys of classifiers saved with the pooler in the encoder -> MHEClassificationHead's (regular expressions,
+# as `from_pretrained(key_mapping=...)` takes them); a base-model checkpoint's pooler (no `model.` prefix) too.
+CLASSIFIER_KEY_MAPPING = {
+    r"^(?:model\.)?pooler\.dense\.": "classifier.dense.",
+    r"^classifier\.weight$": "classifier.out_proj.weight",
+    r"^classifier\.bias$": "classifier.out_proj.bias",
+}
 
 
 class MHEPreTrainedModel(PreTrainedModel):
@@ -365,10 +397,25 @@ class MHEPreTrainedModel(PreTrainedModel):
                 if name.endswith(".safetensors"):
                     _stamp_attention_type(os.path.join(save_directory, name), self.config.attention_type)
 
+    _checkpoint_key_mapping: dict[str, str] | None = None  # old checkpoint key (regex) -> this class's key
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        own_mapping = cls._checkpoint_key_mapping or {}
+        if own_mapping:
+            kwargs["key_mapping"] = {**own_mapping, **(kwargs.get("key_mapping") or {})}
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) with output_loading_info
+        conversions = getattr(model, "_weight_conversions", None)
+        if own_mapping and isinstance(conversions, list):
+            # save_pretrained writes the renamings it finds here back in reverse (`save_original_format`): a model
+            # loaded from an older layout would be saved in it again (and these patterns do not reverse). Always save
+            # the current layout.
+            model._weight_conversions = [
+                conversion
+                for conversion in conversions
+                if not set(getattr(conversion, "source_patterns", None) or ()) & set(own_mapping)
+            ]
         if pretrained_model_name_or_path is not None:
             _check_weights_attention_type(model.config, pretrained_model_name_or_path, kwargs)
         if model.config.freeze_head_embeddings:
@@ -583,11 +630,16 @@ def _packed_sequences(config: MHEConfig, position_ids, attention_mask, batch_siz
 
 
 class MHEModel(MHEPreTrainedModel):
-    """The bare MHE encoder, returning hidden states and (optionally) the pooled [CLS] output.
+    """The bare MHE encoder, returning hidden states.
+
+    `pooler_output` is None unless `add_pooling_layer=True` adds BERT's pooler ([CLS] dense + tanh). It is off by
+    default because no checkpoint of this family trains one: pretraining never uses it, and the classifier heads keep
+    their own (`classifier.dense`, see MHEClassificationHead). A pooler built here would be initialised afresh at
+    every load, in a different way in every process.
 
     With `config.is_decoder` it is a causal decoder: causal masks, and a key/value cache (`cache`, `use_cache`)."""
 
-    def __init__(self, config: MHEConfig, add_pooling_layer: bool = True):
+    def __init__(self, config: MHEConfig, add_pooling_layer: bool = False):
         super().__init__(config)
         self.embeddings = MHEEmbeddings(config)
         self.layers = nn.ModuleList([MHELayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)])
@@ -707,7 +759,7 @@ class MHEForMaskedLM(MHEPreTrainedModel):
 
     def __init__(self, config: MHEConfig):
         super().__init__(config)
-        self.model = MHEModel(config, add_pooling_layer=False)
+        self.model = MHEModel(config)
         self.lm_head = MHELMPredictionHead(config)
         self.post_init()
 
@@ -773,7 +825,7 @@ class MHEForCausalLM(MHEPreTrainedModel, GenerationMixin):
                 logger.warning(f"Building MHEForCausalLM from a {config.architectures[0]} config: attention becomes causal.")
             config.is_decoder = True
         super().__init__(config)
-        self.model = MHEModel(config, add_pooling_layer=False)
+        self.model = MHEModel(config)
         self.lm_head = MHELMPredictionHead(config)
         self.post_init()
 
@@ -827,15 +879,16 @@ class MHEForCausalLM(MHEPreTrainedModel, GenerationMixin):
 
 
 class MHEForSequenceClassification(MHEPreTrainedModel):
-    """Pooled [CLS] -> dropout -> linear. Regression, single- and multi-label `problem_type`s as in BERT."""
+    """[CLS] -> `classifier` (pooler dense + tanh, dropout, out_proj; see MHEClassificationHead). Regression, single-
+    and multi-label `problem_type`s as in BERT."""
+
+    _checkpoint_key_mapping = CLASSIFIER_KEY_MAPPING
 
     def __init__(self, config: MHEConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.model = MHEModel(config)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = MHEClassificationHead(config, config.num_labels)
         self.post_init()
 
     @can_return_tuple
@@ -858,7 +911,7 @@ class MHEForSequenceClassification(MHEPreTrainedModel):
             return_dict=True,
             **kwargs,
         )
-        logits = self.classifier(self.dropout(outputs.pooler_output))
+        logits = self.classifier(outputs.last_hidden_state)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels, logits, self.config, **kwargs)
@@ -871,7 +924,7 @@ class MHEForTokenClassification(MHEPreTrainedModel):
     def __init__(self, config: MHEConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.model = MHEModel(config, add_pooling_layer=False)
+        self.model = MHEModel(config)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -911,7 +964,7 @@ class MHEForQuestionAnswering(MHEPreTrainedModel):
 
     def __init__(self, config: MHEConfig):
         super().__init__(config)
-        self.model = MHEModel(config, add_pooling_layer=False)
+        self.model = MHEModel(config)
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.post_init()
 
@@ -950,16 +1003,16 @@ class MHEForQuestionAnswering(MHEPreTrainedModel):
 
 
 class MHEForMultipleChoice(MHEPreTrainedModel):
-    """Inputs of shape (batch, num_choices, seq_len); one score per choice from the pooled [CLS] output."""
+    """Inputs of shape (batch, num_choices, seq_len); one score per choice from [CLS] through `classifier` (see
+    MHEClassificationHead)."""
 
     accepts_loss_kwargs = False  # plain mean cross-entropy over examples, not over tokens
+    _checkpoint_key_mapping = CLASSIFIER_KEY_MAPPING
 
     def __init__(self, config: MHEConfig):
         super().__init__(config)
         self.model = MHEModel(config)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.classifier = MHEClassificationHead(config, 1)
         self.post_init()
 
     @can_return_tuple
@@ -990,7 +1043,7 @@ class MHEForMultipleChoice(MHEPreTrainedModel):
             return_dict=True,
             **kwargs,
         )
-        logits = self.classifier(self.dropout(outputs.pooler_output)).view(-1, num_choices)
+        logits = self.classifier(outputs.last_hidden_state).view(-1, num_choices)
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
