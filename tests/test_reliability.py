@@ -1,0 +1,151 @@
+"""The promises of docs/reliability.md, one failure case per test: run folders (ownership, protected paths, symlinks,
+temporaries, one run per folder), validation before anything is touched, and named errors for bad data.
+
+Every case here has its row in docs/reliability.md's table.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+from mhe_transformers.utils import run_folder
+from mhe_transformers.utils.run_folder import (
+    OUTPUT_MARKER,
+    OutputDirError,
+    atomic_directory,
+    check_output_dir,
+    clean_stale_temporaries,
+    lock_output_dir,
+)
+
+TOKEN = "hf_SeCrEtTokenForReliabilityTests0123"
+
+
+def foreign_folder(path: Path) -> Path:
+    """A folder of the user's own: nothing this tool wrote."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "notes.txt").write_text("my notes")
+    return path
+
+
+def own_folder(path: Path, content: str = "1") -> Path:
+    with atomic_directory(path) as folder:
+        (folder / "result.txt").write_text(content)
+    return path
+
+
+# --- run folders --------------------------------------------------------------------------------------------------
+
+
+def test_protected_folders_are_never_output_folders(tmp_path, monkeypatch):
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    cases = [(work, "the working directory"), (home, "your home folder"), (tmp_path, "your home folder"),
+             (Path("/"), "the root folder")]  # fmt: skip
+    for folder, what in cases:  # tmp_path: a parent of both
+        with pytest.raises(OutputDirError, match=f"is {what} or one of its parents"):
+            check_output_dir(folder, overwrite=True)
+        with pytest.raises(OutputDirError, match=f"is {what} or one of its parents"):
+            run_folder.remove_own_folder(folder)
+    check_output_dir(work / "new")  # inside them is fine
+    assert home.is_dir() and work.is_dir()
+
+
+def test_a_symlinked_output_folder_is_refused_and_its_target_kept(tmp_path):
+    target = own_folder(tmp_path / "real")
+    link = tmp_path / "link"
+    link.symlink_to(target, target_is_directory=True)
+    for attempt in (lambda: check_output_dir(link, overwrite=True), lambda: atomic_directory(link).__enter__(),
+                    lambda: run_folder.remove_own_folder(link)):  # fmt: skip
+        with pytest.raises(OutputDirError, match="symbolic link"):
+            attempt()
+    assert link.is_symlink() and (target / "result.txt").read_text() == "1"
+    # A link among the PARENTS is followed: the folder is written where the link resolves.
+    (tmp_path / "parent-link").symlink_to(tmp_path / "real", target_is_directory=True)
+    check_output_dir(tmp_path / "parent-link" / "sub")
+    own_folder(tmp_path / "parent-link" / "sub")
+    assert (target / "sub" / "result.txt").is_file()
+
+
+def test_cleaning_temporaries_deletes_only_ours(tmp_path):
+    output_dir = own_folder(tmp_path / "run")
+    # Look-alikes that this tool did not write: a user's folders that merely match the naming.
+    lookalike_tmp = foreign_folder(tmp_path / ".run.tmp-mine")
+    lookalike_old = foreign_folder(tmp_path / ".run.old-mine" / "run")
+    # Ours, left by a killed run: a half-written result, and the previous folder moved aside with a checkpoint.
+    ours_tmp = run_folder._make_temporary(output_dir.resolve(), "tmp")
+    ours_old = run_folder._make_temporary(output_dir.resolve(), "old")
+    (ours_old / "run" / "checkpoint-3").mkdir(parents=True)
+    removed = clean_stale_temporaries(output_dir, keep=["checkpoint-*"])
+    assert sorted(removed) == sorted([ours_tmp, ours_old])
+    assert (lookalike_tmp / "notes.txt").exists() and (lookalike_old / "notes.txt").exists()
+    assert (output_dir / "checkpoint-3").is_dir()  # carried into the folder it belonged to
+
+
+def test_every_temporary_carries_the_marker_from_its_creation(tmp_path):
+    own_folder(tmp_path / "run")
+    with atomic_directory(tmp_path / "run") as folder:
+        assert (folder / OUTPUT_MARKER).is_file() and folder.name.startswith(".run.tmp-")
+
+
+# A process that holds an output folder's lock, as a run does from its checks to its final rename.
+HOLD_LOCK = """
+import sys, time
+from mhe_transformers.utils.run_folder import lock_output_dir
+with lock_output_dir(sys.argv[1]):
+    print("HOLDING", flush=True)
+    time.sleep(600)
+"""
+
+
+def hold_lock(folder: Path) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(folder), "--hub_token", TOKEN],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+    assert process.stdout.readline().startswith("HOLDING")
+    return process
+
+
+def kill(process: subprocess.Popen) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+
+def test_a_second_writer_is_refused_naming_the_first(tmp_path):
+    output_dir = tmp_path / "run"
+    holder = hold_lock(output_dir)
+    try:
+        with pytest.raises(OutputDirError, match=f"in use by another run \\(pid {holder.pid} on ") as error:
+            with lock_output_dir(output_dir):
+                pass
+        assert "--hub_token <redacted>" in str(error.value) and TOKEN not in str(error.value)
+        info = (tmp_path / ".run.lock").read_text()
+        assert TOKEN not in info and json.loads(info)["pid"] == holder.pid
+    finally:
+        kill(holder)
+    with lock_output_dir(output_dir):  # a killed holder leaves no lock behind (the OS releases it)
+        with lock_output_dir(output_dir):  # re-entrant within one process
+            pass
+    assert [path.name for path in tmp_path.iterdir()] == []  # the lock file goes with the run
+
+
+def test_scripts_refuse_a_folder_another_run_is_writing(tmp_path, tiny_corpus):
+    from mhe_transformers.training.tokenizer import main as train_tokenizer
+
+    output_dir = tmp_path / "tok"
+    holder = hold_lock(output_dir)
+    try:
+        with pytest.raises(OutputDirError, match=f"pid {holder.pid}"):
+            train_tokenizer(["--train_files", str(tiny_corpus), "--vocab_size", "100", "--output_dir", str(output_dir)])
+    finally:
+        kill(holder)
+    assert not output_dir.exists()
