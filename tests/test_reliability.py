@@ -149,3 +149,61 @@ def test_scripts_refuse_a_folder_another_run_is_writing(tmp_path, tiny_corpus):
     finally:
         kill(holder)
     assert not output_dir.exists()
+
+
+def test_exports_never_write_over_their_input(tiny_pretrained_dir, tmp_path, capsys):
+    from mhe_transformers.interop.onnx import export_onnx
+    from mhe_transformers.interop.sentence_transformer import save_sentence_transformer, sentence_transformer_main
+
+    before = {path.name: path.read_bytes() for path in tiny_pretrained_dir.iterdir() if path.is_file()}
+    for output_dir in (tiny_pretrained_dir, tiny_pretrained_dir.parent):  # the checkpoint (ours), or a folder holding it
+        with pytest.raises(OutputDirError, match="input of this run"):
+            save_sentence_transformer(tiny_pretrained_dir, output_dir, overwrite=True)
+    with pytest.raises(OutputDirError, match="input of this run"):
+        export_onnx(tiny_pretrained_dir, output_path=tiny_pretrained_dir / "model.onnx", overwrite=True)
+    foreign = foreign_folder(tmp_path / "exports")
+    with pytest.raises(OutputDirError, match="did not write"):
+        export_onnx(tiny_pretrained_dir, output_path=foreign / "model.onnx", overwrite=True)
+    assert {path.name: path.read_bytes() for path in tiny_pretrained_dir.iterdir() if path.is_file()} == before
+    assert [path.name for path in foreign.iterdir()] == ["notes.txt"]
+    # A malformed boolean is a usage error, not false.
+    with pytest.raises(SystemExit) as exit_info:
+        sentence_transformer_main(["--model_name_or_path", str(tiny_pretrained_dir), "--output_dir",
+                                   str(tmp_path / "st"), "--normalize", "ture"])  # fmt: skip
+    assert exit_info.value.code == 2 and "expected true or false, got 'ture'" in capsys.readouterr().err
+    assert not (tmp_path / "st").exists()
+
+
+# --- secrets ------------------------------------------------------------------------------------------------------
+
+
+def test_redact_hides_every_kind_of_secret(monkeypatch):
+    from mhe_transformers.utils.secrets import REDACTED, redact
+
+    monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-value")
+    argv = ["train.py", "--hub_token", "plain-secret", "--tokenizer_name", "tok", "--hub_token=other-secret",
+            "--note", f"see {TOKEN}", "--run_name", "wandb-secret-value"]  # fmt: skip
+    assert redact(argv) == ["train.py", "--hub_token", REDACTED, "--tokenizer_name", "tok", f"--hub_token={REDACTED}",
+                            "--note", f"see {REDACTED}", "--run_name", REDACTED]  # fmt: skip
+    record = {"hub_token": "x", "max_tokens": 5, "nested": [{"api_key": "k", "text": "hub_token: abc\nlr: 0.1"}]}
+    assert redact(record) == {"hub_token": REDACTED, "max_tokens": 5,
+                              "nested": [{"api_key": REDACTED, "text": f"hub_token: {REDACTED}\nlr: 0.1"}]}  # fmt: skip
+
+
+def test_comparison_records_never_hold_a_token(tmp_path):
+    from mhe_transformers.experiments.compare import run_once
+
+    calls = []
+
+    def entry_point(argv):
+        calls.append(argv)
+        return {"eval_accuracy": 0.5}
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"learning_rate: 0.1\nhub_token: {TOKEN}\n")
+    argv = ["--config", str(recipe), "--hub_token", TOKEN, "--output_dir", str(tmp_path / "run")]
+    record_path = tmp_path / "records" / "run.json"
+    run_once(entry_point, argv, tmp_path / "run", record_path)
+    assert TOKEN not in record_path.read_text() and "learning_rate: 0.1" in record_path.read_text()
+    run_once(entry_point, argv, tmp_path / "run", record_path)  # the redacted record still matches: reused
+    assert len(calls) == 1
