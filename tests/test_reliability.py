@@ -207,3 +207,58 @@ def test_comparison_records_never_hold_a_token(tmp_path):
     assert TOKEN not in record_path.read_text() and "learning_rate: 0.1" in record_path.read_text()
     run_once(entry_point, argv, tmp_path / "run", record_path)  # the redacted record still matches: reused
     assert len(calls) == 1
+
+
+# --- bad data gets a named error ----------------------------------------------------------------------------------
+
+
+def finetune_argv(model_dir, output_dir, train_file, *extra) -> list[str]:
+    from conftest import QUICK_TRAINING_ARGS
+
+    return [*QUICK_TRAINING_ARGS, "--model_name_or_path", str(model_dir), "--output_dir", str(output_dir),
+            "--train_file", str(train_file), "--do_train", "true", "--max_steps", "1", "--max_seq_length", "32",
+            *extra]  # fmt: skip
+
+
+def test_non_finite_regression_labels_are_named(tiny_pretrained_dir, tmp_path):
+    from mhe_transformers.training import finetune as finetuning
+
+    train = tmp_path / "train.csv"
+    for bad in ("inf", "-inf"):
+        train.write_text(f"text,label\na small cat,0.5\na quick dog,{bad}\nthe old boat,1.0\n")
+        with pytest.raises(ValueError, match=f"Row 2 of the train \\({train}\\) split has the label {bad} in column "
+                                             "'label'.*finite"):  # fmt: skip
+            finetuning.main(finetune_argv(tiny_pretrained_dir, tmp_path / "out", train))
+    assert not (tmp_path / "out").exists()
+
+
+def test_label_names_with_control_characters_are_named(tiny_pretrained_dir, tiny_classification_dir, tmp_path):
+    from mhe_transformers.training import finetune as finetuning
+
+    train = tiny_classification_dir / "train.jsonl"
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(["verb.motion", "noun.animal", "noun\tartifact"]))
+    with pytest.raises(ValueError, match=f"Label name 'noun\\\\tartifact' in {labels} holds a control character"):
+        finetuning.main(finetune_argv(tiny_pretrained_dir, tmp_path / "out", train, "--label_list_file", str(labels)))
+    rows = [{"text": "a small cat", "label": "noun.animal"}, {"text": "a dog", "label": "noun.animal\n"}]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(ValueError, match=f"Label name 'noun.animal\\\\n' in the train \\({data}\\) split holds a "
+                                         "control character"):  # fmt: skip
+        finetuning.main(finetune_argv(tiny_pretrained_dir, tmp_path / "out", data))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unrelated_tokenizer_is_refused_naming_both(tiny_pretrained_dir, tiny_classification_dir, tmp_path):
+    from mhe_transformers.training import finetune as finetuning
+    from mhe_transformers.training.tokenizer import train_wordpiece_tokenizer
+
+    other = tmp_path / "other-tokenizer"
+    texts = ["completely different words about planets and stars", "orbits moons comets galaxies"] * 20
+    train_wordpiece_tokenizer(texts, vocab_size=120, output_dir=other, min_frequency=1)
+    argv = finetune_argv(tiny_pretrained_dir, tmp_path / "out", tiny_classification_dir / "train.jsonl",
+                         "--label_list_file", str(tiny_classification_dir / "labels.json"))  # fmt: skip
+    with pytest.raises(ValueError, match=f"(?s)tokenizer {other} does not match.*{tiny_pretrained_dir}"):
+        finetuning.main(argv + ["--tokenizer_name", str(other)])
+    assert not (tmp_path / "out").exists()
+    finetuning.main(argv + ["--tokenizer_name", str(tiny_pretrained_dir)])  # its own tokenizer, named: accepted
