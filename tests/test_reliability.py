@@ -153,23 +153,24 @@ def test_scripts_refuse_a_folder_another_run_is_writing(tmp_path, tiny_corpus):
 
 def test_exports_never_write_over_their_input(tiny_pretrained_dir, tmp_path, capsys):
     from mhe_transformers.interop.onnx import export_onnx
-    from mhe_transformers.interop.sentence_transformer import save_sentence_transformer, sentence_transformer_main
+    from mhe_transformers.interop.sentence_transformer import main as export_sentence_transformer
+    from mhe_transformers.interop.sentence_transformer import save_sentence_transformer
 
     before = {path.name: path.read_bytes() for path in tiny_pretrained_dir.iterdir() if path.is_file()}
     for output_dir in (tiny_pretrained_dir, tiny_pretrained_dir.parent):  # the checkpoint (ours), or a folder holding it
         with pytest.raises(OutputDirError, match="input of this run"):
-            save_sentence_transformer(tiny_pretrained_dir, output_dir, overwrite=True)
+            save_sentence_transformer(tiny_pretrained_dir, output_dir, overwrite_output_dir=True)
     with pytest.raises(OutputDirError, match="input of this run"):
-        export_onnx(tiny_pretrained_dir, output_path=tiny_pretrained_dir / "model.onnx", overwrite=True)
+        export_onnx(tiny_pretrained_dir, output_path=tiny_pretrained_dir / "model.onnx", overwrite_output_dir=True)
     foreign = foreign_folder(tmp_path / "exports")
     with pytest.raises(OutputDirError, match="did not write"):
-        export_onnx(tiny_pretrained_dir, output_path=foreign / "model.onnx", overwrite=True)
+        export_onnx(tiny_pretrained_dir, output_path=foreign / "model.onnx", overwrite_output_dir=True)
     assert {path.name: path.read_bytes() for path in tiny_pretrained_dir.iterdir() if path.is_file()} == before
     assert [path.name for path in foreign.iterdir()] == ["notes.txt"]
     # A malformed boolean is a usage error, not false.
     with pytest.raises(SystemExit) as exit_info:
-        sentence_transformer_main(["--model_name_or_path", str(tiny_pretrained_dir), "--output_dir",
-                                   str(tmp_path / "st"), "--normalize", "ture"])  # fmt: skip
+        export_sentence_transformer(["--model_name_or_path", str(tiny_pretrained_dir), "--output_dir",
+                                     str(tmp_path / "st"), "--normalize", "ture"])  # fmt: skip
     assert exit_info.value.code == 2 and "expected true or false, got 'ture'" in capsys.readouterr().err
     assert not (tmp_path / "st").exists()
 
@@ -262,3 +263,138 @@ def test_an_unrelated_tokenizer_is_refused_naming_both(tiny_pretrained_dir, tiny
         finetuning.main(argv + ["--tokenizer_name", str(other)])
     assert not (tmp_path / "out").exists()
     finetuning.main(argv + ["--tokenizer_name", str(tiny_pretrained_dir)])  # its own tokenizer, named: accepted
+
+
+# --- training runs: their folders --------------------------------------------------------------------------------
+
+
+def pretrain_argv(output_dir, tiny_corpus, tiny_tokenizer_dir, *extra) -> list[str]:
+    from conftest import QUICK_TRAINING_ARGS, TINY_MODEL_ARGS
+
+    return [*TINY_MODEL_ARGS, *QUICK_TRAINING_ARGS, "--tokenizer_name", str(tiny_tokenizer_dir), "--train_files",
+            str(tiny_corpus), "--output_dir", str(output_dir), "--max_seq_length", "32", "--do_train", "true",
+            "--max_steps", "2", "--per_device_train_batch_size", "8", *extra]  # fmt: skip
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_resuming_into_a_folder_of_the_users_own_is_refused_before_anything_is_deleted(
+    tmp_path, tiny_corpus, tiny_tokenizer_dir, tiny_pretrained_dir, tiny_classification_dir
+):
+    import shutil
+
+    from mhe_transformers.training import finetune as finetuning
+    from mhe_transformers.training import pretrain as pretraining
+
+    users = foreign_folder(tmp_path / "mine")
+    shutil.copytree(tiny_pretrained_dir / "checkpoint-4", users / "checkpoint-4")  # a checkpoint they copied in
+    before = folder_bytes(users)
+    checkpoint = str(tiny_pretrained_dir / "checkpoint-2")
+    finetune = finetune_argv(tiny_pretrained_dir, users, tiny_classification_dir / "train.jsonl",
+                             "--label_list_file", str(tiny_classification_dir / "labels.json"))  # fmt: skip
+    for main, argv in [(pretraining.main, pretrain_argv(users, tiny_corpus, tiny_tokenizer_dir)),
+                       (finetuning.main, finetune)]:  # fmt: skip
+        for resume in ("true", checkpoint):
+            with pytest.raises(OutputDirError, match="did not write"):
+                main(argv + ["--resume_from_checkpoint", resume])
+            assert folder_bytes(users) == before
+
+
+def test_a_second_training_run_into_a_folder_is_refused_naming_the_first(tmp_path, tiny_corpus, tiny_tokenizer_dir):
+    from mhe_transformers.training import pretrain as pretraining
+
+    output_dir = tmp_path / "run"
+    holder = hold_lock(output_dir)
+    try:
+        for extra in ([], ["--overwrite_output_dir", "true"], ["--resume_from_checkpoint", "true"]):
+            with pytest.raises(OutputDirError, match=f"in use by another run \\(pid {holder.pid} on "):
+                pretraining.main(pretrain_argv(output_dir, tiny_corpus, tiny_tokenizer_dir, *extra))
+    finally:
+        kill(holder)
+    assert not output_dir.exists()
+
+
+def test_an_earlier_run_is_replaced_only_once_the_new_one_has_succeeded(tmp_path, tiny_corpus, tiny_tokenizer_dir):
+    from mhe_transformers.training import pretrain as pretraining
+
+    output_dir = tmp_path / "run"
+    pretraining.main(pretrain_argv(output_dir, tiny_corpus, tiny_tokenizer_dir, "--save_strategy", "no"))
+    earlier = folder_bytes(output_dir)
+    replace = ["--overwrite_output_dir", "true"]
+    # Checked by the Trainer alone (its integrations): refused before the run touches anything.
+    with pytest.raises(RuntimeError, match="WandbCallback requires wandb"):
+        pretraining.main(pretrain_argv(output_dir, tiny_corpus, tiny_tokenizer_dir, *replace, "--report_to", "wandb"))
+    assert folder_bytes(output_dir) == earlier and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    # Revealed only by the first evaluation: the new run fails beside the earlier one, which stays whole.
+    evaluate = ["--do_eval", "true", "--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps",
+                "--save_steps", "1", "--load_best_model_at_end", "true"]  # fmt: skip
+    with pytest.raises(KeyError, match="acuracy"):
+        pretraining.main(pretrain_argv(output_dir, tiny_corpus, tiny_tokenizer_dir, *replace, *evaluate,
+                                       "--metric_for_best_model", "acuracy"))  # fmt: skip
+    assert folder_bytes(output_dir) == earlier
+    # A successful run replaces it, with its own checkpoints only, and leaves nothing beside it.
+    pretraining.main(pretrain_argv(output_dir, tiny_corpus, tiny_tokenizer_dir, *replace, *evaluate,
+                                   "--metric_for_best_model", "accuracy"))  # fmt: skip
+    assert folder_bytes(output_dir) != earlier
+    assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert Path(state["best_model_checkpoint"]).parent == output_dir.resolve()  # where the checkpoint now is
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    recorded = json.loads((output_dir / "training_args.json").read_text())["MHETrainingArguments"]["output_dir"]
+    assert recorded == str(output_dir.resolve())
+
+
+def test_a_symlinked_output_folder_with_overwrite_gives_a_clear_error(tmp_path, tiny_corpus, tiny_tokenizer_dir):
+    from mhe_transformers.training import pretrain as pretraining
+
+    target = own_folder(tmp_path / "real")
+    (tmp_path / "link").symlink_to(target, target_is_directory=True)
+    with pytest.raises(OutputDirError, match="is a symbolic link"):
+        pretraining.main(pretrain_argv(tmp_path / "link", tiny_corpus, tiny_tokenizer_dir, "--overwrite_output_dir",
+                                       "true"))  # fmt: skip
+    assert (target / "result.txt").read_text() == "1"
+
+
+# --- no secret in any file a run writes --------------------------------------------------------------------------
+
+
+def test_no_file_or_log_of_a_run_holds_the_token(
+    tmp_path, monkeypatch, capfd, caplog, tiny_corpus, tiny_tokenizer_dir, tiny_classification_dir
+):
+    from mhe_transformers.training import finetune as finetuning
+    from mhe_transformers.training import pretrain as pretraining
+
+    environment_token = "hf_FromTheEnvironment0123456789abcdef"
+    monkeypatch.setenv("HF_TOKEN", environment_token)
+    monkeypatch.setattr(sys, "argv", ["pretrain_mlm.py", "--hub_token", TOKEN])  # what the lock file records
+    secret = ["--hub_token", TOKEN, "--log_level", "info", "--logging_steps", "1", "--save_strategy", "steps",
+              "--save_steps", "1"]  # fmt: skip
+    pretrained = tmp_path / "pretrained"
+    pretraining.main(pretrain_argv(pretrained, tiny_corpus, tiny_tokenizer_dir, *secret, "--do_eval", "true"))
+    finetuned = tmp_path / "finetuned"
+    finetuning.main(finetune_argv(pretrained, finetuned, tiny_classification_dir / "train.jsonl", *secret,
+                                  "--label_list_file", str(tiny_classification_dir / "labels.json")))  # fmt: skip
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert len(written) > 40  # final folders, checkpoints (training_args.bin, trainer_state.json), cards
+    for token in (TOKEN, environment_token):
+        assert [str(path) for path in written if token.encode() in path.read_bytes()] == []
+        captured = capfd.readouterr()
+        assert token not in captured.out + captured.err + caplog.text
+    recorded = json.loads((finetuned / "training_args.json").read_text())["MHETrainingArguments"]
+    assert recorded["hub_token"] in (None, "<redacted>")
+
+
+def test_report_command_lines_and_cards_hold_no_token(tiny_pretrained_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from mhe_transformers.experiments.environment import environment
+    from mhe_transformers.hub.model_card import write_model_card
+
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", "--output_dir", "x", "--hub_token", TOKEN])
+    assert environment()["command"] == "benchmark.py --output_dir x --hub_token <redacted>"
+    folder = shutil.copytree(tiny_pretrained_dir, tmp_path / "card", ignore=shutil.ignore_patterns("checkpoint-*"))
+    write_model_card(folder, task="fill-mask", training_args={"MHETrainingArguments": {"lr_scheduler_type": TOKEN}})
+    card = (folder / "README.md").read_text()
+    assert TOKEN not in card and "| lr_scheduler_type | <redacted> |" in card

@@ -279,6 +279,7 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         )
 
 
+@loop.holds_output_dir
 def run(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -303,12 +304,6 @@ def run(
         splits, labelled, setup, label_names, tokenizer, data_args, training_args, model_label_names
     )
     train_name, validation_name, *other_validation = setup.splits["train"] + setup.splits["validation"]
-    loop.claim_output_dir(
-        training_args,
-        resume_checkpoint,
-        inputs=[model_args.model_name_or_path, model_args.tokenizer_name, data_args.label_list_file,
-                *setup.data_files.values()],
-    )  # fmt: skip
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -319,6 +314,13 @@ def run(
         compute_metrics=make_compute_metrics(setup.metrics, label_names),
         callbacks=with_early_stopping(callbacks, data_args.early_stopping_patience),
     )
+    # After the Trainer is built: its arguments, callbacks and integrations (--report_to) are checked by now.
+    loop.claim_output_dir(
+        training_args,
+        resume_checkpoint,
+        inputs=[model_args.model_name_or_path, model_args.tokenizer_name, data_args.label_list_file,
+                *setup.data_files.values()],
+    )  # fmt: skip
     metrics = loop.train_and_evaluate(
         trainer,
         resume_checkpoint,

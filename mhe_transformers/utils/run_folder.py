@@ -120,6 +120,11 @@ def check_output_dir(
                 f"Output directory {output_dir} already holds an earlier run; pass {flag} to replace it, or choose "
                 "another output directory."
             )
+    check_creatable(output_dir)
+
+
+def check_creatable(output_dir: Path) -> None:
+    """Raise OutputDirError unless the nearest existing folder above `output_dir` (resolved) is a writable folder."""
     existing = output_dir
     while not existing.exists():
         existing = existing.parent
@@ -231,6 +236,7 @@ def lock_output_dir(output_dir: str | os.PathLike, enabled: bool = True) -> Iter
             _HELD_LOCKS[output_dir][1] -= 1
         return
     lock_file = lock_path(output_dir)
+    check_creatable(output_dir.parent)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     info = {
         "pid": os.getpid(),
