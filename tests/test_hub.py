@@ -5,7 +5,6 @@ PyTorch" is a fresh `python -I` process in which `mhe_transformers` cannot be im
 """
 
 import json
-import logging
 import re
 import runpy
 import shutil
@@ -21,7 +20,7 @@ from transformers import AutoTokenizer, pipeline
 from mhe_transformers import ATTENTION_TYPES, MHEConfig, MHEForMaskedLM, MHEForSequenceClassification, MHEModel
 from mhe_transformers.hub import push as hub
 from mhe_transformers.hub.model_card import parameter_counts, write_model_card
-from mhe_transformers.hub.push import CheckpointError, push_checkpoint, run_without_package, verify_checkpoint
+from mhe_transformers.hub.push import CheckpointError, push_checkpoint, run_without_package
 from mhe_transformers.models.mhe.modeling_mhe import AUTO_MAP, MHEAttention
 from mhe_transformers.training.tokenizer import train_wordpiece_tokenizer
 
@@ -156,8 +155,8 @@ def fresh_process_checks(pretrained_dir, finetuned_dir, tmp_path_factory):
     importing torch and transformers, so running them side by side keeps the file fast. Each test asserts on its own.
     """
     corrupted = shutil.copytree(pretrained_dir, tmp_path_factory.mktemp("corrupted") / "mhe-mul-tiny")
-    source = (corrupted / "modeling_mhe.py").read_text()
-    (corrupted / "modeling_mhe.py").write_text(source.replace("class MHEForMaskedLM(", "class MHEForMaskedLM_("))
+    weights = (corrupted / "model.safetensors").read_bytes()
+    (corrupted / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # cut short: does not load
     clean_out = tmp_path_factory.mktemp("clean") / "outputs"
     good_api, corrupted_api = RecordingApi(), RecordingApi()
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -349,25 +348,104 @@ def test_push_refuses_an_incomplete_folder_before_sending_anything(pretrained_di
     assert api.calls == []
 
 
-def test_push_refuses_a_folder_whose_code_does_not_load_without_the_package(fresh_process_checks):
-    api, push = fresh_process_checks["corrupted"]  # its modeling_mhe.py no longer defines MHEForMaskedLM
+def test_push_refuses_a_folder_that_does_not_load_without_the_package(fresh_process_checks):
+    api, push = fresh_process_checks["corrupted"]  # its model.safetensors is cut short
     with pytest.raises(CheckpointError, match="does not load with trust_remote_code=True") as error:
         push.result()
-    assert "MHEForMaskedLM" in str(error.value)  # the fresh process's own error is shown
+    assert "safetensors" in str(error.value).lower()  # the fresh process's own error is shown
     assert api.calls == []
 
 
-def test_verification_warns_when_the_code_files_differ_from_the_package(pretrained_dir, tmp_path, monkeypatch, caplog):
-    folder = shutil.copytree(pretrained_dir, tmp_path / "older")
+def test_push_never_runs_code_that_differs_from_the_package(pretrained_dir, tmp_path, monkeypatch):
+    """Code shipped in a checkpoint is never run by a push, which holds the user's token: a modeling_mhe.py that
+    differs from this package's (here: one that would steal the token) is refused before anything runs."""
+    folder = shutil.copytree(pretrained_dir, tmp_path / "altered")
+    stolen = tmp_path / "stolen.txt"
     with open(folder / "modeling_mhe.py", "a", encoding="utf-8") as f:
-        f.write("\n# saved by another version\n")
+        f.write(f"\nimport os\nopen({str(stolen)!r}, 'w').write(os.environ.get('HF_TOKEN', 'none'))\n")
+    monkeypatch.setenv("HF_TOKEN", "hf_StolenIfThisCodeRuns0123456789")
+    monkeypatch.setattr(hub, "run_without_package", lambda *a, **k: pytest.fail("no checkpoint code may run"))
+    api = RecordingApi()
+    with pytest.raises(CheckpointError, match="modeling_mhe.py differs from this mhe_transformers version's"):
+        push_checkpoint(folder, "someone/altered", api=api)
+    assert api.calls == [] and not stolen.exists()
+
+
+def test_the_fresh_process_sees_no_token(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_TOKEN", "hf_InTheParentOnly0123456789abcdef")
+    monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", "hf_InTheParentOnly0123456789abcdef")
+    monkeypatch.setenv("WANDB_API_KEY", "wandb-parent-only")
+    process = run_without_package(
+        "import os, huggingface_hub\n"
+        "print(sorted(os.environ), huggingface_hub.get_token())"
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    names, token = process.stdout.rsplit("] ", 1)
+    assert "HF_TOKEN" not in names and "HUGGING_FACE_HUB_TOKEN" not in names and "WANDB_API_KEY" not in names
+    assert token.strip() == "None" and "InTheParentOnly" not in process.stdout
+
+
+def test_push_refuses_symlinked_files(pretrained_dir, tmp_path):
+    folder = shutil.copytree(pretrained_dir, tmp_path / "linked")
+    outside = tmp_path / "elsewhere.safetensors"
+    (folder / "model.safetensors").rename(outside)
+    (folder / "model.safetensors").symlink_to(outside)  # resolves outside the folder
+    (folder / "config.json").rename(folder / "real-config.json")
+    (folder / "config.json").symlink_to("real-config.json")  # inside, but still a link the upload would skip
+    api = RecordingApi()
+    with pytest.raises(CheckpointError) as error:
+        push_checkpoint(folder, "someone/linked", api=api)
+    assert "config.json is a symbolic link" in str(error.value)
+    assert "model.safetensors is a symbolic link" in str(error.value)
+    assert api.calls == []
+
+
+class FailingApi(RecordingApi):
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def create_repo(self, repo_id, **kwargs):
+        raise self.error
+
+
+def hub_errors():
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
+    return {
+        "refused": (HfHubHTTPError("401 Client Error: Unauthorized\nRequest ID: x\nInvalid credentials",
+                                   response=httpx2.Response(401, request=request)), "refused the credentials"),
+        "unreachable": (httpx2.ConnectError("[Errno 111] Connection refused", request=request),
+                        "cannot be reached \\(ConnectError: \\[Errno 111\\] Connection refused\\)"),
+        "offline": (OfflineModeIsEnabled("Cannot reach https://huggingface.co: offline mode is enabled."),
+                    "cannot be reached \\(OfflineModeIsEnabled"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["refused", "unreachable", "offline"])
+def test_hub_failures_are_one_line_naming_the_problem(pretrained_dir, monkeypatch, case):
+    error, message = hub_errors()[case]
     monkeypatch.setattr(hub, "_load_without_package", lambda *args: None)  # the fresh-process load is tested above
-    assert verify_checkpoint(pretrained_dir).warnings == []
-    with caplog.at_level(logging.WARNING, logger="mhe_transformers.hub.push"):
-        report = verify_checkpoint(folder)
-    assert report.warnings == [f"{folder / 'modeling_mhe.py'} differs from the installed mhe_transformers' (saved by "
-                               "another version?)"]
-    assert report.warnings[0] in caplog.text  # logged, so it reaches whoever pushes
+    with pytest.raises(hub.HubError, match=f"^Could not upload to the Hub repo someone/x: .*{message}") as raised:
+        push_checkpoint(pretrained_dir, "someone/x", api=FailingApi(error))
+    assert "\n" not in str(raised.value)
+
+
+def test_cli_reports_an_unreachable_hub_in_one_line_and_fails(pretrained_dir, monkeypatch, capsys):
+    # The real HfApi, offline (conftest sets HF_HUB_OFFLINE=1): huggingface_hub refuses to connect.
+    monkeypatch.setattr(hub, "_load_without_package", lambda *args: None)
+    argv = ["push_to_hub.py", "--checkpoint_dir", str(pretrained_dir), "--hub_model_id", "someone/x"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO_ROOT / "scripts" / "push_to_hub.py"), run_name="__main__")
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err.splitlines()
+    assert error[0].startswith(
+        "push_to_hub.py: error: Not uploaded. Could not upload to the Hub repo someone/x: the Hub cannot be reached"
+    )
+    assert error[1:] == ["(run again with --debug for the traceback)"]
 
 
 def test_cli_refuses_a_broken_folder_with_the_reason(pretrained_dir, tmp_path, monkeypatch, capsys):

@@ -4,7 +4,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -228,90 +227,7 @@ def test_resuming_a_finished_run_only_writes_the_final_folder(
     assert all(torch.equal(resumed[name], expected[name]) for name in expected)  # the checkpoint's, untouched
 
 
-# Run in a subprocess by the fault-injection test: pretraining that stops at a given point and says so, then waits
-# to be killed (SIGKILL: no clean-up of any kind runs).
-PAUSING_PRETRAINING = """
-import json, os, sys, time
-from transformers import Trainer, TrainerCallback
-from mhe_transformers.hub import push as hub
-from mhe_transformers.training import pretrain as pretraining
-
-point, argv = sys.argv[1], json.loads(sys.argv[2])
-
-def pause(where):
-    print("PAUSED", where, flush=True)
-    time.sleep(600)
-
-class PauseInStep(TrainerCallback):
-    def on_step_begin(self, args, state, control, **kwargs):
-        if point == "mid-step" and state.global_step == 4:
-            pause("in step 5")
-
-save_optimizer = Trainer._save_optimizer_and_scheduler
-def pause_in_checkpoint(self, output_dir):  # checkpoint-6's weights are written, its optimizer and state are not
-    if point == "mid-checkpoint" and output_dir.endswith("checkpoint-6"):
-        pause(output_dir)
-    return save_optimizer(self, output_dir)
-Trainer._save_optimizer_and_scheduler = pause_in_checkpoint
-
-write_model_card = hub.write_model_card
-def pause_in_final_folder(*args, **kwargs):  # the final folder is half-written beside output_dir
-    if point == "mid-final-save":
-        pause("writing the final folder")
-    return write_model_card(*args, **kwargs)
-pretraining.loop.write_model_card = pause_in_final_folder
-
-replace = os.replace
-def pause_in_swap(source, target):  # output_dir has moved aside; the new final folder has not taken its place
-    replace(source, target)
-    if point == "mid-swap" and ".old-" in str(target):
-        pause("swapping the final folder in")
-os.replace = pause_in_swap
-
-args = pretraining.loop.parse_args(pretraining.ARGUMENT_CLASSES, argv)
-pretraining.run(*args, callbacks=[PauseInStep()])
-print("FINISHED", flush=True)
-"""
-
-
-def run_and_kill(point: str, argv: list[str]) -> None:
-    """Start PAUSING_PRETRAINING, wait until it reaches `point`, then kill it by pid with SIGKILL."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", PAUSING_PRETRAINING, point, json.dumps(argv)],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        for line in process.stdout:
-            if line.startswith(("PAUSED", "FINISHED")):
-                break
-        assert line.startswith("PAUSED"), f"{point}: the run never reached the point to kill it at"
-    finally:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
-
-
-@pytest.mark.parametrize("point", ["mid-step", "mid-checkpoint", "mid-final-save", "mid-swap"])
-def test_killed_anywhere_then_resumed_equals_the_uninterrupted_run(
-    point, uninterrupted_dir, tmp_path, tiny_corpus, tiny_tokenizer_dir
-):
-    output_dir = tmp_path / "run"
-    argv = resumable_argv(tiny_corpus, tiny_tokenizer_dir, output_dir)
-    run_and_kill(point, argv)
-    left = sorted(path.name for path in tmp_path.iterdir())
-    if point == "mid-checkpoint":  # a half-written checkpoint-6, which resuming must skip
-        assert (output_dir / "checkpoint-6" / "model.safetensors").is_file()
-        assert not (output_dir / "checkpoint-6" / "trainer_state.json").exists()
-    if point == "mid-final-save":
-        assert any(name.startswith(".run.tmp-") for name in left), left
-    if point == "mid-swap":  # output_dir itself is gone: its checkpoints are in the hidden .old folder
-        assert "run" not in left and any(name.startswith(".run.old-") for name in left), left
-
-    pretraining.main(argv + ["--resume_from_checkpoint", "true"])
-    assert_same_weights(output_dir, uninterrupted_dir)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]  # no temporary folder left behind
-    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
-    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 6
+# Killed (SIGKILL) at five points, in pretraining and fine-tuning, then resumed: tests/test_resume.py.
 
 
 # --- distributed ------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from conftest import REPO_ROOT
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 from mhe_transformers.training.finetune_qa import answer_question, best_span
+from mhe_transformers.utils.run_folder import OutputDirError
 
 CONTEXT = "the quick dog runs near the river"
 #          0   4     10  14   19   24  28
@@ -125,6 +126,8 @@ def test_answer_spans_are_labelled_on_the_answer_tokens(tiny_pretrained_dir, squ
 
 
 def test_question_answering_fine_tuning_end_to_end(tiny_pretrained_dir, squad_files, tmp_path):
+    """The shipped config with local files, as its comment says to run it offline: its checkpoints (one per epoch),
+    the final folder, and a rerun that replaces it."""
     from conftest import QUICK_TRAINING_ARGS
 
     from mhe_transformers.training import finetune_qa as question_answering
@@ -132,12 +135,13 @@ def test_question_answering_fine_tuning_end_to_end(tiny_pretrained_dir, squad_fi
     output_dir = tmp_path / "qa"
     argv = [
         "--config", str(REPO_ROOT / "configs/finetune/squad.yaml"), *QUICK_TRAINING_ARGS,
-        "--dataset_name", "", "--model_name_or_path", str(tiny_pretrained_dir),
+        "--model_name_or_path", str(tiny_pretrained_dir),
         "--train_file", str(squad_files[0]), "--validation_file", str(squad_files[1]), "--output_dir", str(output_dir),
         "--max_seq_length", "48", "--doc_stride", "16", "--num_train_epochs", "8", "--per_device_train_batch_size", "8",
-        "--learning_rate", "2e-3", "--warmup_steps", "0", "--logging_steps", "1", "--save_strategy", "no",
+        "--learning_rate", "2e-3", "--warmup_steps", "0", "--logging_steps", "1",
     ]  # fmt: skip
     metrics = question_answering.main(argv)
+    assert [path.name for path in output_dir.glob("checkpoint-*")] == ["checkpoint-48"]  # save_total_limit: 1
     assert 0 <= metrics["eval_exact_match"] <= 100 and 0 <= metrics["eval_f1"] <= 100
     assert metrics["eval_exact_match"] > 50  # the task is easy: the question names the class of the answer word
     predictions = json.loads((output_dir / "eval_predictions.json").read_text())
@@ -148,6 +152,12 @@ def test_question_answering_fine_tuning_end_to_end(tiny_pretrained_dir, squad_fi
     assert type(model).__name__ == "MHEForQuestionAnswering"
     card = (output_dir / "README.md").read_text()
     assert "pipeline_tag: question-answering" in card and "exact_match" in card
+    # A rerun replaces it when asked to, and only then.
+    with pytest.raises(OutputDirError, match="already holds an earlier run"):
+        question_answering.main(argv + ["--num_train_epochs", "1"])
+    again = question_answering.main(argv + ["--num_train_epochs", "1", "--overwrite_output_dir", "true"])
+    assert json.loads((output_dir / "all_results.json").read_text()) == again
+    assert [path.name for path in output_dir.glob("checkpoint-*")] == ["checkpoint-6"]
 
 
 def test_squad_scores_follow_squad_definitions():

@@ -1,9 +1,13 @@
 """Data loading shared by pretraining, fine-tuning, tokenizer training and conversion: Hub datasets and local
-files through one `datasets.load_dataset` call, column and emptiness checks, and seeded subsets."""
+files through one `datasets.load_dataset` call, column and emptiness checks, seeded subsets, and the checks of values
+that would otherwise be read wrongly later (non-finite numbers, label names with control characters, a tokenizer
+that is not the model's)."""
 
 from __future__ import annotations
 
+import math
 import os
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +138,67 @@ def load_texts(
     dataset = dataset[split]
     check_columns(dataset, {"text_column": text_column}, split)
     return [text for text in dataset[text_column] if text and text.strip()]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Values that would be read wrongly later
+
+
+def control_character(text: str) -> str | None:
+    """The first control character (tab, newline, ...) or line/paragraph separator in `text`, if any."""
+    return next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Zl", "Zp")), None)
+
+
+def check_label_name(name: str, where: str) -> None:
+    """Raise naming `name` and `where` it comes from when it holds a control character: label names are written
+    one per field of predictions.tsv (and shown in model cards), where a tab or newline would split them."""
+    character = control_character(name)
+    if character is not None:
+        raise ValueError(
+            f"Label name {name!r} in {where} holds a control character ({character!r}), which would break "
+            "predictions.tsv and the model card; rename the label."
+        )
+
+
+def check_finite(dataset, column: str, split: str) -> None:
+    """Raise naming the first row whose number in `column` is NaN or infinite (a regression label, say): training
+    on it gives non-finite weights and a meaningless loss instead of an error."""
+    for row, value in enumerate(dataset[column]):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(
+                f"Row {row + 1} of the {split} split has the label {value!r} in column {column!r}; regression "
+                "labels must be finite numbers."
+            )
+
+
+# Files a tokenizer saved with save_pretrained leaves in a checkpoint folder.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+
+
+def check_tokenizer_matches(tokenizer, tokenizer_name: str | None, model_name_or_path: str, config) -> None:
+    """Raise, naming both, when a tokenizer given apart from its model (`--tokenizer_name`) is not the model's:
+    another vocabulary than the one saved with the checkpoint (its token -> id table), or, for a checkpoint saved
+    without a tokenizer, other special-token ids than the model's configuration. An unrelated tokenizer would
+    otherwise feed the model ids that mean other tokens, and train without complaint."""
+    if not tokenizer_name or os.path.abspath(tokenizer_name) == os.path.abspath(model_name_or_path):
+        return
+    problems = []
+    folder = Path(model_name_or_path)
+    if folder.is_dir() and any((folder / name).is_file() for name in TOKENIZER_FILES):
+        from transformers import AutoTokenizer
+
+        saved = AutoTokenizer.from_pretrained(folder)
+        if saved.get_vocab() != tokenizer.get_vocab():
+            problems.append(
+                f"its vocabulary ({len(tokenizer)} tokens) is not the one saved with the checkpoint "
+                f"({len(saved)} tokens)"
+            )
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):
+        expected, actual = getattr(config, name, None), getattr(tokenizer, name, None)
+        if expected is not None and actual is not None and expected != actual:
+            problems.append(f"its {name} is {actual}, the model's {expected}")
+    if problems:
+        raise ValueError(
+            f"The tokenizer {tokenizer_name} does not match the model {model_name_or_path}: {'; '.join(problems)}. "
+            "Leave --tokenizer_name out to use the checkpoint's own tokenizer."
+        )

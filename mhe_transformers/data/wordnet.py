@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..utils import cli
-from ..utils.run_folder import atomic_directory, check_output_dir
+from ..utils.run_folder import atomic_directory, check_output_dir, claim_output_dir
 
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 
@@ -338,13 +338,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int | float | str | Non
         description="Write the offline WordNet corpus and gloss -> supersense task.",
         validate=check_output_folder,
     )
-    counts = prepare_wordnet(
-        args.output_dir,
-        args.wordnet_dir,
-        max_synsets=args.max_synsets,
-        corpus_splits=args.corpus_splits,
-        include_examples=args.include_examples,
-    )
+    with claim_output_dir(args.output_dir, args.overwrite_output_dir, inputs=[args.wordnet_dir]):
+        counts = prepare_wordnet(
+            args.output_dir,
+            args.wordnet_dir,
+            max_synsets=args.max_synsets,
+            corpus_splits=args.corpus_splits,
+            include_examples=args.include_examples,
+        )
     print(json.dumps(counts, indent=1))
     print(f"Wrote {args.output_dir}")
     return counts

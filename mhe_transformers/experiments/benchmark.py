@@ -58,7 +58,7 @@ from ..models.mhe.parameter_counts import (
     encoder_parameter_formula,
 )
 from ..utils import cli
-from ..utils.run_folder import check_output_dir
+from ..utils.run_folder import check_output_dir, claim_output_dir
 from .environment import environment, load_average, write_report
 
 logger = logging.getLogger(__name__)
@@ -550,9 +550,10 @@ def run_and_report(args, run: Callable, stem: str, markdown: Callable[[dict], st
     # Before hours of measuring, not after: a folder that is not ours, or ours without --overwrite_output_dir.
     check_output_dir(args.output_dir, args.overwrite_output_dir)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    results = run(args)
-    report = markdown(results)
-    output_dir = write_report(args.output_dir, stem, results, report, plot)
+    with claim_output_dir(args.output_dir, args.overwrite_output_dir):  # no other run writes there meanwhile
+        results = run(args)
+        report = markdown(results)
+        output_dir = write_report(args.output_dir, stem, results, report, plot)
     print(report)
     print(f"Wrote {output_dir}/{stem}.json, {stem}.md and {stem}.png")
     return results

@@ -40,7 +40,8 @@ import yaml
 
 from ..data.wordnet import PAIRS_DIR, prepare_wordnet
 from ..models.mhe.configuration_mhe import ATTENTION_TYPES
-from ..utils.run_folder import check_output_dir
+from ..utils.run_folder import check_output_dir, claim_output_dir, write_marker
+from ..utils.secrets import redact
 from .environment import environment, write_report
 
 logger = logging.getLogger(__name__)
@@ -281,18 +282,19 @@ def finetune_argv(task: TaskConfig, model_dir: Path, seed: int, output_dir: Path
 
 def run_once(entry_point: EntryPoint, argv: list[str], output_dir: Path, record_path: Path) -> dict:
     """Run `entry_point(argv)` unless `record_path` already holds the record of a run with the same argv and the
-    same recipe file contents. Returns the record: {"argv", "recipe", "metrics", "seconds"}."""
+    same recipe file contents. Returns the record: {"argv", "recipe", "metrics", "seconds"}, secrets redacted
+    (`utils.secrets.redact`: a token in the arguments or the recipe is never written)."""
     recipe = Path(argv[argv.index("--config") + 1]).read_text(encoding="utf-8") if "--config" in argv else None
     if record_path.is_file():
         record = json.loads(record_path.read_text(encoding="utf-8"))
-        if record.get("argv") == argv and record.get("recipe") == recipe:
+        if record.get("argv") == redact(argv) and record.get("recipe") == redact(recipe):
             logger.info("Reusing %s", record_path)
             return record
     # A folder without a record is an interrupted or outdated run: start it over.
     overwrite = ["--overwrite_output_dir", "true"] if output_dir.exists() else []
     started = time.time()
     metrics = entry_point(argv + overwrite)
-    record = {"argv": argv, "recipe": recipe, "metrics": metrics, "seconds": time.time() - started}
+    record = redact({"argv": argv, "recipe": recipe, "metrics": metrics, "seconds": time.time() - started})
     record_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = record_path.with_suffix(".tmp")
     tmp_path.write_text(json.dumps(record, indent=1, default=float) + "\n", encoding="utf-8")
@@ -773,8 +775,15 @@ def main(argv: Sequence[str] | None = None, pipeline: Pipeline | None = None) ->
     # A rerun continues the comparison (finished runs are reused), so its own report may be replaced; anything else
     # in output_dir is refused now rather than after hours of training.
     check_output_dir(config.output_dir, overwrite=True, inputs=[args.config])
-    report = run_comparison(config, pipeline)
-    output_dir = write_outputs(report, config.output_dir)
+    check_output_dir(config.runs_dir, overwrite=True, inputs=[args.config])
+    # Held to the end: a second comparison into the same folders is refused, naming this one.
+    with claim_output_dir(config.output_dir, overwrite=True, inputs=[args.config]), claim_output_dir(
+        config.runs_dir, overwrite=True, inputs=[args.config]
+    ) as runs_dir:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        write_marker(runs_dir)  # the per-model folders inside are the pipelines' own run folders
+        report = run_comparison(config, pipeline)
+        output_dir = write_outputs(report, config.output_dir)
     print(markdown_report(report))
     print(f"Wrote {output_dir}/comparison.json, comparison.md and comparison.png")
     return report

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..utils.run_folder import atomic_directory
+from ..utils.secrets import redact
 
 
 def write_report(
@@ -51,7 +52,7 @@ def environment(device=None) -> dict:
     if device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": " ".join(redact([Path(sys.argv[0]).name, *sys.argv[1:]])),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "python": platform.python_version(),
         "torch": torch.__version__,

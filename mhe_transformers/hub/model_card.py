@@ -23,6 +23,7 @@ from huggingface_hub.utils import validate_repo_id
 from ..models.mhe import modeling_mhe
 from ..models.mhe.configuration_mhe import DECODER_MIN_TRANSFORMERS, MHE_TYPES, SUPPORTED_TRANSFORMERS, MHEConfig
 from ..models.mhe.parameter_counts import count_config_parameters
+from ..utils.secrets import redact
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def write_model_card(
         )
     if training_args is None:
         training_args = _read_json(checkpoint_dir / "training_args.json") or {}
+    training_args = redact(training_args)  # the card shows some of them: never a secret
     if metrics is None:
         metrics = _read_json(checkpoint_dir / "all_results.json") or _read_json(checkpoint_dir / "eval_results.json")
         metrics = metrics or {}

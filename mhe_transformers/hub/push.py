@@ -4,6 +4,12 @@ A shared checkpoint is loaded by people who have Transformers and PyTorch but no
 `trust_remote_code=True`. So before anything is sent, `verify_checkpoint` checks the file set and loads the folder in a
 fresh Python process in which `mhe_transformers` cannot be imported, exactly as such a user would.
 
+Pushing never runs code that came with a checkpoint: its configuration_mhe.py and modeling_mhe.py must be
+byte-identical to this package's (else the push is refused, naming the file; re-save the checkpoint with this
+version), and the fresh process gets an environment without any token (`utils.secrets`). Only regular files inside
+the folder are sent (a symlink is refused, naming it), and a Hub that cannot be reached or refuses the credentials
+gives one line naming the problem (`HubError`).
+
     write_model_card(checkpoint_dir, task="fill-mask", datasets=["wordnet"])  # README.md from the folder's files
     verify_checkpoint(checkpoint_dir)                                         # raises CheckpointError on problems
     push_checkpoint(checkpoint_dir, "user/mhe-mul-tiny")                      # verify, create repo, one commit
@@ -23,11 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+from huggingface_hub.errors import HfHubHTTPError, HTTPError, LocalTokenNotFoundError
 
 from ..models.mhe import modeling_mhe
 from ..models.mhe.configuration_mhe import MHEConfig
 from ..models.mhe.modeling_mhe import AUTO_MAP
 from ..utils import cli
+from ..utils.secrets import is_secret_name
 from .model_card import TASKS, _read_json, parameter_counts, write_model_card
 
 logger = logging.getLogger(__name__)
@@ -69,6 +77,10 @@ class CheckpointError(ValueError):
     """A checkpoint folder is incomplete or does not load; the message lists every problem found."""
 
 
+class HubError(RuntimeError):
+    """The Hub could not be reached, or refused the request (credentials, permissions): one line saying which."""
+
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Verification
@@ -85,16 +97,20 @@ class VerificationReport:
 def verify_checkpoint(checkpoint_dir: str | os.PathLike, task: str | None = None) -> VerificationReport:
     """Check that `checkpoint_dir` is a complete, loadable MHE checkpoint; raise CheckpointError listing what is wrong.
 
-    Checks the required files, a config whose `auto_map` names every head and whose architecture fits `task` (default:
-    the task of `config.architectures[0]`), a model card that says what the model is, and finally loads the folder
-    with `trust_remote_code=True` in a fresh process in which `mhe_transformers` cannot be imported, offline.
+    Checks the required files (regular files inside the folder: no symlinks), code files identical to this
+    package's, a config whose `auto_map` names every head and whose architecture fits `task` (default: the task of
+    `config.architectures[0]`), a model card that says what the model is, and finally loads the folder with
+    `trust_remote_code=True` in a fresh process in which `mhe_transformers` cannot be imported, offline and without
+    any token in its environment.
     """
     checkpoint_dir = Path(checkpoint_dir)
     if task is not None and task not in TASKS:
         raise CheckpointError(f"task must be one of {sorted(TASKS)}, got {task!r}.")
     if not checkpoint_dir.is_dir():
         raise CheckpointError(f"{checkpoint_dir} is not a directory.")
-    problems = [f"missing {name}" for name in REQUIRED_FILES if not (checkpoint_dir / name).is_file()]
+    problems = _file_problems(checkpoint_dir)
+    if not problems:
+        problems += _code_problems(checkpoint_dir)
     try:
         config = _read_json(checkpoint_dir / "config.json") or {}
     except json.JSONDecodeError as error:
@@ -127,15 +143,39 @@ def verify_checkpoint(checkpoint_dir: str | os.PathLike, task: str | None = None
 
     _load_without_package(checkpoint_dir, TASKS[task][1])
     report = VerificationReport(checkpoint_dir, task, files_to_upload(checkpoint_dir))
-    package_dir = Path(modeling_mhe.__file__).parent
-    for name in ("configuration_mhe.py", "modeling_mhe.py"):
-        if (checkpoint_dir / name).read_bytes() != (package_dir / name).read_bytes():
-            report.warnings.append(
-                f"{checkpoint_dir / name} differs from the installed mhe_transformers' (saved by another version?)"
-            )
     for warning in report.warnings:
         logger.warning(warning)
     return report
+
+
+def _file_problems(checkpoint_dir: Path) -> list[str]:
+    """Missing required files, and known files that are symlinks or not regular files: the upload sends regular
+    files inside the folder only, so such a file would be missing on the Hub."""
+    problems = [f"missing {name}" for name in REQUIRED_FILES if not os.path.lexists(checkpoint_dir / name)]
+    for path in sorted(checkpoint_dir.iterdir()):
+        if not _is_shared(path.name):
+            continue
+        if path.is_symlink():
+            problems.append(f"{path.name} is a symbolic link (to {os.readlink(path)}); copy the file itself in")
+        elif not path.is_file():
+            problems.append(f"{path.name} is not a regular file")
+    return problems
+
+
+def _is_shared(name: str) -> bool:
+    """Whether a file called `name` is one a push sends (REQUIRED_FILES, OPTIONAL_FILES, weight shards)."""
+    return name in REQUIRED_FILES or name in OPTIONAL_FILES or fnmatch.fnmatchcase(name, WEIGHT_SHARD_PATTERN)
+
+
+def _code_problems(checkpoint_dir: Path) -> list[str]:
+    """The checkpoint's code files must be this package's, byte for byte: the check below runs them."""
+    package_dir = Path(modeling_mhe.__file__).parent
+    return [
+        f"{name} differs from this mhe_transformers version's; its code is not run. Re-save the checkpoint with "
+        "this version (from_pretrained, then save_pretrained) if it is an older one"
+        for name in ("configuration_mhe.py", "modeling_mhe.py")
+        if (checkpoint_dir / name).read_bytes() != (package_dir / name).read_bytes()
+    ]
 
 
 def _card_problems(readme: Path, task: str, attention_type: str | None) -> list[str]:
@@ -198,10 +238,14 @@ def run_without_package(code: str, *args: str, timeout: float = 300) -> subproce
     """Run `code` in a fresh, isolated (`python -I`) interpreter where `mhe_transformers` cannot be imported.
 
     Offline (HF_HUB_OFFLINE=1), in an empty working directory, with a fresh Transformers module cache, so the only
-    MHE code it can run is what a checkpoint folder carries.
+    MHE code it can run is what a checkpoint folder carries; without any token or other secret in its environment
+    (HF_TOKEN, ...: `utils.secrets.is_secret_name`), and with huggingface_hub's saved token out of reach (HF_HOME
+    points into the empty directory).
     """
     with tempfile.TemporaryDirectory(prefix="mhe-clean-") as workdir:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": os.path.join(workdir, "modules")}
+        env = {name: value for name, value in os.environ.items() if not is_secret_name(name)}
+        env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=os.path.join(workdir, "modules"),
+                   HF_HOME=os.path.join(workdir, "hf-home"), HF_HUB_DISABLE_IMPLICIT_TOKEN="1")  # fmt: skip
         return subprocess.run(
             [sys.executable, "-I", "-c", _BLOCK_PACKAGE + textwrap.dedent(code), *map(str, args)],
             cwd=workdir,
@@ -234,13 +278,10 @@ def files_to_upload(checkpoint_dir: str | os.PathLike) -> list[str]:
     """The files of `checkpoint_dir` a push sends, sorted: those of REQUIRED_FILES, OPTIONAL_FILES and weight shards
     that are regular files (not symlinks) at the top of the folder. Everything else stays local."""
     checkpoint_dir = Path(checkpoint_dir)
-    known = set(REQUIRED_FILES) | set(OPTIONAL_FILES)
     return sorted(
         path.name
         for path in checkpoint_dir.iterdir()
-        if path.is_file()
-        and not path.is_symlink()
-        and (path.name in known or fnmatch.fnmatchcase(path.name, WEIGHT_SHARD_PATTERN))
+        if path.is_file() and not path.is_symlink() and _is_shared(path.name)
     )
 
 
@@ -255,9 +296,10 @@ def push_checkpoint(
     """Verify `checkpoint_dir`, then upload the files `files_to_upload` lists (printed first) to the model repo
     `repo_id` (created if needed) in one commit.
 
-    Nothing is sent if verification fails. `token` authenticates (it is kept in memory only); without it,
-    huggingface_hub's own: the HF_TOKEN environment variable or the token saved by `hf auth login`. Returns the
-    CommitInfo (its `.commit_url` links to the commit).
+    Nothing is sent if verification fails (CheckpointError). `token` authenticates (it is kept in memory only);
+    without it, huggingface_hub's own: the HF_TOKEN environment variable or the token saved by `hf auth login`. A Hub
+    that cannot be reached or refuses the request raises HubError. Returns the CommitInfo (its `.commit_url` links
+    to the commit).
     """
     report = verify_checkpoint(checkpoint_dir)
     if repo_id not in (Path(checkpoint_dir) / "README.md").read_text(encoding="utf-8"):
@@ -268,12 +310,32 @@ def push_checkpoint(
             repo_id,
         )
     print(f"Uploading {len(report.files)} files of {checkpoint_dir} to {repo_id}: {', '.join(report.files)}")
-    api = api or HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
     operations = [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(checkpoint_dir) / name)) for name in report.files
     ]
-    return api.create_commit(repo_id, operations=operations, commit_message=commit_message)
+    try:
+        api = api or HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        return api.create_commit(repo_id, operations=operations, commit_message=commit_message)
+    # HTTPError: HfHubHTTPError and the HTTP client's connection errors; ConnectionError: offline mode.
+    except (HTTPError, ConnectionError, LocalTokenNotFoundError) as error:
+        raise HubError(f"Could not upload to the Hub repo {repo_id}: {describe_hub_error(error)}") from error
+
+
+def describe_hub_error(error: BaseException) -> str:
+    """One line saying what went wrong with a Hub request (huggingface_hub's messages span several lines)."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(error, LocalTokenNotFoundError):
+        return "no Hub token: log in with `hf auth login`, or set HF_TOKEN (or pass --hub_token)."
+    if isinstance(error, HfHubHTTPError) and status in (401, 403):
+        return (
+            f"the Hub refused the credentials (HTTP {status}); log in with `hf auth login`, or pass a token with "
+            "write access (HF_TOKEN or --hub_token)."
+        )
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if isinstance(error, HfHubHTTPError):
+        return f"the Hub answered HTTP {status}: {first_line}"
+    return f"the Hub cannot be reached ({type(error).__name__}: {first_line})"
 
 
 @dataclass
@@ -298,13 +360,14 @@ def main(argv: list[str] | None = None) -> None:
         commit = push_checkpoint(
             args.checkpoint_dir, args.hub_model_id, private=args.hub_private_repo, commit_message=args.commit_message
         )
-    except CheckpointError as error:
-        raise CheckpointError(f"Not uploaded. {error}") from None
+    except (CheckpointError, HubError) as error:
+        raise type(error)(f"Not uploaded. {error}") from None
     print(f"Uploaded {args.checkpoint_dir} to {commit.commit_url}")
 
 
 __all__ = [
     "CheckpointError",
+    "HubError",
     "VerificationReport",
     "files_to_upload",
     "parameter_counts",

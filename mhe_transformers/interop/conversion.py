@@ -42,7 +42,7 @@ from ..models.mhe.modeling_mhe import (
     MHEPreTrainedModel,
 )
 from ..utils import cli
-from ..utils.run_folder import atomic_directory, check_output_dir
+from ..utils.run_folder import atomic_directory, check_output_dir, claim_output_dir
 from .distillation import RecoveryArguments, distill_hidden_states
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
@@ -611,54 +611,55 @@ def convert_checkpoint(
     with `recover_steps > 0` first distils the original into the converted model on `recovery_texts`.
     """
     output_dir = Path(output_dir)
-    check_output_dir(output_dir, overwrite_output_dir, inputs=[model_name_or_path, tokenizer_name])
-    recover = recovery is not None and recovery.recover_steps > 0
-    if recover and not recovery_texts:
-        raise ConversionError("Recovery training (recover_steps > 0) needs training texts; none were given.")
-    source = load_source(model_name_or_path, attention_type, task, tokenizer_name, **hub_kwargs)
-    model, layer_reports = convert_model(source.model, attention_type, TASKS[source.task][1], max_alignment_iterations)
-    if random_qkv:
-        model = with_random_qkv(model, seed)
+    # One run into output_dir at a time, from this check to the final rename (run_folder.claim_output_dir).
+    with claim_output_dir(output_dir, overwrite_output_dir, inputs=[model_name_or_path, tokenizer_name]):
+        recover = recovery is not None and recovery.recover_steps > 0
+        if recover and not recovery_texts:
+            raise ConversionError("Recovery training (recover_steps > 0) needs training texts; none were given.")
+        source = load_source(model_name_or_path, attention_type, task, tokenizer_name, **hub_kwargs)
+        model, layer_reports = convert_model(source.model, attention_type, TASKS[source.task][1], max_alignment_iterations)
+        if random_qkv:
+            model = with_random_qkv(model, seed)
 
-    def mean_error(key: str) -> dict[str, float]:
-        return {
-            name: sum(layer[key][name] for layer in layer_reports) / len(layer_reports)
-            for name in ("query", "key", "value")
+        def mean_error(key: str) -> dict[str, float]:
+            return {
+                name: sum(layer[key][name] for layer in layer_reports) / len(layer_reports)
+                for name in ("query", "key", "value")
+            }
+
+        report = {
+            "source": str(model_name_or_path),
+            "source_class": type(source.model).__name__,
+            "target_class": type(model).__name__,
+            "attention_type": attention_type,
+            "method": "per-head orthogonal alignment + exact least-squares fit, see docs/conversion.md",
+            "max_alignment_iterations": max_alignment_iterations,
+            "random_qkv": random_qkv,
+            "parameters": {"source": source.model.num_parameters(), "converted": model.num_parameters()},
+            "layers": layer_reports,
+            "mean_fit_error": mean_error("fit_error"),
+            "mean_unaligned_fit_error": mean_error("unaligned_fit_error"),
         }
-
-    report = {
-        "source": str(model_name_or_path),
-        "source_class": type(source.model).__name__,
-        "target_class": type(model).__name__,
-        "attention_type": attention_type,
-        "method": "per-head orthogonal alignment + exact least-squares fit, see docs/conversion.md",
-        "max_alignment_iterations": max_alignment_iterations,
-        "random_qkv": random_qkv,
-        "parameters": {"source": source.model.num_parameters(), "converted": model.num_parameters()},
-        "layers": layer_reports,
-        "mean_fit_error": mean_error("fit_error"),
-        "mean_unaligned_fit_error": mean_error("unaligned_fit_error"),
-    }
-    reference = source.model
-    if evaluation is not None:
-        candidates = {"converted": model}
-        if evaluation.baselines:
-            candidates |= {"random_qkv": with_random_qkv(model, seed), "random_init": random_model_like(model, seed)}
-        report["similarity"] = {
-            name: evaluate_similarity(candidate, reference, source.tokenizer, evaluation)
-            for name, candidate in candidates.items()
-        } | {"texts": len(evaluation.texts)}
-    if recover:
-        report["recovery"] = distill_hidden_states(model, reference, source.tokenizer, recovery_texts, recovery, seed)
-        model.eval()
+        reference = source.model
         if evaluation is not None:
-            report["similarity"]["recovered"] = evaluate_similarity(model, reference, source.tokenizer, evaluation)
+            candidates = {"converted": model}
+            if evaluation.baselines:
+                candidates |= {"random_qkv": with_random_qkv(model, seed), "random_init": random_model_like(model, seed)}
+            report["similarity"] = {
+                name: evaluate_similarity(candidate, reference, source.tokenizer, evaluation)
+                for name, candidate in candidates.items()
+            } | {"texts": len(evaluation.texts)}
+        if recover:
+            report["recovery"] = distill_hidden_states(model, reference, source.tokenizer, recovery_texts, recovery, seed)
+            model.eval()
+            if evaluation is not None:
+                report["similarity"]["recovered"] = evaluate_similarity(model, reference, source.tokenizer, evaluation)
 
-    with atomic_directory(output_dir) as tmp_dir:
-        model.save_pretrained(tmp_dir)
-        source.tokenizer.save_pretrained(tmp_dir)
-        (tmp_dir / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    return ConversionResult(model, report)
+        with atomic_directory(output_dir) as tmp_dir:
+            model.save_pretrained(tmp_dir)
+            source.tokenizer.save_pretrained(tmp_dir)
+            (tmp_dir / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        return ConversionResult(model, report)
 
 
 # -----------------------------------------------------------------------------------------------------------------

@@ -7,13 +7,14 @@ Optimum cannot export on Transformers 5, so this uses `torch.onnx.export(..., dy
 multiple choice), the head's outputs by name (`logits`, or `start_logits`/`end_logits`, or `last_hidden_state`/
 `pooler_output`). The graph is run in ONNX Runtime on inputs of another shape than the export's, with padding, and
 compared with PyTorch; the file is written only if they agree, to `<checkpoint>/onnx/model.onnx` (the layout
-transformers.js and the Hub use). Needs `pip install 'mhe-transformers[onnx]'` (onnx, onnxscript, onnxruntime).
+transformers.js and the Hub use). The folder of the .onnx file is an output folder like every script's
+(`run_folder.check_output_dir`): new or empty, or an earlier export with `--overwrite_output_dir`; it is written beside
+and renamed into place, and never holds the checkpoint. Needs `pip install 'mhe-transformers[onnx]'` (onnx, onnxscript, onnxruntime).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from transformers import AutoConfig
 
 from ..models.mhe.modeling_mhe import HEADS
 from ..utils import cli
+from ..utils.run_folder import atomic_directory, check_output_dir, claim_output_dir
 
 # Task -> the head exported: the heads' Hub pipeline tags (multiple choice has none: its converter name), from the
 # one head table.
@@ -75,14 +77,22 @@ def export_onnx(
     output_path: str | os.PathLike | None = None,
     opset_version: int | None = None,
     atol: float = 1e-4,
+    overwrite_output_dir: bool = False,
 ) -> ExportReport:
     """Export the checkpoint's head for `task` (default: the checkpoint's own head) and check it in ONNX Runtime.
 
     Raises ValueError if ONNX Runtime's outputs differ from PyTorch's by more than `atol`; nothing is written then.
+    `overwrite_output_dir` replaces an earlier export in the .onnx file's folder (default `<checkpoint>/onnx/`).
     """
+    model_dir = Path(model_name_or_path)
+    output_path = Path(output_path) if output_path else model_dir / "onnx" / "model.onnx"
+    with claim_output_dir(output_path.parent, overwrite_output_dir, inputs=[model_dir]):  # held to the end
+        return _export_and_check(model_dir, task, output_path, opset_version, atol)
+
+
+def _export_and_check(model_dir: Path, task: str | None, output_path: Path, opset_version, atol) -> ExportReport:
     import onnxruntime
 
-    model_dir = Path(model_name_or_path)
     config = AutoConfig.from_pretrained(model_dir)
     task = task or _task_of(config)
     if task not in TASK_TO_MODEL_CLASS:
@@ -105,10 +115,9 @@ def export_onnx(
         axes[1] = torch.export.Dim("choices", min=2, max=64)
     example = _example_inputs(config, batch=2, seq_len=min(8, config.max_position_embeddings), choices=choices, seed=0)
 
-    output_path = Path(output_path) if output_path else model_dir / "onnx" / "model.onnx"
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output_path.parent, prefix=".onnx-export-") as tmp:
-        tmp_path = Path(tmp) / output_path.name
+    # The graph's weights may sit in a side file (<name>.data) next to it: the whole folder is renamed into place.
+    with atomic_directory(output_path.parent) as tmp:
+        tmp_path = tmp / output_path.name
         with torch.no_grad():
             program = torch.onnx.export(
                 wrapper,
@@ -134,9 +143,6 @@ def export_onnx(
             raise ValueError(
                 f"ONNX Runtime's outputs differ from PyTorch's by {max_abs_diff:.3g} (> {atol}); nothing written."
             )
-        # The graph's weights may sit in a side file (<name>.data) next to it: move every file the export wrote.
-        for produced in Path(tmp).iterdir():
-            os.replace(produced, output_path.parent / produced.name)
     return ExportReport(output_path, task, output_names, max_abs_diff)
 
 
@@ -152,13 +158,25 @@ class ExportArguments:
     )
     opset_version: int | None = field(default=None, metadata={"help": "ONNX opset (default: the exporter's)."})
     atol: float = field(default=1e-4, metadata={"help": "Largest difference to PyTorch accepted."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace this script's earlier export."})
+
+
+def check_output_folder(args: ExportArguments) -> None:
+    """Before loading anything: a folder that is not ours, or that holds the checkpoint, is never written (a usage
+    error)."""
+    output_dir = args.output_dir or Path(args.model_name_or_path) / "onnx"
+    check_output_dir(output_dir, args.overwrite_output_dir, inputs=[args.model_name_or_path])
 
 
 def main(argv: Sequence[str] | None = None) -> ExportReport:
     """`scripts/export_onnx.py`: export, check in ONNX Runtime, write model.onnx."""
-    (args,) = cli.parse_args((ExportArguments,), argv, description=__doc__.split("\n\n")[0])
+    (args,) = cli.parse_args(
+        (ExportArguments,), argv, description=__doc__.split("\n\n")[0], validate=check_output_folder
+    )
     output_path = Path(args.output_dir) / "model.onnx" if args.output_dir else None
-    report = export_onnx(args.model_name_or_path, args.task, output_path, args.opset_version, args.atol)
+    report = export_onnx(
+        args.model_name_or_path, args.task, output_path, args.opset_version, args.atol, args.overwrite_output_dir
+    )
     print(
         f"Wrote {report.path} ({report.task}; outputs {', '.join(report.output_names)}); ONNX Runtime vs PyTorch: "
         f"max abs diff {report.max_abs_diff:.2g}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..utils import cli
-from ..utils.run_folder import atomic_directory, check_output_dir
+from ..utils.run_folder import atomic_directory, check_output_dir, claim_output_dir
 
 
 def save_sentence_transformer(
@@ -33,15 +33,21 @@ def save_sentence_transformer(
     `normalize`: L2-normalise the embeddings (so dot product = cosine similarity), as all-MiniLM-L6-v2 does.
     The folder gets the encoder's weights and remote code, modules.json, 1_Pooling/config.json (2_Normalize),
     sentence_bert_config.json and a README.md model card with a usage snippet. It is written atomically, and an
-    existing `output_dir` is replaced only by the run-folder rule (`run_folder.check_output_dir`).
+    existing `output_dir` is replaced only by the run-folder rule (`run_folder.check_output_dir`); never the input
+    checkpoint or a folder holding it.
     """
+    output_dir = Path(output_dir)
+    with claim_output_dir(output_dir, overwrite_output_dir, inputs=[model_name_or_path]):  # held to the end
+        _save(model_name_or_path, output_dir, pooling, normalize, max_seq_length)
+    return output_dir
+
+
+def _save(model_name_or_path, output_dir: Path, pooling: str, normalize: bool, max_seq_length: int | None) -> None:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules.normalize import Normalize
     from sentence_transformers.base.modules.transformer import Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
 
-    output_dir = Path(output_dir)
-    check_output_dir(output_dir, overwrite_output_dir, inputs=[model_name_or_path])
     # The bare encoder (no pooler: sentence-transformers pools the token embeddings itself).
     transformer = Transformer(
         str(model_name_or_path),
@@ -55,7 +61,6 @@ def save_sentence_transformer(
         modules.append(Normalize())
     with atomic_directory(output_dir) as tmp_dir:
         SentenceTransformer(modules=modules).save(str(tmp_dir))
-    return output_dir
 
 
 @dataclass

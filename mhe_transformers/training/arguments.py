@@ -43,7 +43,10 @@ class MHETrainingArguments(TrainingArguments):
 
     overwrite_output_dir: bool = dataclasses.field(
         default=False,
-        metadata={"help": "Delete output_dir (earlier checkpoints and final model) before training from scratch."},
+        metadata={
+            "help": "Replace an earlier run of these scripts in output_dir (checkpoints and final model) with a new "
+            "one, trained beside it; the earlier run is deleted only once the new one has succeeded."
+        },
     )
 
     def __post_init__(self):

@@ -187,6 +187,8 @@ def read_label_list(path: str) -> tuple[str, ...]:
         raise ValueError(f"{path} must hold a non-empty JSON list of label names (strings).")
     if len(set(labels)) != len(labels):
         raise ValueError(f"{path} lists some label names twice.")
+    for label in labels:
+        text.check_label_name(label, path)
     return tuple(labels)
 
 
@@ -243,8 +245,11 @@ def check_labels(dataset, label_column: str, label_names: tuple[str, ...] | None
             raise ValueError(
                 f"Regression labels must be numbers; the {split} split has {bad[0]!r} in column {label_column!r}."
             )
+        text.check_finite(dataset, label_column, split)
         return True
     for value in values:
+        if isinstance(value, str):
+            text.check_label_name(value, f"the {split} split")
         known = (
             value in label_names if isinstance(value, str) else isinstance(value, int) and 0 <= value < len(label_names)
         )
@@ -274,6 +279,7 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         )
 
 
+@loop.holds_output_dir
 def run(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -298,12 +304,6 @@ def run(
         splits, labelled, setup, label_names, tokenizer, data_args, training_args, model_label_names
     )
     train_name, validation_name, *other_validation = setup.splits["train"] + setup.splits["validation"]
-    loop.claim_output_dir(
-        training_args,
-        resume_checkpoint,
-        inputs=[model_args.model_name_or_path, model_args.tokenizer_name, data_args.label_list_file,
-                *setup.data_files.values()],
-    )  # fmt: skip
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -314,6 +314,13 @@ def run(
         compute_metrics=make_compute_metrics(setup.metrics, label_names),
         callbacks=with_early_stopping(callbacks, data_args.early_stopping_patience),
     )
+    # After the Trainer is built: its arguments, callbacks and integrations (--report_to) are checked by now.
+    loop.claim_output_dir(
+        training_args,
+        resume_checkpoint,
+        inputs=[model_args.model_name_or_path, model_args.tokenizer_name, data_args.label_list_file,
+                *setup.data_files.values()],
+    )  # fmt: skip
     metrics = loop.train_and_evaluate(
         trainer,
         resume_checkpoint,
@@ -401,7 +408,11 @@ def resolve_label_names(
         return infer_label_names(splits["train"][1], setup.label_column)
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, **model_args.loading_kwargs)
     regression = config.problem_type == "regression" or config.num_labels == 1
-    return None if regression else tuple(config.id2label[i] for i in range(config.num_labels))
+    if regression:
+        return None
+    for i in range(config.num_labels):
+        text.check_label_name(config.id2label[i], f"the configuration of {model_args.model_name_or_path}")
+    return tuple(config.id2label[i] for i in range(config.num_labels))
 
 
 def resolve_model_label_order(
@@ -462,7 +473,7 @@ def load_classifier(model_args: ModelArguments, tokenizer, max_seq_length: int, 
             "label2id": {label: i for i, label in enumerate(label_names)},
         }
     )
-    return loop.load_model(
+    model = loop.load_model(
         AutoModelForSequenceClassification,
         model_args,
         tokenizer,
@@ -470,6 +481,8 @@ def load_classifier(model_args: ModelArguments, tokenizer, max_seq_length: int, 
         ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         **label_kwargs,
     )
+    text.check_tokenizer_matches(tokenizer, model_args.tokenizer_name, model_args.model_name_or_path, model.config)
+    return model
 
 
 def encode_splits(

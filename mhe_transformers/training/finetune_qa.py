@@ -141,9 +141,14 @@ def squad_scores(predictions: dict[str, str], references: dict[str, list[str]]) 
     return {"exact_match": 100 * float(np.mean(exact)), "f1": 100 * float(np.mean(f1s))}
 
 
+SQUAD_DATASET = "rajpurkar/squad"
+
+
 @dataclass
 class DataArguments:
-    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset, e.g. rajpurkar/squad."})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": f"Hub dataset (default, without local files: {SQUAD_DATASET})."}
+    )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
     train_file: str | None = field(default=None, metadata={"help": "Local SQuAD-style .json(l)/.csv training file."})
     validation_file: str | None = field(default=None, metadata={"help": "Local SQuAD-style validation file."})
@@ -164,6 +169,11 @@ class DataArguments:
         if not 0 <= self.doc_stride < self.max_seq_length:
             raise ValueError(f"doc_stride ({self.doc_stride}) must be in [0, max_seq_length={self.max_seq_length}).")
 
+    @property
+    def dataset(self) -> str | None:
+        """The Hub dataset to read: --dataset_name, else SQuAD unless local files are given."""
+        return self.dataset_name or (None if self.train_file or self.validation_file else SQUAD_DATASET)
+
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, MHETrainingArguments)
 
@@ -179,6 +189,7 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
     arguments.check_something_to_do(training_args)
 
 
+@loop.holds_output_dir
 def run(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -194,16 +205,12 @@ def run(
     if not tokenizer.is_fast or tokenizer.padding_side != "right":
         raise ValueError("Question answering needs a fast tokenizer (offsets) that pads on the right.")
     model = loop.load_model(AutoModelForQuestionAnswering, model_args, tokenizer, data_args.max_seq_length)
+    text.check_tokenizer_matches(tokenizer, model_args.tokenizer_name, model_args.model_name_or_path, model.config)
     train_features = eval_examples = eval_features = None
     if training_args.do_train:
         train_features = training_windows(raw["train"], tokenizer, data_args, training_args)
     if training_args.do_eval:
         eval_examples, eval_features = evaluation_windows(raw["validation"], tokenizer, data_args, training_args)
-    loop.claim_output_dir(
-        training_args,
-        resume_checkpoint,
-        inputs=[model_args.model_name_or_path, model_args.tokenizer_name, data_args.train_file, data_args.validation_file],
-    )
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -211,6 +218,12 @@ def run(
         processing_class=tokenizer,
         data_collator=default_data_collator,
         callbacks=callbacks,
+    )
+    # After the Trainer is built: its arguments, callbacks and integrations (--report_to) are checked by now.
+    loop.claim_output_dir(
+        training_args,
+        resume_checkpoint,
+        inputs=[model_args.model_name_or_path, model_args.tokenizer_name, data_args.train_file, data_args.validation_file],
     )
     predictions = {}
     metrics = loop.train_and_evaluate(
@@ -227,7 +240,7 @@ def run(
         metrics,
         (model_args, data_args, training_args),
         task="question-answering",
-        datasets=loop.datasets_used(data_args.dataset_name, [data_args.train_file, data_args.validation_file]),
+        datasets=loop.datasets_used(data_args.dataset, [data_args.train_file, data_args.validation_file]),
         base_model=model_args.model_name_or_path,
         extra_files=extra_files,
     )
@@ -236,7 +249,7 @@ def run(
 def load_examples(data_args: DataArguments, training_args: MHETrainingArguments, cache_dir: str | None) -> dict:
     """The train and/or validation examples this run needs, their columns checked and each split non-empty."""
     raw = text.load_raw_datasets(
-        data_args.dataset_name,
+        data_args.dataset,
         data_args.dataset_config_name,
         {"train": data_args.train_file, "validation": data_args.validation_file},
         cache_dir=cache_dir,

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import transformers
 from transformers import AutoConfig, AutoTokenizer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..hub.push import push_checkpoint, write_model_card
@@ -29,13 +31,13 @@ from ..models.mhe.configuration_mhe import default_num_key_value_heads
 from ..utils.cli import parse_args  # noqa: F401 - `loop.parse_args`, for callers that parse a pipeline's arguments
 from ..utils.run_folder import (
     OutputDirError,
-    atomic_directory,
-    check_not_an_input,
-    check_output_dir,
+    RunFolder,
+    check_own,
     clean_stale_temporaries,
+    lock_output_dir,
     write_json,
-    write_marker,
 )
+from ..utils.secrets import redact
 from .arguments import MHETrainingArguments, ModelArguments
 
 logger = logging.getLogger(__name__)
@@ -44,21 +46,24 @@ logger = logging.getLogger(__name__)
 TRAINING_ARTEFACTS = (f"{PREFIX_CHECKPOINT_DIR}-*", "runs")
 
 
-def resolve_resume_checkpoint(training_args: TrainingArguments) -> str | bool | None:
-    """`--resume_from_checkpoint true` (or `latest`) means the newest complete checkpoint-N in output_dir.
+def resume_requested(training_args: TrainingArguments) -> bool:
+    value = training_args.resume_from_checkpoint
+    return not (value is None or value.lower() in ("false", "no", "none", ""))
+
+
+def resolve_resume_checkpoint(training_args: TrainingArguments, work_dir: Path) -> str | None:
+    """`--resume_from_checkpoint true` (or `latest`) means the newest complete checkpoint-N of the run's working
+    folder (`run_folder.RunFolder`: output_dir, or the `.next` folder of a run that was replacing an earlier one).
 
     A kill while Trainer writes checkpoint-N leaves it half-written: such folders are skipped (with a warning) for
-    the newest complete one. A kill while the final folder replaced output_dir is repaired first
+    the newest complete one. A kill while the final folder replaced output_dir has been repaired by `set_up_run`
     (`run_folder.clean_stale_temporaries`), so the checkpoints are found wherever the kill left them.
     """
     value = training_args.resume_from_checkpoint
-    if value is None or value.lower() in ("false", "no", "none", ""):
+    if not resume_requested(training_args):
         return None
     if value.lower() in ("true", "yes", "latest"):
-        output_dir = Path(training_args.output_dir)
-        with training_args.main_process_first(desc="repairing an interrupted final save"):
-            if training_args.should_save:
-                clean_stale_temporaries(output_dir, keep=TRAINING_ARTEFACTS)
+        output_dir = work_dir
         last = last_complete_checkpoint(output_dir) if output_dir.is_dir() else None
         if last is None:
             raise ValueError(
@@ -118,53 +123,70 @@ def check_launch(training_args: TrainingArguments) -> None:
         )
 
 
-def prepare_output_dir(training_args: MHETrainingArguments, resume_checkpoint: str | None) -> None:
-    """Refuse, before anything is read, to mix a new run into an output_dir that holds an earlier one (its
-    checkpoint-N folders would be taken for this run's), unless resuming, or starting over with --overwrite_output_dir
-    an earlier run of these scripts. Deletes nothing: `claim_output_dir` does, once every input has been read."""
-    output_dir = Path(training_args.output_dir)
-    if resume_checkpoint is not None:
-        return
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not training_args.overwrite_output_dir:
+def holds_output_dir(run):
+    """Decorates a pipeline's `run(model_args, data_args, training_args, ...)`: it holds its output folder's lock
+    (`run_folder.lock_output_dir`) from its first check to the end of its final save and push, so a second run into
+    the folder (a new one, or a resume while this one saves) is refused with a message naming this one."""
+
+    @functools.wraps(run)
+    def holding(model_args, data_args, training_args, *args, **kwargs):
+        with lock_output_dir(training_args.output_dir, enabled=training_args.should_save):
+            return run(model_args, data_args, training_args, *args, **kwargs)
+
+    return holding
+
+
+def prepare_output_dir(training_args: MHETrainingArguments) -> RunFolder:
+    """Decide, before anything is read, where the run writes (`run_folder.RunFolder`) and refuse what it must not
+    touch; deletes nothing (`claim_output_dir` creates the working folder, once every input has been checked).
+
+    Repairs first what a killed final save left (`run_folder.clean_stale_temporaries`: only this tool's own
+    temporaries). A new run into an output_dir holding an earlier one is refused (its checkpoint-N folders would be
+    taken for this run's) unless --resume_from_checkpoint continues it or --overwrite_output_dir replaces it, which
+    needs an earlier run of these scripts (OUTPUT_MARKER) and happens only when the new run has succeeded. A resumed
+    run needs a folder of these scripts too: a folder of the user's own is never resumed into."""
+    output_dir, resuming = training_args.output_dir, resume_requested(training_args)
+    with training_args.main_process_first(desc="repairing an interrupted final save"):
+        if training_args.should_save:
+            clean_stale_temporaries(output_dir, keep=TRAINING_ARTEFACTS)
+    folder = RunFolder.plan(output_dir, resuming)
+    if not resuming and folder.replaces_earlier_run and not training_args.overwrite_output_dir:
+        check_own(folder.output_dir)  # a folder of the user's own is named as such
         raise OutputDirError(
-            f"Output directory {output_dir} already holds an earlier run. Pass --resume_from_checkpoint true to "
-            "continue it, --overwrite_output_dir true to delete it and start over, or choose another --output_dir."
+            f"Output directory {folder.output_dir} already holds an earlier run. Pass --resume_from_checkpoint true "
+            "to continue it, --overwrite_output_dir true to replace it (once the new run has succeeded), or choose "
+            "another --output_dir."
         )
-    check_output_dir(output_dir, training_args.overwrite_output_dir, flag="--overwrite_output_dir true")
+    folder.check(resuming, training_args.overwrite_output_dir)
+    return folder
 
 
 def claim_output_dir(
     training_args: MHETrainingArguments, resume_checkpoint: str | None, inputs: Sequence[str | None] = ()
 ) -> None:
-    """Make output_dir this run's, just before training: every input (`inputs`: data files, model, tokenizer,
-    label list, ...) has been read and checked, so this is the only place a pipeline deletes an earlier run.
-
-    Refuses an output_dir that is or holds one of `inputs`; removes the temporary folders an interrupted final save
-    left beside it; with --overwrite_output_dir (and not resuming) deletes the earlier run, which must be one of
-    these scripts' (OUTPUT_MARKER); creates output_dir with the marker, so that a run stopped at any point is
-    recognised as this tool's own."""
-    output_dir = Path(training_args.output_dir)
-    if resume_checkpoint is None:
-        check_output_dir(output_dir, training_args.overwrite_output_dir, inputs, flag="--overwrite_output_dir true")
-    else:  # resuming continues the run in output_dir, whoever wrote it; it still must not hold an input
-        check_not_an_input(output_dir, inputs)
+    """Make the run's working folder its own, once every input (`inputs`: data files, model, tokenizer, label list,
+    ...) has been read and checked and the Trainer (its arguments, callbacks and integrations) built: refuses an
+    output_dir that is or holds one of `inputs`; creates the working folder with the marker, so that a run stopped
+    at any point is recognised as this tool's own. An earlier run being replaced is deleted only by the final save.
+    """
+    folder, resuming = training_args.run_folder, resume_requested(training_args)
+    folder.check(resuming, training_args.overwrite_output_dir, inputs)
     with training_args.main_process_first(desc="checking output_dir"):
         pass  # a barrier: every process has checked output_dir before the main one changes it
     with training_args.main_process_first(desc="preparing output_dir"):
         if training_args.should_save:
-            clean_stale_temporaries(output_dir, keep=TRAINING_ARTEFACTS)
-            if resume_checkpoint is None and output_dir.is_dir() and any(output_dir.iterdir()):
-                shutil.rmtree(output_dir)  # checked above: ours, asked for, and no input inside
-            output_dir.mkdir(parents=True, exist_ok=True)
-            write_marker(output_dir)
+            folder.claim(resuming)
 
 
 def set_up_run(training_args: MHETrainingArguments) -> str | None:
-    """What every pipeline does before it reads data: refuse a bad launch, find the checkpoint to resume from,
-    guard output_dir, set up logging and seed everything. Returns the checkpoint to resume from, if any."""
+    """What every pipeline does before it reads data (holding the output folder, `holds_output_dir`): refuse a bad
+    launch, decide and guard where the run writes (Trainer writes to `RunFolder.work_dir`; `training_args.run_folder`
+    keeps the final output_dir), find the checkpoint to resume from, set up logging and seed everything. Returns the
+    checkpoint to resume from, if any."""
     check_launch(training_args)
-    resume_checkpoint = resolve_resume_checkpoint(training_args)
-    prepare_output_dir(training_args, resume_checkpoint)
+    folder = prepare_output_dir(training_args)
+    resume_checkpoint = resolve_resume_checkpoint(training_args, folder.work_dir)
+    training_args.run_folder, training_args.output_dir = folder, str(folder.work_dir)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
     )
@@ -175,6 +197,45 @@ def set_up_run(training_args: MHETrainingArguments) -> str | None:
 
 class _RunAlreadyFinished(Exception):
     pass
+
+
+def _train_loss_state(trainer) -> TrainerCallback:
+    """A callback that makes a resumed run report the train_loss (and log the losses) of an uninterrupted one.
+
+    Trainer keeps the running sums behind them in memory only (`_total_loss_scalar`, the loss of the steps not yet
+    logged, the last logged step) and starts them afresh when it resumes, so a resumed run's train_loss would be the
+    mean of the resumed steps alone. This callback is an `ExportableState`: Trainer saves its `state()` with every
+    checkpoint (trainer_state.json's `stateful_callbacks`, written last, so a complete checkpoint always has it), and
+    `on_train_begin` of a resumed run puts the sums back; `train` then divides by all the steps. A class per
+    trainer: Trainer may re-create its callbacks from a checkpoint (`restore_callback_states_from_checkpoint`), and
+    the new instance still finds the trainer and the `restored` flag."""
+
+    class TrainLossState(TrainerCallback, ExportableState):
+        restored = False  # set on the class: whichever instance restores, `train` reads it here
+
+        def state(self) -> dict:
+            unlogged = getattr(trainer, "_tr_loss", None)
+            return {
+                "args": {},
+                "attributes": {
+                    "total_loss": getattr(trainer, "_total_loss_scalar", 0.0),
+                    "unlogged_loss": float(unlogged.item()) if unlogged is not None else 0.0,
+                    "last_logged_step": getattr(trainer, "_globalstep_last_logged", 0),
+                },
+            }
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            saved = state.stateful_callbacks.get(type(self).__name__)
+            if state.global_step > 0 and isinstance(saved, dict):  # resumed from a checkpoint that saved the sums
+                values = saved["attributes"]
+                trainer._total_loss_scalar = values["total_loss"]
+                trainer._tr_loss = torch.tensor(values["unlogged_loss"], device=args.device)
+                trainer._globalstep_last_logged = values["last_logged_step"]
+                type(self).restored = True
+            # A checkpoint saved without this callback has no entry, where Trainer's checkpoint save expects one.
+            state.stateful_callbacks.setdefault(type(self).__name__, self.state())
+
+    return TrainLossState()
 
 
 class _StopIfFinished(TrainerCallback):
@@ -193,10 +254,14 @@ def train(trainer, resume_checkpoint: str | None, train_samples: int | None) -> 
     Resuming from a checkpoint at max_steps trains nothing: the checkpoint's weights (or, with
     load_best_model_at_end, the best checkpoint's) become the final model, and the train metrics are the state's.
     A stream (--streaming) has no length: its metrics have no train_samples (Trainer counts the steps)."""
-    stop = _StopIfFinished()
+    stop, losses = _StopIfFinished(), _train_loss_state(trainer)
     trainer.add_callback(stop)
+    trainer.add_callback(losses)
     try:
         metrics = trainer.train(resume_from_checkpoint=resume_checkpoint).metrics
+        if losses.restored:  # Trainer divided the whole run's loss by the resumed steps only
+            metrics["train_loss"] = trainer._total_loss_scalar / trainer.state.global_step
+            trainer.state.log_history[-1]["train_loss"] = metrics["train_loss"]
     except _RunAlreadyFinished:
         # Trainer has loaded the checkpoint's weights and state; nothing else of train() is needed.
         trainer.is_in_train = False
@@ -210,8 +275,13 @@ def train(trainer, resume_checkpoint: str | None, train_samples: int | None) -> 
         if trainer.args.load_best_model_at_end and state.best_model_checkpoint:
             trainer._load_best_model()
         metrics = {"epoch": state.epoch, "total_flos": state.total_flos}
+        saved = state.stateful_callbacks.get(type(losses).__name__)
+        if isinstance(saved, dict):  # the checkpoint's sums: the train_loss the finished run reported
+            values = saved["attributes"]
+            metrics["train_loss"] = (values["total_loss"] + values["unlogged_loss"]) / state.global_step
     finally:
         trainer.remove_callback(stop)
+        trainer.remove_callback(type(losses))
     if train_samples is not None:
         metrics["train_samples"] = train_samples
     trainer.log_metrics("train", metrics)
@@ -219,12 +289,15 @@ def train(trainer, resume_checkpoint: str | None, train_samples: int | None) -> 
 
 
 def record_args(*args_instances: Any) -> dict[str, Any]:
-    """The parsed arguments, one JSON-serialisable dict per dataclass, by class name (TrainingArguments.to_dict()
-    redacts every `*_token`; the raw command line is not recorded, as it may hold one)."""
+    """The parsed arguments, one JSON-serialisable dict per dataclass, by class name, secrets redacted
+    (`utils.secrets.redact`; the raw command line is not recorded). `output_dir` is where the final checkpoint goes
+    (not the working folder of a run that replaces an earlier one)."""
     record = {}
     for instance in args_instances:
         values = instance.to_dict() if hasattr(instance, "to_dict") else dataclasses.asdict(instance)
-        record[type(instance).__name__] = json.loads(json.dumps(values, default=str))
+        if getattr(instance, "run_folder", None) is not None:
+            values["output_dir"] = str(instance.run_folder.output_dir)
+        record[type(instance).__name__] = redact(json.loads(json.dumps(values, default=str)))
     return record
 
 
@@ -369,14 +442,21 @@ def save_final_checkpoint(
     each entry of `metrics` (`{"train": {...}, "eval": {...}}`), their union in `all_results.json` (as
     `Trainer.save_metrics` writes them), `trainer_state.json`, `extra_files` (name -> text, e.g. predictions) and the
     model card (`task`: a Hub pipeline tag, trained on `datasets`, from `base_model`). Only then does the folder
-    replace output_dir, and the checkpoint-N folders Trainer wrote there move into it. A run stopped at any point
-    leaves its checkpoints where `--resume_from_checkpoint true` finds them, and no half-written final model.
+    replace output_dir, and the checkpoint-N folders Trainer wrote in the run's working folder move into it
+    (`run_folder.RunFolder`: an earlier run being replaced goes only now). A run stopped at any point leaves its
+    checkpoints where `--resume_from_checkpoint true` finds them, and no half-written final model.
     """
-    output_dir = Path(trainer.args.output_dir).resolve()
+    work_dir = Path(trainer.args.output_dir).resolve()
+    folder = getattr(trainer.args, "run_folder", None) or RunFolder(work_dir, work_dir)
+    output_dir = folder.output_dir
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
+        if trainer.state.best_model_checkpoint and folder.replaces_earlier_run:  # where it will be after the swap
+            trainer.state.best_model_checkpoint = str(
+                output_dir / Path(trainer.state.best_model_checkpoint).relative_to(folder.work_dir)
+            )
         # Trainer's checkpoints and logs move into the new folder after the swap (run_folder.atomic_directory).
-        with atomic_directory(output_dir, keep=TRAINING_ARTEFACTS) as tmp_dir:
+        with folder.final_directory(keep=TRAINING_ARTEFACTS) as tmp_dir:
             trainer.save_model(str(tmp_dir))  # model + tokenizer (Trainer's processing_class) + training_args.bin
             trainer.state.save_to_json(str(tmp_dir / "trainer_state.json"))
             # The precision the run actually used: accelerate's state, which `accelerate launch --mixed_precision`

@@ -188,6 +188,7 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         )
 
 
+@loop.holds_output_dir
 def run(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -205,13 +206,14 @@ def run(
     unigram = unigram_baseline(model_args, data_args, training_args, tokenizer, train_dataset, eval_dataset)
     if model_args.output_bias_init == "unigram":
         start_at_unigram(model, unigram)
+    trainer = make_trainer(model, tokenizer, data_args, training_args, train_dataset, eval_dataset, unigram, callbacks)
+    # After the Trainer is built: its arguments, callbacks and integrations (--report_to) are checked by now.
     data_files = [*(data_args.train_files or []), *(data_args.validation_files or [])]
     loop.claim_output_dir(
         training_args,
         resume_checkpoint,
         inputs=[model_args.model_config, model_args.model_name_or_path, model_args.tokenizer_name, *data_files],
     )
-    trainer = make_trainer(model, tokenizer, data_args, training_args, train_dataset, eval_dataset, unigram, callbacks)
     metrics = loop.train_and_evaluate(
         trainer, resume_checkpoint, _length(train_dataset), lambda: evaluate(trainer, eval_dataset)
     )

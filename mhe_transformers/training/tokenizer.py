@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerFast
 
 from ..data import text
 from ..utils import cli
-from ..utils.run_folder import atomic_directory, check_output_dir
+from ..utils.run_folder import atomic_directory, check_output_dir, claim_output_dir
 
 SPECIAL_TOKENS = {
     "pad_token": "[PAD]",
@@ -169,13 +169,14 @@ def main(argv: Sequence[str] | None = None) -> PreTrainedTokenizerFast:
         for start in range(0, len(dataset), batch_size):
             yield [text for text in dataset[start : start + batch_size][args.text_column] if text]
 
-    tokenizer = train_wordpiece_tokenizer(
-        batches(),
-        vocab_size=args.vocab_size,
-        output_dir=args.output_dir,
-        lowercase=args.lowercase,
-        min_frequency=args.min_frequency,
-        model_max_length=args.model_max_length,
-    )
+    with claim_output_dir(args.output_dir, args.overwrite_output_dir, inputs=args.train_files or ()):
+        tokenizer = train_wordpiece_tokenizer(
+            batches(),
+            vocab_size=args.vocab_size,
+            output_dir=args.output_dir,
+            lowercase=args.lowercase,
+            min_frequency=args.min_frequency,
+            model_max_length=args.model_max_length,
+        )
     print(f"Trained a {len(tokenizer)}-token WordPiece tokenizer on {len(dataset)} texts; saved to {args.output_dir}")
     return tokenizer
