@@ -76,7 +76,7 @@ class MHEConfig(PreTrainedConfig):
             next, head 2: two back, head 3: two ahead, ...) and at zero elsewhere. With the default 0.0 attention
             starts uniform, and a small masked-LM encoder then learns nothing from its context for hundreds of steps:
             a masked token's neighbours reach it averaged over the whole sequence, too weakly to learn from
-            (docs/results.md, "Masked-LM pretraining"). 8.0 puts about 97% of a head's weight on its neighbour.
+            (docs/results/demo.md). 8.0 puts about 97% of a head's weight on its neighbour.
         sparse_prediction (`bool`): when `MHEForMaskedLM` gets `labels`, run the prediction head on the masked
             positions only and return logits of shape (masked tokens, vocab_size) (as ModernBERT does). The loss is
             the same; a training step is cheaper, since the head over the vocabulary dominates a small model.
