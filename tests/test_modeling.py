@@ -325,7 +325,7 @@ def test_neighbour_init_starts_each_head_on_its_own_neighbour(attention_type):
 
 
 def test_neighbour_init_lets_a_masked_token_be_learned_from_its_neighbour():
-    """The reason for the option (docs/results.md): with uniform attention at the start, a masked token's
+    """The reason for the option (docs/results/demo.md): with uniform attention at the start, a masked token's
     neighbours reach it averaged over the whole sequence, and a small model learns nothing from them for a long
     time. On sequences where each token determines the next, the same short training learns the masked tokens
     only when each head starts on a neighbour."""

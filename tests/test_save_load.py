@@ -117,7 +117,7 @@ def test_every_head_is_registered_from_the_one_table():
 
 
 def test_weights_of_another_attention_type_are_refused(tmp_path):
-    # MHE-MUL and MHE-ADD weights have identical names and shapes: a config edited from one type to the other used to
+    # MHE-MUL and MHE-ADD weights have identical names and shapes: a config edited from one type to the other would
     # load them silently and give other logits. The type is stamped into the safetensors metadata and checked.
     config = MHEConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                        intermediate_size=32, max_position_embeddings=16, attention_type="mhe_mul")
@@ -132,8 +132,8 @@ def test_weights_of_another_attention_type_are_refused(tmp_path):
         MHEForMaskedLM.from_pretrained(tmp_path)
 
 
-# Checkpoints saved by the package before it was split into layers (commit e772f1e): config, weights and the
-# remote-code pair of that day. Both the installed classes and the checkpoint's own code must still read them.
+# Checkpoints saved by the package at commit e772f1e (a flat module layout): config, weights and that commit's
+# remote-code pair. Both the installed classes and the checkpoint's own code must still read them.
 OLD_CHECKPOINTS = Path(__file__).parent / "fixtures" / "checkpoints-e772f1e"
 OLD_HEADS = {
     "masked-lm-mhe_mul": "AutoModelForMaskedLM",

@@ -15,7 +15,7 @@ from mhe_transformers.utils.cli import UsageError
 
 @pytest.fixture(scope="module")
 def stream_files(tmp_path_factory, tiny_corpus):
-    """The tiny corpus as train.jsonl + validation.txt (both formats the issue found crashing)."""
+    """The tiny corpus as train.jsonl + validation.txt (two formats a stream must read)."""
     folder = tmp_path_factory.mktemp("stream")
     lines = tiny_corpus.read_text().splitlines()
     (folder / "train.jsonl").write_text("".join(json.dumps({"text": line}) + "\n" for line in lines[:320]))

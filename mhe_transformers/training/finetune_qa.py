@@ -1,6 +1,6 @@
 """Extractive question answering with `MHEForQuestionAnswering`: span decoding, and fine-tuning on SQuAD-style data.
 
-Transformers 5 has no question-answering pipeline any more; this is its span decoding (as in the run_qa example's
+Transformers 5 has no question-answering pipeline; this is its span decoding (as in the run_qa example's
 post-processing): the context is tokenized after the question in windows of `max_length` tokens overlapping by
 `doc_stride`; in every window, the `n_best` highest start and end logits over context tokens are paired, spans that
 end before they start or are longer than `max_answer_length` tokens are dropped, and the span with the highest

@@ -82,7 +82,7 @@ class MHEConfig(PreTrainedConfig):
             table starts at this value on both immediate neighbours (offsets -1 and +1), for every head. Zero
             elsewhere. With the default 0.0 attention starts uniform, and a small masked-LM encoder then learns
             nothing from its context for hundreds of steps: a masked token's neighbours reach it averaged over the
-            whole sequence, too weakly to learn from (docs/results.md, "Masked-LM pretraining"). 8.0 puts about 97%
+            whole sequence, too weakly to learn from (docs/results/demo.md). 8.0 puts about 97%
             of a head's weight on its neighbour (per head), or about 49% on each of the two (shared).
         freeze_head_embeddings (`bool`): MHE types only. Fix the head embeddings at their identity values (MHE-MUL: 1,
             MHE-ADD: 0) and exclude them from training (`requires_grad=False`), so all heads are identical: the
