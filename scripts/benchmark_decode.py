@@ -5,7 +5,7 @@
     python scripts/benchmark_decode.py --device cuda                              # bfloat16 on a GPU
 
 Writes benchmark-decode.json, .md and .png to --output_dir. What is measured, and how, is documented in
-mhe_transformers/decode_benchmark.py.
+mhe_transformers/experiments/decode_benchmark.py.
 """
 
 from mhe_transformers.experiments.decode_benchmark import main
