@@ -45,7 +45,7 @@ TEMPLATES = [
 ]
 
 # The tests' one tiny MHE model: 2 layers of 4 heads of 8 dimensions; dropout off, so that outputs are deterministic.
-TINY_CONFIG = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+TINY_CONFIG = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                    max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
 TINY_KV_HEADS_GQA = 2
 
