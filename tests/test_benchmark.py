@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from conftest import tiny_config
 from torch.utils.flop_counter import FlopCounterMode
 
 from mhe_transformers import ATTENTION_TYPES, MHEConfig, MHEModel
@@ -21,13 +22,6 @@ from mhe_transformers.models.mhe.parameter_counts import (
     encoder_parameter_formula,
 )
 from mhe_transformers.utils.run_folder import OUTPUT_MARKER
-
-TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
-
-
-def tiny_config(attention_type, **overrides):
-    kv_heads = 2 if attention_type == "gqa" else None
-    return MHEConfig(**{**TINY, **overrides}, attention_type=attention_type, num_key_value_heads=kv_heads)
 
 
 @pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
@@ -73,7 +67,7 @@ def test_flop_formula_equals_counted_matmuls(attention_type):
     model = MHEModel(config, add_pooling_layer=False).eval()
     batch, seq_len = 2, 10
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(input_ids=torch.randint(1, 100, (batch, seq_len)))
+        model(input_ids=torch.randint(1, config.vocab_size, (batch, seq_len)))
     assert counter.get_total_flops() == batch * encoder_matmul_flops(config, seq_len)
 
 

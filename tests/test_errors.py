@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from conftest import TINY_CONFIG, tiny_config
 from huggingface_hub.errors import StrictDataclassError
 
 from mhe_transformers import MHEConfig, MHEForMaskedLM, MHEModel
 
-TINY = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-            max_position_embeddings=16)
+VOCAB, HIDDEN, POSITIONS = TINY_CONFIG["vocab_size"], TINY_CONFIG["hidden_size"], TINY_CONFIG["max_position_embeddings"]
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ TINY = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_he
         ({"classifier_dropout": 1.5}, "classifier_dropout"),
         ({"layer_norm_eps": 0.0}, "layer_norm_eps"),
         ({"initializer_range": -0.02}, "initializer_range"),
-        ({"pad_token_id": 50}, "pad_token_id"),
+        ({"pad_token_id": VOCAB}, "pad_token_id"),
         ({"relative_attention_neighbour_init": 8.0}, "relative_attention_neighbour_init"),  # absolute positions
         (
             {"position_embedding_type": "relative_bias", "relative_attention_neighbour_init": -1.0},
@@ -39,24 +39,24 @@ TINY = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_he
 def test_bad_config_values_raise_an_error_naming_the_field(overrides, field):
     # `@strict` checks each field (types, Literal choices) and runs the cross-field checks (`validate_mhe`) once.
     with pytest.raises(StrictDataclassError, match=field):
-        MHEConfig(**{**TINY, **overrides})
+        tiny_config(**overrides)
 
 
 def test_explicit_head_dim_allows_any_hidden_size():
-    config = MHEConfig(**{**TINY, "hidden_size": 30, "num_attention_heads": 4, "head_dim": 8})
+    config = tiny_config(hidden_size=30, num_attention_heads=4, head_dim=8)
     model = MHEModel(config)
     assert model.layers[0].attention.o_proj.in_features == 32
-    assert model(torch.randint(0, 50, (1, 5))).last_hidden_state.shape == (1, 5, 30)
+    assert model(torch.randint(0, VOCAB, (1, 5))).last_hidden_state.shape == (1, 5, 30)
 
 
 def test_config_edited_after_construction_is_checked():
-    config = MHEConfig(**TINY)
+    config = tiny_config()
     with pytest.raises(StrictDataclassError, match="attention_type"):
         config.attention_type = "unknown"  # refused at once: a bad value never reaches a model
 
 
 def test_changing_the_attention_type_of_a_built_config_gives_that_type_and_reloads(tmp_path):
-    config = MHEConfig(**{**TINY, "attention_type": "mqa"})
+    config = tiny_config("mqa")
     config.attention_type = "mha"  # MQA's single key/value head must not stay: an unreloadable "mha"
     assert config.num_key_value_heads == config.num_attention_heads
     MHEModel(config).save_pretrained(tmp_path)
@@ -69,33 +69,33 @@ def test_config_validation_runs_once_per_config(monkeypatch):
     original = MHEConfig.validate_mhe
     monkeypatch.setattr(MHEConfig, "validate_mhe", lambda self: calls.append(1) or original(self))
     monkeypatch.setattr(MHEConfig, "__class_validators__", [MHEConfig.validate_mhe])
-    MHEModel(MHEConfig(**TINY))
+    MHEModel(tiny_config())
     assert len(calls) == 1
 
 
 @pytest.fixture(scope="module")
 def model():
-    return MHEForMaskedLM(MHEConfig(**TINY)).eval()
+    return MHEForMaskedLM(tiny_config()).eval()
 
 
 @pytest.mark.parametrize(
     "inputs, message",
     [
-        ({"input_ids": torch.tensor([[1, 2, 50]])}, r"input_ids must lie in \[0, 50\)"),
+        ({"input_ids": torch.tensor([[1, 2, VOCAB]])}, rf"input_ids must lie in \[0, {VOCAB}\)"),
         ({"input_ids": torch.tensor([[1, -2, 3]])}, "input_ids must lie in"),
         ({"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 4)}, "attention_mask has shape"),
         ({"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 1, 3)}, "2D .* or 4D"),
         ({"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 1, 3, 4)}, "4D attention_mask"),
         ({"input_ids": torch.tensor([[1, 2, 3]]), "token_type_ids": torch.tensor([[0, 2, 0]])}, "token_type_ids"),
         ({"input_ids": torch.tensor([[1, 2, 3]]), "token_type_ids": torch.tensor([[0, 1]])}, "token_type_ids has shape"),
-        ({"input_ids": torch.ones(1, 17, dtype=torch.long)}, "max_position_embeddings=16"),
+        ({"input_ids": torch.ones(1, POSITIONS + 1, dtype=torch.long)}, f"max_position_embeddings={POSITIONS}"),
         ({"input_ids": torch.tensor([1, 2, 3])}, r"shape \(batch, seq_len\)"),
         ({}, "exactly one of input_ids or inputs_embeds"),
-        ({"inputs_embeds": torch.randn(1, 3, 8)}, "hidden_size=16"),
+        ({"inputs_embeds": torch.randn(1, 3, 8)}, f"hidden_size={HIDDEN}"),
         ({"input_ids": torch.zeros(0, 3, dtype=torch.long)}, r"inputs are empty .* shape \(0, 3\)"),
         ({"input_ids": torch.zeros(2, 0, dtype=torch.long)}, r"inputs are empty .* shape \(2, 0\)"),
-        ({"inputs_embeds": torch.randn(0, 3, 16)}, "inputs are empty"),
-        ({"input_ids": torch.tensor([[1, 2, 3]]), "position_ids": torch.tensor([[0, 1, 16]])}, "position_ids must lie"),
+        ({"inputs_embeds": torch.randn(0, 3, HIDDEN)}, "inputs are empty"),
+        ({"input_ids": torch.tensor([[1, 2, 3]]), "position_ids": torch.tensor([[0, 1, POSITIONS]])}, "position_ids must lie"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(model, inputs, message):
@@ -105,7 +105,7 @@ def test_bad_inputs_raise_clear_errors(model, inputs, message):
 
 def test_output_attentions_needs_eager_or_sdpa(model):
     # sdpa falls back to eager for that call (tests/test_outputs.py); kernels that cannot are refused by name.
-    flex = MHEModel._from_config(MHEConfig(**TINY), attn_implementation="flex_attention")
+    flex = MHEModel._from_config(tiny_config(), attn_implementation="flex_attention")
     with pytest.raises(ValueError, match="attn_implementation='eager'.*'flex_attention'"):
         flex(torch.tensor([[1, 2, 3]]), output_attentions=True)
 

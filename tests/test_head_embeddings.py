@@ -7,8 +7,9 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_config
 from datasets import Dataset
-from test_modeling import build, padded_batch, randomise_head_embeddings, tiny_config
+from test_modeling import build, padded_batch, randomise_head_embeddings
 from test_trainer import training_args
 from transformers import Trainer
 

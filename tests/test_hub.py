@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import AutoTokenizer, pipeline
 
@@ -48,12 +49,6 @@ EXPECTED_UPLOAD = [
     "README.md", "all_results.json", "config.json", "configuration_mhe.py", "model.safetensors", "modeling_mhe.py",
     "tokenizer.json", "tokenizer_config.json", "train_results.json", "trainer_state.json", "training_args.json",
 ]  # fmt: skip
-
-
-def tiny_config(**overrides) -> MHEConfig:
-    values = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
-                  max_position_embeddings=32, vocab_size=80)  # fmt: skip
-    return MHEConfig(**{**values, **overrides})
 
 
 def save_checkpoint(folder: Path, model, tokenizer, metrics: dict) -> Path:
@@ -177,7 +172,7 @@ def fresh_process_checks(pretrained_dir, finetuned_dir, tmp_path_factory):
 @pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
 @pytest.mark.parametrize("model_class", [MHEModel, MHEForMaskedLM])
 def test_parameter_counts_match_instantiated_models(attention_type, model_class):
-    config = tiny_config(attention_type=attention_type, num_key_value_heads=2 if attention_type == "gqa" else None)
+    config = tiny_config(attention_type)
 
     def real_counts(cfg):
         model = model_class(cfg)
@@ -192,9 +187,10 @@ def test_parameter_counts_match_instantiated_models(attention_type, model_class)
 
 def test_parameter_counts_follow_the_papers_formula():
     # Per layer, h = n*d with biases: MHA's Q/K/V/O are 4(h^2 + h); MHE's Q/K/V are 3(hd + d) plus 3nd head embeddings.
-    h, n, layers = 16, 4, 2
+    config = tiny_config("mhe_mul")
+    h, n, layers = config.hidden_size, config.num_attention_heads, config.num_hidden_layers
     d = h // n
-    counts = parameter_counts(tiny_config(attention_type="mhe_mul"), "MHEModel")
+    counts = parameter_counts(config, "MHEModel")
     assert counts["mha_attention"] == layers * 4 * (h * h + h)
     assert counts["attention"] == layers * (3 * (h * d + d) + 3 * n * d + (h * h + h))
     assert counts["mha_total"] - counts["total"] == counts["mha_attention"] - counts["attention"]

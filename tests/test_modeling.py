@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_config
 from transformers.masking_utils import create_bidirectional_mask
 
 from mhe_transformers import (
     ATTENTION_TYPES,
-    MHEConfig,
     MHEForMaskedLM,
     MHEForMultipleChoice,
     MHEForQuestionAnswering,
@@ -18,21 +18,6 @@ from mhe_transformers import (
     MHEModel,
 )
 from mhe_transformers.models.mhe.parameter_counts import attention_parameter_formula
-
-TINY = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    max_position_embeddings=64,
-    num_key_value_heads=2,
-)
-
-
-def tiny_config(attention_type="mhe_mul", **overrides) -> MHEConfig:
-    values = {**TINY, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, **overrides}
-    return MHEConfig(attention_type=attention_type, **values)
 
 
 def build(model_class, config, attn_implementation="eager", seed=0):

@@ -5,9 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
-
-from mhe_transformers import MHEConfig
+from conftest import REPO_ROOT, tiny_config
 
 pytest.importorskip("onnxruntime", reason="needs the [onnx] extra: pip install 'mhe-transformers[onnx]'")
 onnx = pytest.importorskip("onnx", reason="needs the [onnx] extra: pip install 'mhe-transformers[onnx]'")
@@ -15,13 +13,10 @@ pytest.importorskip("onnxscript", reason="needs the [onnx] extra: pip install 'm
 
 from mhe_transformers.interop.onnx import TASK_TO_MODEL_CLASS, export_onnx  # noqa: E402
 
-CONFIG = dict(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
-              max_position_embeddings=32, num_labels=3)  # fmt: skip
-
 
 def save_head(task, folder, attention_type="mhe_mul"):
     torch.manual_seed(0)
-    model = TASK_TO_MODEL_CLASS[task](MHEConfig(**CONFIG, attention_type=attention_type)).eval()
+    model = TASK_TO_MODEL_CLASS[task](tiny_config(attention_type, num_labels=3)).eval()
     with torch.no_grad():  # MUL embeddings start near 1: spread them so a wrong export could not hide
         for name, param in model.named_parameters():
             if "head_embeddings" in name:

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import QUICK_TRAINING_ARGS, REPO_ROOT, TINY_MODEL_ARGS
+from conftest import QUICK_TRAINING_ARGS, REPO_ROOT, TINY_MODEL_ARGS, tiny_config
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer, EvalPrediction, TrainerCallback
 
@@ -90,20 +90,20 @@ def test_unigram_baseline_is_the_frequency_model_on_the_masked_positions():
 
 
 def test_sparse_prediction_gives_the_dense_loss_and_predictions_in_place(tiny_tokenizer_dir):
-    from mhe_transformers import MHEConfig, MHEForMaskedLM
+    from mhe_transformers import MHEForMaskedLM
 
-    config = MHEConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+    config = tiny_config(num_hidden_layers=1)
     model = MHEForMaskedLM(config).eval()
-    input_ids = torch.randint(2, 50, (3, 10), generator=torch.Generator().manual_seed(0))
+    input_ids = torch.randint(2, config.vocab_size, (3, 10), generator=torch.Generator().manual_seed(0))
     labels = torch.full_like(input_ids, -100)
     labels[0, 1], labels[1, 4], labels[1, 7], labels[2, 0] = 5, 6, 7, 8
     dense = model(input_ids, labels=labels)
     model.config.sparse_prediction = True
     sparse = model(input_ids, labels=labels)
-    assert sparse.logits.shape == (4, 50)
+    assert sparse.logits.shape == (4, config.vocab_size)
     assert torch.allclose(sparse.loss, dense.loss, atol=1e-6)
     assert torch.allclose(sparse.logits, dense.logits[labels != -100], atol=1e-5)
-    assert model(input_ids).logits.shape == (3, 10, 50)  # without labels, every position is scored
+    assert model(input_ids).logits.shape == (3, 10, config.vocab_size)  # without labels, every position is scored
     # The metrics see the sparse predictions where the dense ones would be.
     in_place = pretraining._argmax_logits(sparse.logits, labels)
     expected = torch.where(labels != -100, dense.logits.argmax(-1), -100)

@@ -259,3 +259,16 @@ def test_report_writers_refuse_foreign_output_folders_before_working(tmp_path):
     with pytest.raises(OutputDirError, match="did not write"):
         compare.main(["--config", str(config)], pipeline=NoPipeline())
     assert (foreign / "notes.txt").exists()
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_whole(tmp_path):
+    from mhe_transformers.utils.run_folder import write_json, write_text_atomically
+
+    path = tmp_path / "README.md"
+    write_text_atomically(path, "old card\n")
+    with pytest.raises(TypeError):
+        write_text_atomically(path, None)  # fails while writing: the old file stays, no temporary file is left
+    assert path.read_text() == "old card\n" and [p.name for p in tmp_path.iterdir()] == ["README.md"]
+    write_json(tmp_path / "results.json", {"b": 1, "a": 0.5})
+    assert (tmp_path / "results.json").read_text() == '{\n    "a": 0.5,\n    "b": 1\n}\n'  # Trainer's layout
+    assert oct((tmp_path / "results.json").stat().st_mode & 0o777) == oct(0o644)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from conftest import tiny_config
 from transformers import AutoModel, AutoModelForSequenceClassification
 
 from mhe_transformers import MHEConfig, MHEForMaskedLM, MHEForSequenceClassification
@@ -17,8 +18,6 @@ from mhe_transformers.hub import push as hub
 from mhe_transformers.interop import conversion
 from mhe_transformers.models.mhe.modeling_mhe import AUTO_MAP, HEADS
 
-CONFIG = dict(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
-              max_position_embeddings=32, attention_type="mhe_mul")
 INPUT_IDS = [[2, 5, 9, 11, 3, 0], [2, 7, 3, 0, 0, 0]]
 ATTENTION_MASK = [[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]]
 
@@ -58,7 +57,7 @@ REMOTE_LOAD = textwrap.dedent(
 
 def test_save_and_reload_gives_identical_outputs(tmp_path):
     torch.manual_seed(0)
-    model = MHEForSequenceClassification(MHEConfig(**CONFIG, num_labels=3)).eval()
+    model = MHEForSequenceClassification(tiny_config(num_labels=3)).eval()
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     assert type(reloaded) is MHEForSequenceClassification
@@ -69,7 +68,7 @@ def test_save_and_reload_gives_identical_outputs(tmp_path):
 
 def test_masked_lm_checkpoint_loads_as_remote_code_for_every_head(tmp_path):
     torch.manual_seed(0)
-    model = MHEForMaskedLM(MHEConfig(**CONFIG)).eval()
+    model = MHEForMaskedLM(tiny_config()).eval()
     model.save_pretrained(tmp_path)
 
     saved = json.loads((tmp_path / "config.json").read_text())
@@ -119,8 +118,7 @@ def test_every_head_is_registered_from_the_one_table():
 def test_weights_of_another_attention_type_are_refused(tmp_path):
     # MHE-MUL and MHE-ADD weights have identical names and shapes: a config edited from one type to the other would
     # load them silently and give other logits. The type is stamped into the safetensors metadata and checked.
-    config = MHEConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=32, max_position_embeddings=16, attention_type="mhe_mul")
+    config = tiny_config("mhe_mul")
     model = MHEForMaskedLM(config)
     model.save_pretrained(tmp_path)
     reloaded = MHEForMaskedLM.from_pretrained(tmp_path)  # the stamp leaves the file loadable and the weights equal

@@ -2,13 +2,11 @@
 
 import pytest
 import torch
+from conftest import tiny_config
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
-from mhe_transformers import MHEConfig, MHEForMaskedLM, MHEForSequenceClassification
-
-CONFIG = dict(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-              max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+from mhe_transformers import MHEForMaskedLM, MHEForSequenceClassification
 
 
 def training_args(tmp_path, steps):
@@ -34,7 +32,7 @@ def test_trainer_masked_lm_loss_goes_down(tmp_path, attention_type):
     masked_inputs = input_ids.masked_fill(mask, 3)
     data = Dataset.from_dict({"input_ids": masked_inputs.tolist(), "labels": labels.tolist()})
     torch.manual_seed(0)
-    model = MHEForMaskedLM(MHEConfig(attention_type=attention_type, **CONFIG))
+    model = MHEForMaskedLM(tiny_config(attention_type))
     trainer = Trainer(model=model, args=training_args(tmp_path, 40), train_dataset=data)
     trainer.train()
     history = losses(trainer)
@@ -47,7 +45,7 @@ def test_trainer_classification_loss_goes_down(tmp_path):
     labels = (input_ids[:, 1] >= 22).long()  # the class is decided by one token
     data = Dataset.from_dict({"input_ids": input_ids.tolist(), "labels": labels.tolist()})
     torch.manual_seed(0)
-    model = MHEForSequenceClassification(MHEConfig(**CONFIG, num_labels=2))
+    model = MHEForSequenceClassification(tiny_config(num_labels=2))
     trainer = Trainer(model=model, args=training_args(tmp_path, 60), train_dataset=data)
     trainer.train()
     history = losses(trainer)

@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import huggingface_hub
@@ -23,6 +22,7 @@ from huggingface_hub.utils import validate_repo_id
 from ..models.mhe import modeling_mhe
 from ..models.mhe.configuration_mhe import DECODER_MIN_TRANSFORMERS, MHE_TYPES, SUPPORTED_TRANSFORMERS, MHEConfig
 from ..models.mhe.parameter_counts import count_config_parameters
+from ..utils.run_folder import write_text_atomically
 from ..utils.secrets import redact
 
 logger = logging.getLogger(__name__)
@@ -131,20 +131,12 @@ def write_model_card(
     filed under the first Hub dataset of `datasets`; without one (local files only) there is no model-index, as the
     Hub reads its dataset fields as Hub ids, and the metrics are in the card's text only. Local paths given as
     `datasets` or `base_model` are named in the text but kept out of the metadata. `language`: ISO 639-1 code(s) of
-    the training text ("en" for this project's WordNet and GLUE data). `model_name` (default: the folder name) is the card's title and the id in its loading snippet:
-    pass the Hub repo id, e.g. "user/mhe-mul-wordnet", to make the snippet copy-pasteable.
+    the training text ("en" for this project's WordNet and GLUE data). `model_name` (default: the folder name) is the
+    card's title and the id in its loading snippet: pass the Hub repo id, e.g. "user/mhe-mul-wordnet", to make the
+    snippet copy-pasteable.
     """
     checkpoint_dir = Path(checkpoint_dir)
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}.")
-    if not (checkpoint_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{checkpoint_dir} has no config.json; save the model there first.")
-    config = MHEConfig.from_pretrained(checkpoint_dir)
-    architecture = TASKS[task][0]
-    if config.architectures and config.architectures[0] != architecture:
-        raise ValueError(
-            f"task={task!r} needs a {architecture} checkpoint, but {checkpoint_dir} holds {config.architectures[0]}."
-        )
+    config = _checkpoint_config(checkpoint_dir, task)
     if training_args is None:
         training_args = _read_json(checkpoint_dir / "training_args.json") or {}
     training_args = redact(training_args)  # the card shows some of them: never a secret
@@ -153,10 +145,9 @@ def write_model_card(
         metrics = metrics or {}
     datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
     model_name = model_name or checkpoint_dir.resolve().name
-
     hub_datasets = [name for name in datasets if _is_hub_id(name)]
-    eval_results = _eval_results(metrics, task, hub_datasets[0]) if hub_datasets else []
     hub_base_model = base_model if base_model and _is_hub_id(base_model) else None
+    eval_results = _eval_results(metrics, task, hub_datasets[0]) if hub_datasets else []
     card_data = ModelCardData(
         language=language,
         library_name="transformers",
@@ -168,7 +159,7 @@ def write_model_card(
         eval_results=eval_results or None,
         model_name=model_name if eval_results else None,
     )
-    counts = parameter_counts(config, architecture)
+    counts = parameter_counts(config, TASKS[task][0])
     card = ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
@@ -187,18 +178,40 @@ def write_model_card(
         results=_results_table(metrics),
         labels=_labels(config) if task == "text-classification" else [],
         example_input=_example_input(checkpoint_dir, task),
-        versions={
+        **_versions(task),
+    )
+    write_text_atomically(checkpoint_dir / "README.md", str(card) + "\n")  # a reader never sees half a card
+    return card
+
+
+def _checkpoint_config(checkpoint_dir: Path, task: str) -> MHEConfig:
+    """The folder's configuration, checked to hold the head of `task` (a card task)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}.")
+    if not (checkpoint_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint_dir} has no config.json; save the model there first.")
+    config = MHEConfig.from_pretrained(checkpoint_dir)
+    architecture = TASKS[task][0]
+    if config.architectures and config.architectures[0] != architecture:
+        raise ValueError(
+            f"task={task!r} needs a {architecture} checkpoint, but {checkpoint_dir} holds {config.architectures[0]}."
+        )
+    return config
+
+
+def _versions(task: str) -> dict:
+    """The library versions the card was written with, and the transformers range the task's code supports."""
+    return {
+        "versions": {
             "transformers": transformers.__version__,
             "torch": torch.__version__,
             "huggingface_hub": huggingface_hub.__version__,
         },
-        supported_transformers=(
+        "supported_transformers": (
             f">={DECODER_MIN_TRANSFORMERS if task == 'text-generation' else SUPPORTED_TRANSFORMERS[0]},"
             f"<{SUPPORTED_TRANSFORMERS[1]}"
         ),
-    )
-    _write_text_atomically(checkpoint_dir / "README.md", str(card) + "\n")
-    return card
+    }
 
 
 def _eval_results(metrics: dict, task: str, dataset: str) -> list[EvalResult]:
@@ -285,18 +298,3 @@ def _is_hub_id(name: str) -> bool:
 
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    # Same directory, then rename: a reader never sees a half-written README.
-    prefix = f".{path.name}."
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=prefix, delete=False) as f:
-        temporary = Path(f.name)
-        try:
-            f.write(text)
-        except BaseException:
-            f.close()
-            temporary.unlink()
-            raise
-    temporary.chmod(0o644)  # NamedTemporaryFile creates it private
-    os.replace(temporary, path)

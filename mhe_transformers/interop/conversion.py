@@ -32,6 +32,7 @@ from transformers.activations import ACT2FN
 from ..data import text
 from ..data.wordnet import wordnet_texts
 from ..models.mhe.configuration_mhe import MHE_TYPES, MHEConfig
+from ..models.mhe.heads import head_for
 from ..models.mhe.modeling_mhe import (
     HEADS,
     MHEForMaskedLM,
@@ -52,10 +53,6 @@ REPORT_NAME = "conversion_report.json"
 # from the source's `config.architectures` (e.g. "BertForMaskedLM" -> "masked-lm") unless given.
 TASKS = {
     head.task: (getattr(transformers, head.auto_class), model_class) for model_class, head in HEADS.items() if head.task
-}
-# "ForMaskedLM" -> "masked-lm": the suffix an architecture shares with the MHE head of that task.
-ARCHITECTURE_SUFFIXES = {
-    model_class.__name__.removeprefix("MHE"): head.task for model_class, head in HEADS.items() if head.task
 }
 
 
@@ -430,13 +427,13 @@ def convert_model(
 
 
 def task_of(architecture: str) -> str:
-    """"BertForMaskedLM" -> "masked-lm" (the longest matching suffix wins, so "...Model" only matches bare models)."""
-    for suffix in sorted(ARCHITECTURE_SUFFIXES, key=len, reverse=True):
-        if architecture.endswith(suffix):
-            return ARCHITECTURE_SUFFIXES[suffix]
-    raise ConversionError(
-        f"No MHE head for architecture {architecture!r}; pass task= one of {sorted(TASKS)} to choose one."
-    )
+    """"BertForMaskedLM" -> "masked-lm": the converter's task of the MHE head for that architecture (heads.head_for)."""
+    head = head_for(architecture)
+    if head is None or head.task is None:
+        raise ConversionError(
+            f"No MHE head for architecture {architecture!r}; pass task= one of {sorted(TASKS)} to choose one."
+        )
+    return head.task
 
 
 # ----------------------------------------------------------------------------------------------------------------

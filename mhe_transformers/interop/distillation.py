@@ -2,7 +2,7 @@
 """Recovery training after conversion: distil a teacher's hidden states into a student with `Trainer`.
 
 A converted MHE model keeps every weight of the original except the query/key/value projections, which are only
-least-squares fits (mhe_transformers.conversion). Training the student to reproduce the original's hidden states
+least-squares fits (mhe_transformers.interop.conversion). Training the student to reproduce the original's hidden states
 on unlabelled text (mean squared error over real tokens) brings back what the fit lost, without any labels.
 """
 

@@ -13,18 +13,20 @@ tied to the word embeddings, and the bare `MHEModel` has no pooler. PEFT has no 
 
 from __future__ import annotations
 
+from ..models.mhe.heads import head_class_for, head_for
+from ..models.mhe.modeling_mhe import MHEForMultipleChoice
+
 MODEL_TYPE = "mhe"
+# A head's Hub pipeline tag (modeling_mhe.HEADS) -> PEFT's task type for it; masked LM and multiple choice have none.
+PEFT_TASK_TYPES = {
+    "text-classification": "SEQ_CLS",
+    "token-classification": "TOKEN_CLS",
+    "question-answering": "QUESTION_ANS",
+    "text-generation": "CAUSAL_LM",
+    "feature-extraction": "FEATURE_EXTRACTION",
+}
 # Every Linear layer name of an MHE layer: PEFT's defaults for Llama, restricted to these, become MHE's defaults.
 MHE_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
-# PEFT's task type for each head; multiple choice has none (its head is saved through `modules_to_save`).
-TASK_TYPES = {
-    "MHEForSequenceClassification": "SEQ_CLS",
-    "MHEForTokenClassification": "TOKEN_CLS",
-    "MHEForQuestionAnswering": "QUESTION_ANS",
-    "MHEForCausalLM": "CAUSAL_LM",
-    "MHEModel": "FEATURE_EXTRACTION",
-}
-
 
 def register_peft() -> bool:
     """Give the model type `mhe` the default target modules PEFT has for Llama (same layer names). Returns False
@@ -56,10 +58,12 @@ def lora_config(model, **kwargs):
     modules_to_save = list(kwargs.pop("modules_to_save", None) or [])
     if getattr(getattr(model, "model", model), "pooler", None) is not None and "pooler" not in modules_to_save:
         modules_to_save.append("pooler")
-    if type(model).__name__ == "MHEForMultipleChoice" and "classifier" not in modules_to_save:
-        modules_to_save.append("classifier")
-    kwargs.setdefault("task_type", TASK_TYPES.get(type(model).__name__))
+    # By class name: a model loaded with trust_remote_code has the checkpoint's own copy of the class.
+    if head_class_for(type(model).__name__) is MHEForMultipleChoice and "classifier" not in modules_to_save:
+        modules_to_save.append("classifier")  # PEFT has no multiple-choice task type to add it on its own
+    head = head_for(type(model).__name__)
+    kwargs.setdefault("task_type", PEFT_TASK_TYPES.get(head.pipeline_tag) if head else None)
     return LoraConfig(modules_to_save=modules_to_save or None, **kwargs)
 
 
-__all__ = ["MHE_LINEAR_MODULES", "TASK_TYPES", "lora_config", "register_peft"]
+__all__ = ["MHE_LINEAR_MODULES", "PEFT_TASK_TYPES", "lora_config", "register_peft"]

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
+from ..models.mhe.heads import head_for
 from ..models.mhe.modeling_mhe import HEADS
 from ..utils import cli
 from ..utils.run_folder import atomic_directory, check_output_dir, claim_output_dir
@@ -55,9 +56,9 @@ class _TupleOutputs(torch.nn.Module):
 
 
 def _task_of(config) -> str:
-    """The task of the checkpoint's own head."""
-    architecture = (config.architectures or ["MHEModel"])[0]
-    return next((t for t, cls in TASK_TO_MODEL_CLASS.items() if cls.__name__ == architecture), "feature-extraction")
+    """The task of the checkpoint's own head (feature-extraction for a bare or unknown one)."""
+    head = head_for((config.architectures or ["MHEModel"])[0])
+    return (head.pipeline_tag or head.task) if head is not None else "feature-extraction"
 
 
 def _example_inputs(config, batch: int, seq_len: int, choices: int | None, seed: int) -> tuple[torch.Tensor, ...]:

@@ -30,6 +30,8 @@ from transformers import (
 
 from ..data import text
 from ..metrics import load_metric
+from ..models.mhe.heads import head_class_for
+from ..models.mhe.modeling_mhe import MHEForSequenceClassification
 from ..utils import cli
 from . import arguments, loop
 from .arguments import MHETrainingArguments
@@ -430,7 +432,8 @@ def resolve_model_label_order(
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, **model_args.loading_kwargs)
     checkpoint_labels = tuple(config.id2label[i] for i in range(config.num_labels))
     named = checkpoint_labels != tuple(f"LABEL_{i}" for i in range(config.num_labels))
-    if not (named and any(arch.endswith("ForSequenceClassification") for arch in config.architectures or [])):
+    classifier = any(head_class_for(arch) is MHEForSequenceClassification for arch in config.architectures or [])
+    if not (named and classifier):
         return label_names
     if set(checkpoint_labels) == set(label_names):
         if checkpoint_labels != label_names:

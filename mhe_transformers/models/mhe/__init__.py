@@ -2,29 +2,7 @@
 checkpoint carries: they import only torch, transformers and each other."""
 
 from .configuration_mhe import ATTENTION_TYPES, MHE_TYPES, MHEConfig
-from .modeling_mhe import (
-    HEADS,
-    MHEForCausalLM,
-    MHEForMaskedLM,
-    MHEForMultipleChoice,
-    MHEForQuestionAnswering,
-    MHEForSequenceClassification,
-    MHEForTokenClassification,
-    MHEModel,
-    MHEPreTrainedModel,
-)
+from .modeling_mhe import *  # noqa: F403 - the model classes and HEADS, as modeling_mhe.__all__ lists them
+from .modeling_mhe import __all__ as _MODELING_NAMES
 
-__all__ = [
-    "ATTENTION_TYPES",
-    "HEADS",
-    "MHE_TYPES",
-    "MHEConfig",
-    "MHEPreTrainedModel",
-    "MHEModel",
-    "MHEForMaskedLM",
-    "MHEForCausalLM",
-    "MHEForSequenceClassification",
-    "MHEForTokenClassification",
-    "MHEForQuestionAnswering",
-    "MHEForMultipleChoice",
-]
+__all__ = ["ATTENTION_TYPES", "MHE_TYPES", "MHEConfig", *_MODELING_NAMES]
