@@ -359,3 +359,14 @@ def test_prepared_data_is_reused_when_fresh_and_rebuilt_when_its_inputs_or_files
     corpus.write_text(corpus.read_text() + "an entirely new line of words\n" * 5)
     assert compare.ensure_tokenizer(tmp_path / "tok", corpus, 60)["inputs_hash"] != tokenizer["inputs_hash"]
     assert os.path.isfile(tmp_path / "tok" / "tokenizer.json")
+
+
+def test_the_gpu_config_parses_and_scores_glue_validation_without_items(tmp_path):
+    config = load_config(REPO_ROOT / "configs/compare/glue-base.yaml")
+    assert len(config.tasks) == 8 and config.stage == "design" and not config.evaluation["text"]
+    assert compare.finetune_values(config, config.tasks[0])["do_predict"] is False  # no local files: validation only
+    # bf16 is refused by TrainingArguments on a CPU-only machine: check the rest.
+    config.pretrain_args.pop("bf16")
+    for task in config.tasks:
+        task.args.pop("bf16")
+    compare.check_arguments(config, {})

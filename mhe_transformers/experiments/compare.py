@@ -279,14 +279,14 @@ def pretrain_values(config: CompareConfig, arm: Arm) -> dict[str, Any]:
 
 def finetune_values(config: CompareConfig, task: TaskConfig) -> dict[str, Any]:
     """A task's fine-tuning arguments for this stage. Design: the validation file is the prediction split (test is
-    never read) and scored per item; final: validation scored as a whole, test per item."""
-    values = {**task.args, "predictions_format": "jsonl", "do_train": True, "do_predict": True}
+    never read) and scored per item; final: validation scored as a whole, test per item. A task without local files
+    (a Hub task such as GLUE's) is scored on its validation split as a whole, without items."""
+    values = {**task.args, "predictions_format": "jsonl", "do_train": True}
+    if "validation_file" not in task.args:
+        return {**values, "do_eval": True, "do_predict": False}
     if config.stage == "design":
-        validation = task.args.get("validation_file")
-        if validation is None:
-            raise ValueError(f"Task {task.name!r}: a design stage needs the task's validation_file in its args.")
-        return {**values, "test_file": validation, "do_eval": False}
-    return {**values, "do_eval": True}
+        return {**values, "test_file": task.args["validation_file"], "do_eval": False, "do_predict": True}
+    return {**values, "do_eval": True, "do_predict": True}
 
 
 def run_key(config: CompareConfig, arm: Arm, seed: int) -> str:
@@ -434,7 +434,7 @@ def execute_run(config: CompareConfig, pipeline: Pipeline, arm: Arm, seed: int, 
     model_dir = folder / "pretrain"
     argv = pretrain_argv(config, arm, seed, model_dir, paths)
     pretrain = _stage(folder, "pretrain", lambda: pipeline.pretrain(argv + _fresh(model_dir)))
-    splits = ["validation"] + ["test"] * (config.stage == "final")
+    splits = ["validation"] + ["test"] * (config.stage == "final") if config.evaluation.get("text") else []
     language_model = {}
     for split in splits:
         text = substitute(config.evaluation["text"], {**paths, "split": split})
@@ -460,7 +460,10 @@ def _finetune(config: CompareConfig, pipeline: Pipeline, task: TaskConfig, argv:
               paths: dict[str, str]) -> dict:  # fmt: skip
     """Fine-tune one task; returns {"validation", "test" (None in a design stage), "items"}."""
     metrics = pipeline.finetune(argv + _fresh(task_dir))
-    scored_file = substitute(finetune_values(config, task)["test_file"], paths)
+    values = finetune_values(config, task)
+    if not values["do_predict"]:  # a Hub task: its validation score only
+        return {"validation": float(metrics[f"eval_{task.metric}"]), "test": None, "items": None}
+    scored_file = substitute(values["test_file"], paths)
     correct = heldout.prediction_correctness(task_dir / "predictions.jsonl", scored_file, task.label_column)
     if config.stage == "design":
         # The prediction split is the validation file: test_<metric> is the validation score.
@@ -529,7 +532,7 @@ def build_record(config: CompareConfig, arm: Arm, seed: int, result: dict, data:
         "metrics": {name: {"validation": task["validation"], "test": task["test"]} for name, task in result["tasks"].items()},
         "pretraining": {split: (lm[split]["metrics"] if split in lm else None) for split in ("validation", "test")},
         "train_loss": result["pretrain"].get("train_loss"),
-        "items": {**{name: task["items"] for name, task in result["tasks"].items()},
+        "items": {**{name: task["items"] for name, task in result["tasks"].items() if task["items"]},
                   **{f"lm_{split}": lm[split]["items"] for split in lm}},
         "data": data["hashes"], "counts": data["counts"],
         **code_version(), "seconds": round(seconds, 1), "environment": _environment(config),

@@ -220,7 +220,7 @@ def data_counts(comparisons: Sequence[Comparison]) -> list[str]:
     """The sizes of the training share and the held-out sets, as the records hold them (counted by the code that
     prepared the data), and the held-out items each record was scored on."""
     for comparison in comparisons:
-        if comparison.records:
+        if comparison.records and comparison.records[0]["counts"].get("train"):
             record = comparison.records[0]
             train, evaluation = record["counts"]["train"], record["counts"]["evaluation"]
             items = ", ".join(f"{name} {value['n']:,} ({value['split']})" for name, value in record["items"].items())

@@ -33,6 +33,7 @@ from ..metrics import load_metric
 from ..utils import cli
 from . import arguments, loop
 from .arguments import MHETrainingArguments
+from .optimizer import MHETrainer
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +305,7 @@ def run(
         splits, labelled, setup, label_names, tokenizer, data_args, training_args, model_label_names
     )
     train_name, validation_name, *other_validation = setup.splits["train"] + setup.splits["validation"]
-    trainer = Trainer(
+    trainer = MHETrainer(
         model=model,
         args=training_args,
         train_dataset=encoded.get(train_name),
