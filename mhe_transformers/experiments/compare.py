@@ -61,7 +61,7 @@ CONFIG_KEYS = (
     "name", "stage", "seeds", "jobs", "runs_dir", "records_dir", "prepare", "attention_types", "position", "groups",
     "learning_rates", "pretrain", "finetune", "evaluation", "estimated_minutes_per_run", "chosen_on_validation",
 )  # fmt: skip
-GROUP_KEYS = ("types", "position", "model", "pretrain", "reference")
+GROUP_KEYS = ("types", "position", "model", "pretrain", "reference", "seeds")
 # Arguments the comparison sets for every run (a config may not).
 RESERVED_ARGS = ("attention_type", "seed", "output_dir", "model_name_or_path", "do_eval", "do_predict",
                  "predictions_format", "overwrite_output_dir")  # fmt: skip
@@ -147,8 +147,10 @@ class CompareConfig:
         return arms
 
     def runs(self) -> list[tuple[Arm, int]]:
-        """Every (arm, seed), seed-major: after the first seed, one run of every arm exists."""
-        return [(arm, seed) for seed in self.seeds for arm in self.arms()]
+        """Every (arm, seed), seed-major: after the first seed, one run of every arm exists. A group's `seeds`
+        (a subset of the config's) limits its arms to those."""
+        return [(arm, seed) for seed in self.seeds for arm in self.arms()
+                if seed in (self.groups[arm.group].get("seeds") or self.seeds)]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -207,6 +209,8 @@ def check_config(config: CompareConfig, path: Path) -> None:
         position = spec.get("position", config.position)
         if position is not None and position not in POSITION_SETTINGS:
             raise ValueError(f"{path}: group {name!r}: position {position!r} is not one of {list(POSITION_SETTINGS)}.")
+        if not set(spec.get("seeds") or []) <= set(config.seeds):
+            raise ValueError(f"{path}: group {name!r} seeds {spec['seeds']} must be among the config's {config.seeds}.")
         clash = sorted(set(spec.get("model") or {}) & set(POSITION_KEYS))
         if clash:
             raise ValueError(f"{path}: group {name!r} sets {clash} in `model`: choose a `position` instead.")

@@ -130,6 +130,22 @@ def arm_table(comparison: Comparison) -> list[str]:
     return lines
 
 
+def grid_table(comparison: Comparison, option: str) -> list[str]:
+    """Types x values of `option` (e.g. the learning rate): mean ± sd of the validation selection score (n seeds)."""
+    values = sorted({dict(arm.pretrain).get(option) for arm in comparison.config.arms()})
+    types = list(dict.fromkeys(arm.attention_type for arm in comparison.config.arms()))
+    lines = [f"| type \\ {option} | " + " | ".join(f"{value:g}" for value in values) + " |",
+             "|---|" + "---:|" * len(values)]  # fmt: skip
+    for attention_type in types:
+        cells = []
+        for value in values:
+            scores = [statistics.selection_score(r) for r in comparison.records
+                      if r["attention_type"] == attention_type and r[option] == value]  # fmt: skip
+            cells.append(f"{_mean_sd(scores)} (n={len(scores)})" if scores else "– (n=0)")
+        lines.append(f"| {TYPE_NAMES[attention_type]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def design_choice(comparison: Comparison, option: str, among: Sequence | None = None, by_type: bool = False) -> list[str]:
     """The design stage's choice on validation, as a sentence, once every run of the comparison is recorded."""
     expected = len(comparison.config.runs())
@@ -253,7 +269,11 @@ def markdown(comparisons: Sequence[Comparison]) -> str:
         if comparison.config.name == "main":
             lines += ["### Primary endpoints (pre-registered above; Holm over these 8)", "", *primary_endpoints(comparison),
                       "", "### Every arm (exploratory: no multiplicity correction)", ""]  # fmt: skip
-        lines += arm_table(comparison) + [""]
+        if comparison.config.name == "lr-grid":
+            lines += ["Validation selection score (mean of the task validation accuracies and the masked-LM validation "
+                      "accuracy):", "", *grid_table(comparison, "learning_rate"), ""]  # fmt: skip
+        else:
+            lines += arm_table(comparison) + [""]
         if choice is not None:
             option, among, by_type = choice
             lines += design_choice(comparison, option, among, by_type) + [""]
