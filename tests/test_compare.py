@@ -370,3 +370,17 @@ def test_the_gpu_config_parses_and_scores_glue_validation_without_items(tmp_path
     for task in config.tasks:
         task.args.pop("bf16")
     compare.check_arguments(config, {})
+
+
+class ShaFailsPipeline(FakePipeline):
+    def fake_pretrain(self, argv):
+        if option(argv, "attention_type") == "sha":
+            raise ValueError("sha diverged")
+        return super().fake_pretrain(argv)
+
+
+def test_a_run_failing_in_its_process_stops_the_comparison_with_its_error(toy, tmp_path):
+    with pytest.raises(RuntimeError, match="base/sha, seed 42: ValueError: sha diverged"):
+        main(["--comparison", str(toy(jobs=2, seeds=[42]))], pipeline=ShaFailsPipeline())
+    records = compare.read_records(tmp_path / "records" / "toy")
+    assert {r["attention_type"] for r in records} <= {"mha", "mhe_mul"}  # the others' records are kept

@@ -687,7 +687,7 @@ def _run_in_processes(config, pipeline, pending, data, may_start, keep_checkpoin
             while pending and len(running) < config.jobs and may_start(count):
                 arm, seed = pending.pop(0)
                 count += 1
-                running.add(pool.submit(run_and_record, config, pipeline, arm, seed, data, keep_checkpoints, threads))
+                running.add(pool.submit(_run_in_child, config, pipeline, arm, seed, data, keep_checkpoints, threads))
             if not running:
                 break
             done, running = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
@@ -699,6 +699,15 @@ def _run_in_processes(config, pipeline, pending, data, may_start, keep_checkpoin
                     concurrent.futures.wait(running)
                     raise
     return written
+
+
+def _run_in_child(config, pipeline, arm, seed, data, keep_checkpoints, threads) -> str:
+    """run_and_record in a pool process; any error comes back as a RuntimeError naming the run (some exceptions,
+    such as huggingface_hub's validation errors, do not survive pickling and would break the pool instead)."""
+    try:
+        return run_and_record(config, pipeline, arm, seed, data, keep_checkpoints, threads)
+    except Exception as error:
+        raise RuntimeError(f"{arm.name}, seed {seed}: {type(error).__name__}: {error}") from None
 
 
 def dry_run(config: CompareConfig) -> str:
