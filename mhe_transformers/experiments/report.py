@@ -180,15 +180,19 @@ def primary_endpoints(comparison: Comparison) -> list[str]:
                 if result is not None and len(result["seeds"]) > 1:
                     p_values[name] = result["prr"]["p"]
     adjusted = statistics.holm(p_values)
-    lines = ["| endpoint | PRR [95% CI] | n seeds | p | Holm p |", "|---|---:|---:|---:|---:|"]
+    lines = ["| endpoint | PRR [95% CI] | per-seed PRR (min–max) | difference [95% CI] | n seeds | p | Holm p |",
+             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     sentences = []
     for name, arm, reference, what, result in rows:
         if result is None:
-            lines.append(f"| {name} | – | 0 | – | – |")
+            lines.append(f"| {name} | – | – | – | 0 | – | – |")
             continue
         p = f"{result['prr']['p']:.4f}" if name in adjusted else "–"
         holm = f"{adjusted[name]:.4f}" if name in adjusted else "–"
-        lines.append(f"| {name} | {statistics.interval_text(result['prr'])} | {len(result['seeds'])} | {p} | {holm} |")
+        per_seed = f"{min(result['per_seed_prr']):.3f}–{max(result['per_seed_prr']):.3f}"
+        difference = statistics.interval_text(result["difference"], digits=4)
+        lines.append(f"| {name} | {statistics.interval_text(result['prr'])} | {per_seed} | {difference} | "
+                     f"{len(result['seeds'])} | {p} | {holm} |")  # fmt: skip
         sentence = statistics.prr_sentence(_arm_label(arm), what, _arm_label(reference), result["prr"])
         if name in adjusted:
             sentence += f" Holm-adjusted p = {adjusted[name]:.4f}" + (" (< 0.05)." if adjusted[name] < 0.05 else ".")
@@ -203,9 +207,10 @@ def _arm_label(arm: str) -> str:
 
 
 def record_counts(comparisons: Sequence[Comparison]) -> list[str]:
-    """Runs recorded and missing per comparison, the time left at the measured (else estimated) time per run, and
-    the missing seeds of every arm that has some."""
-    lines = ["| comparison | stage | recorded | expected | hours left (est.) |", "|---|---|---:|---:|---:|"]
+    """Runs recorded and missing per comparison, the time left at the measured (else estimated) time per run, the
+    records made from code with uncommitted changes (or outside git), and the missing seeds of every arm."""
+    lines = ["| comparison | stage | recorded | expected | hours left (est.) | from uncommitted code |",
+             "|---|---|---:|---:|---:|---:|"]  # fmt: skip
     missing_lines = []
     for comparison in comparisons:
         config = comparison.config
@@ -213,8 +218,9 @@ def record_counts(comparisons: Sequence[Comparison]) -> list[str]:
         seconds = [r["seconds"] for r in comparison.records if r.get("seconds")]
         per_run = float(np.mean(seconds)) if seconds else 60 * config.estimated_minutes_per_run
         missing = len(expected) - len(comparison.records)
+        dirty = sum(record.get("dirty") is not False for record in comparison.records)
         lines.append(f"| {config.name} | {config.stage} | {len(comparison.records)} | {len(expected)} | "
-                     f"{missing * per_run / config.jobs / 3600:.1f} |")  # fmt: skip
+                     f"{missing * per_run / config.jobs / 3600:.1f} | {dirty} |")  # fmt: skip
         recorded = {(r["arm"], r["seed"]) for r in comparison.records}
         gaps = {}
         for arm, seed in expected:

@@ -167,11 +167,6 @@ def prr_sentence(subject: str, what: str, reference: str, interval: Mapping[str,
     return f"{subject}'s {what} PRR against {reference} is {interval_text(interval)}; {verdict}."
 
 
-__all__ = [
-    "best_on_validation", "compare_arms", "holm", "interval_text", "lower_is_better", "prr_sentence", "retention",
-    "selection_score",
-]
-
 
 def selection_score(record: Mapping[str, Any]) -> float:
     """What the design stage maximises on validation: the mean of the tasks' validation scores and the held-out
@@ -192,3 +187,9 @@ def best_on_validation(records: Sequence[Mapping[str, Any]], option: str, among:
         raise ValueError(f"No records to choose {option} from.")
     means = {value: float(np.mean(scores)) for value, scores in sorted(by_value.items(), key=lambda item: str(item[0]))}
     return max(means, key=lambda value: means[value]), means
+
+
+__all__ = [
+    "best_on_validation", "compare_arms", "holm", "interval_text", "lower_is_better", "prr_sentence", "retention",
+    "selection_score",
+]
