@@ -60,18 +60,20 @@ benchmark-decode: $(STAMP)
 		--caches dynamic static compiled \
 		--output_dir $(DECODE_OUTPUT) --overwrite_output_dir true $(DECODE_ARGS)
 
-# The paper's comparison at tiny scale, offline: pretrain + fine-tune every attention type, 3 seeds, PRR.
-compare: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) scripts/compare_attention.py --config configs/compare/wordnet-tiny.yaml
+# The attention comparison (docs/results/plan.md): each target runs the missing runs of configs/compare/<name>.yaml
+# for at most 40 minutes (COMPARE_ARGS), one JSON record per finished run in docs/results/records/<name>/ (commit
+# them); rerun it until `--dry_run` lists nothing. Stages in order: ablation, lr-grid, main, long, causal.
+COMPARE_ARGS ?= --max_minutes 40
+COMPARISONS := ablation lr-grid main long causal
+.PHONY: $(addprefix compare-,$(COMPARISONS)) report
+$(addprefix compare-,$(COMPARISONS)): compare-%: $(STAMP)
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) scripts/compare_attention.py --comparison configs/compare/$*.yaml $(COMPARE_ARGS)
+compare: compare-main
+compare-clm: compare-causal
 
-# The causal track: a causal decoder per attention type on the same data, 3 seeds, no fine-tuning; perplexity PRR
-# (MHA's perplexity / the type's). An estimated 16 minutes on an idle 2-core CPU (two runs side by side).
-compare-clm: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) scripts/compare_attention.py --config configs/compare/wordnet-clm-tiny.yaml
-
-# The same comparison on all of WordNet with 2,800 pretraining steps and 5 seeds: about 3.8 hours on 2 CPU cores.
-compare-long: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) scripts/compare_attention.py --config configs/compare/wordnet-tiny-long.yaml
+# Every comparison table and the PRR figure of docs/results/ from the committed records alone (byte-identical).
+report: $(STAMP)
+	$(PY) scripts/make_report.py
 
 # Removes what the targets above wrote (MAKE_OUTPUTS), naming each folder; your own runs elsewhere under outputs/
 # and data/ stay.

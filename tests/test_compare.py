@@ -1,476 +1,386 @@
-"""The attention comparison's orchestration, aggregation and reports, with the pipelines' entry points faked (the
-pipelines have their own tests); the shipped configs are checked against the real argument parsers."""
+"""The attention comparison's runs and records (mhe_transformers/experiments/compare.py), with the pipelines' entry
+points faked (the pipelines have their own tests), the held-out scores of experiments/heldout.py on a real tiny
+model, and the shipped comparison configs checked against the real argument parsers."""
 
 import json
-import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from mhe_transformers import ATTENTION_TYPES, MHEConfig
-from mhe_transformers.experiments.compare import (
-    Pipeline,
-    check_arguments,
-    choose_wordnet_dir,
-    finetune_argv,
-    load_config,
-    lower_is_better,
-    main,
-    paired_interval,
-    prepare_data,
-    pretrain_argv,
-    retention,
-    run_comparison,
-    to_argv,
-)
-from mhe_transformers.training.finetune import ARGUMENT_CLASSES as FINETUNE_ARGUMENTS
-from mhe_transformers.training.loop import parse_args, parse_config_overrides
-from mhe_transformers.training.pretrain import ARGUMENT_CLASSES as PRETRAIN_ARGUMENTS
-from mhe_transformers.utils.cli import UsageError
-from mhe_transformers.utils.run_folder import OUTPUT_MARKER
+from mhe_transformers import MHEConfig
+from mhe_transformers.experiments import compare, heldout
+from mhe_transformers.experiments.compare import load_config, main, run_comparison, run_key
+from mhe_transformers.models.mhe.parameter_counts import attention_parameter_formula
+from mhe_transformers.training.loop import parse_config_overrides
 
-# Fine-tuning score each fake model gets, before a per-seed offset.
-SCORES = {"mha": 0.80, "mhe_add": 0.76, "mhe_mul": 0.78, "mqa": 0.79, "gqa": 0.795, "sha": 0.60}
+# Share of the held-out items each fake model gets right, before a per-seed offset.
+SKILL = {"mha": 0.80, "mhe_add": 0.74, "mhe_mul": 0.76, "mqa": 0.79, "gqa": 0.795, "sha": 0.60}
+LM_BLOCKS, LM_PER_BLOCK = 40, 20
 
 
 def option(argv, name):
     return argv[argv.index(f"--{name}") + 1]
 
 
-class FakePipeline(Pipeline):
-    """Records its calls; pretraining saves a tiny config (all the comparison reads from a checkpoint)."""
+def _correct(attention_type: str, seed: int, index: int) -> bool:
+    """A fixed pseudo-random verdict per (type, seed, item), right about SKILL[type] of the time."""
+    draw = np.random.default_rng([index, seed]).random()
+    return draw < SKILL[attention_type] + (seed - 42) / 100
+
+
+class FakePipeline(compare.Pipeline):
+    """Records its calls; pretraining saves a tiny config (what a record reads from a checkpoint); fine-tuning writes
+    the predictions file of the split it was asked to predict."""
 
     def __init__(self):
         self.calls = []
-        super().__init__(pretrain=self.fake_pretrain, finetune=self.fake_finetune)
+        super().__init__(pretrain=self.fake_pretrain, finetune=self.fake_finetune, evaluate=self.fake_evaluate)
 
     def fake_pretrain(self, argv):
         attention_type, seed = option(argv, "attention_type"), int(option(argv, "seed"))
         self.calls.append(("pretrain", attention_type, seed))
-        config = MHEConfig(
-            vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-            attention_type=attention_type, num_key_value_heads=2 if attention_type == "gqa" else None,
-        )
+        known = set(MHEConfig().to_dict())
+        overrides = {k: v for k, v in parse_config_overrides(option(argv, "config_overrides")).items() if k in known}
+        overrides.pop("sparse_prediction", None)
+        config = MHEConfig(**{"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                              "intermediate_size": 48, **overrides, "attention_type": attention_type,
+                              "num_key_value_heads": 2 if attention_type == "gqa" else None})  # fmt: skip
         config.save_pretrained(option(argv, "output_dir"))
-        return {"eval_accuracy": 0.3 + seed / 1000, "perplexity": 50.0}
+        return {"train_loss": 5.0}
+
+    def fake_evaluate(self, model_dir, text_file, objective, evaluation, split):
+        attention_type = json.loads((Path(model_dir) / "config.json").read_text())["attention_type"]
+        seed = int(Path(model_dir).parent.name.split("seed")[1].split("-")[0])
+        self.calls.append(("evaluate", attention_type, seed, split))
+        correct = np.array([sum(_correct(attention_type, seed, 1000 * b + j) for j in range(LM_PER_BLOCK))
+                            for b in range(LM_BLOCKS)], dtype=float)  # fmt: skip
+        count, loss = np.full(LM_BLOCKS, float(LM_PER_BLOCK)), np.full(LM_BLOCKS, 80.0)
+        metrics = {"accuracy": correct.sum() / count.sum(), "loss": 4.0, "positions": int(count.sum())}
+        return {"metrics": metrics, "items": heldout.lm_items(correct, count, loss, split)}
 
     def fake_finetune(self, argv):
         model_dir, seed = Path(option(argv, "model_name_or_path")), int(option(argv, "seed"))
         attention_type = json.loads((model_dir / "config.json").read_text())["attention_type"]
-        self.calls.append(("finetune", attention_type, seed))
-        offset = {"rte": 0.0, "sst2": 0.05}[option(argv, "task_name")]
-        return {"eval_accuracy": SCORES[attention_type] + offset + (seed - 42) / 100, "eval_loss": 1.0}
+        test_file = option(argv, "test_file")
+        self.calls.append(("finetune", attention_type, seed, Path(test_file).name))
+        rows = [json.loads(line) for line in Path(test_file).read_text().splitlines()]
+        labels = sorted({row["label"] for row in rows})
+        predictions = [row["label"] if _correct(attention_type, seed, i) else next(x for x in labels if x != row["label"])
+                       for i, row in enumerate(rows)]  # fmt: skip
+        output_dir = Path(option(argv, "output_dir"))
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "predictions.jsonl").write_text(
+            "".join(json.dumps({"index": i, "prediction": p}) + "\n" for i, p in enumerate(predictions)))
+        accuracy = float(np.mean([p == row["label"] for p, row in zip(predictions, rows)]))
+        return {"test_accuracy": accuracy, "eval_accuracy": accuracy - 0.01}
 
 
-def write_config(tmp_path, **changes):
+def write_comparison(folder: Path, data_dir: Path, **changes) -> Path:
+    """A small comparison config in `folder` (records in folder/records, checkpoints in folder/runs)."""
+    task_args = {"train_file": str(data_dir / "train.jsonl"), "validation_file": str(data_dir / "validation.jsonl"),
+                 "test_file": str(data_dir / "test.jsonl"), "label_list_file": str(data_dir / "labels.json"),
+                 "max_train_samples": 8}  # fmt: skip
     values = {
-        "output_dir": str(tmp_path / "report"),
-        "runs_dir": str(tmp_path / "runs"),
-        "attention_types": list(ATTENTION_TYPES),
-        "seeds": [42, 43],
-        "pretrain": {
-            "config": "configs/pretrain/wordnet-tiny.yaml",
-            "args": {"model_config": "configs/model/tiny.json", "max_steps": 2},
-            "metrics": ["eval_accuracy"],
-        },
-        "finetune": {
-            task: {"config": "configs/finetune/wordnet-supersense.yaml", "metric": "eval_accuracy",
-                   "args": {"task_name": task, "max_train_samples": 8}}
-            for task in ("rte", "sst2")
-        },
+        "name": "toy", "stage": "design", "seeds": [42, 43], "runs_dir": str(folder / "runs"),
+        "records_dir": str(folder / "records"), "estimated_minutes_per_run": 1.0,
+        "groups": {"base": {"types": ["mha", "mhe_mul", "sha"], "position": "absolute"}},
+        "pretrain": {"config": "configs/pretrain/wordnet-tiny.yaml",
+                     "args": {"model_config": "configs/model/tiny.json", "max_steps": 2}},
+        "finetune": {name: {"config": "configs/finetune/wordnet-supersense.yaml", "metric": "accuracy",
+                            "args": dict(task_args)} for name in ("first", "second")},
         **changes,
-    }
-    path = tmp_path / "compare.yaml"
+    }  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{values['name']}.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
 
 
-def test_comparison_reports_scores_spread_and_prr(tmp_path):
+@pytest.fixture
+def toy(tmp_path, tiny_classification_dir):
+    return lambda **changes: write_comparison(tmp_path, tiny_classification_dir, **changes)
+
+
+def test_every_run_writes_one_small_whitelisted_record_and_a_rerun_skips_it(toy, tmp_path):
+    path = toy()
     pipeline = FakePipeline()
-    report = main(["--config", str(write_config(tmp_path))], pipeline=pipeline)
-
-    # Every type pretrained once per seed, and each model fine-tuned on every task with its own seed.
-    assert sorted(c for c in pipeline.calls if c[0] == "pretrain") == sorted(
-        ("pretrain", t, s) for t in ATTENTION_TYPES for s in (42, 43)
-    )
-    assert len([c for c in pipeline.calls if c[0] == "finetune"]) == len(ATTENTION_TYPES) * 2 * 2
-
-    output_dir = tmp_path / "report"
-    names = sorted(p.name for p in output_dir.iterdir())
-    assert names == [OUTPUT_MARKER, "comparison.json", "comparison.md", "comparison.png"]
-    saved = json.loads((output_dir / "comparison.json").read_text())
-    assert set(saved) == {"config", "environment", "data", "parameters", "runs", "objective", "summary", "differences"}
-    assert saved["summary"] == report["summary"]
-
-    summary = report["summary"]
-    for attention_type, expected in SCORES.items():
-        rte = summary[attention_type]["tasks"]["rte"]
-        assert rte["mean"] == pytest.approx(expected + 0.005)  # seeds 42 and 43 add 0.00 and 0.01
-        assert rte["std"] == pytest.approx(0.01 / 2**0.5)
-        assert rte["prr"] == pytest.approx((expected + 0.005) / (SCORES["mha"] + 0.005))
-        average = summary[attention_type]["tasks"]["average"]
-        assert average["mean"] == pytest.approx(expected + 0.025 + 0.005)
-        assert average["prr"] == pytest.approx((expected + 0.03) / (SCORES["mha"] + 0.03))
-        assert summary[attention_type]["pretrain"]["eval_accuracy"]["mean"] == pytest.approx(0.3425)
-    assert summary["mha"]["tasks"]["average"]["prr"] == 1.0 and summary["mha"]["tasks"]["average"]["prr_std"] == 0.0
-
-    # Parameter counts come from the saved checkpoints: MHE's attention is much smaller than MHA's.
-    parameters = report["parameters"]
-    assert parameters["mhe_mul"]["attention"] < parameters["mqa"]["attention"] < parameters["mha"]["attention"]
-
-    markdown = (output_dir / "comparison.md").read_text()
-    for attention_type in ATTENTION_TYPES:
-        assert f"| {attention_type} | {parameters[attention_type]['total']:,} |" in markdown
-    assert (output_dir / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_rerun_skips_finished_runs_and_reruns_changed_ones(tmp_path):
-    config = load_config(write_config(tmp_path, attention_types=["mha", "mhe_mul"], seeds=[42]))
-    recipe = tmp_path / "rte.yaml"
-    recipe.write_text(Path(config.tasks[0].config).read_text())
-    config.tasks[0].config = str(recipe)
-    first = run_comparison(config, FakePipeline())
+    written = main(["--comparison", str(path)], pipeline=pipeline)
+    assert len(written) == 6 and len([c for c in pipeline.calls if c[0] == "pretrain"]) == 6
+    records = compare.read_records(tmp_path / "records" / "toy")
+    assert sorted(r["run_key"] for r in records) == sorted(Path(p).stem for p in written)
+    record = records[0]
+    for field in ("comparison", "attention_type", "num_heads", "seed", "position_embedding_type", "per_head_position_bias",
+                  "freeze_head_embeddings", "attention_parameters", "total_parameters", "learning_rate", "metrics",
+                  "pretraining", "commit", "dirty", "seconds", "run_key"):  # fmt: skip
+        assert field in record, field
+    assert record["metrics"]["first"]["test"] is None and 0 < record["metrics"]["first"]["validation"] <= 1
+    assert record["pretraining"]["test"] is None and record["learning_rate"] == 6.0e-3
+    assert record["position_embedding_type"] == "absolute" and record["per_head_position_bias"] is False
+    # Items decode to the scores they came from; no command line, path or token is in the record.
+    items = heldout.decode_items(record["items"]["first"])
+    assert items["correct"].mean() == pytest.approx(record["metrics"]["first"]["validation"])
+    text = (tmp_path / "records" / "toy" / f"{record['run_key']}.json").read_text()
+    assert str(tmp_path) not in text and "argv" not in text and "token" not in text and len(text) < 100_000
+    assert not any((tmp_path / "runs" / "toy").iterdir())  # checkpoints deleted once recorded
     again = FakePipeline()
-    assert run_comparison(config, again)["summary"] == first["summary"]
-    assert again.calls == []
-
-    config.seeds = [42, 43]
-    config.tasks[1].args["max_train_samples"] = 16  # sst2's args changed: its runs are redone
-    again = FakePipeline()
-    run_comparison(config, again)
-    assert sorted(again.calls) == sorted(
-        [("pretrain", t, 43) for t in ("mha", "mhe_mul")]
-        + [("finetune", t, s) for t in ("mha", "mhe_mul") for s in (42, 43)]  # sst2 for both seeds
-        + [("finetune", t, 43) for t in ("mha", "mhe_mul")]  # rte for the new seed
-    )
-
-    recipe.write_text(recipe.read_text() + "learning_rate: 5.0e-4\n")  # rte's recipe file changed
-    again = FakePipeline()
-    run_comparison(config, again)
-    assert sorted(again.calls) == sorted(("finetune", t, s) for t in ("mha", "mhe_mul") for s in (42, 43))
+    assert main(["--comparison", str(path)], pipeline=again) == [] and again.calls == []
 
 
-class ProcessRecordingPipeline(FakePipeline):
-    """FakePipeline whose every run also reports the process that ran it."""
+def test_a_design_stage_never_reads_test_and_a_final_stage_scores_it_once(toy, tmp_path):
+    design = FakePipeline()
+    run_comparison(load_config(toy(seeds=[42])), design)
+    assert {call[3] for call in design.calls if call[0] == "finetune"} == {"validation.jsonl"}
+    assert {call[3] for call in design.calls if call[0] == "evaluate"} == {"validation"}
+    final = FakePipeline()
+    run_comparison(load_config(toy(seeds=[42], stage="final", name="toy-final")), final)
+    assert {call[3] for call in final.calls if call[0] == "finetune"} == {"test.jsonl"}
+    assert sorted(call[3] for call in final.calls if call[0] == "evaluate") == ["test"] * 3 + ["validation"] * 3
+    record = compare.read_records(tmp_path / "records" / "toy-final")[0]
+    assert record["metrics"]["first"]["test"] is not None and record["items"]["first"]["split"] == "test"
+    assert record["pretraining"]["test"]["accuracy"] > 0
 
-    def fake_pretrain(self, argv):
-        return {**super().fake_pretrain(argv), "pid": os.getpid()}
 
-    def fake_finetune(self, argv):
-        return {**super().fake_finetune(argv), "pid": os.getpid()}
+def test_run_keys_change_with_the_recipe_and_not_with_logging(toy, tmp_path):
+    config = load_config(toy())
+    arm = config.arms()[1]
+    key = run_key(config, arm, 42)
+    assert key.startswith("base-mhe_mul-seed42-") and key != run_key(config, arm, 43)
+    assert key != run_key(config, config.arms()[0], 42)
+    changed = load_config(toy(groups={"base": {"types": ["mha", "mhe_mul", "sha"], "position": "absolute",
+                                                "pretrain": {"learning_rate": 3e-3}}}))  # fmt: skip
+    assert run_key(changed, changed.arms()[1], 42) != key
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text((REPO_ROOT / "configs/pretrain/wordnet-tiny.yaml").read_text() + "\n# a comment\n")
+    pretrain = {"config": str(recipe), "args": {"model_config": "configs/model/tiny.json", "max_steps": 2}}
+    assert run_key(load_config(toy(pretrain=pretrain)), arm, 42) == key  # same content, other file
+    recipe.write_text(recipe.read_text() + "mlm_probability: 0.15\n")
+    assert run_key(load_config(toy(pretrain=pretrain)), arm, 42) != key
+    pretrain = {"config": "configs/pretrain/wordnet-tiny.yaml",
+                "args": {"model_config": "configs/model/tiny.json", "max_steps": 2, "logging_steps": 7}}
+    assert run_key(load_config(toy(pretrain=pretrain)), arm, 42) == key
 
 
-def test_jobs_train_the_models_side_by_side_in_their_own_processes_with_the_same_report(tmp_path):
-    types = ["mha", "mhe_mul", "sha"]
-    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
-    sequential = run_comparison(load_config(write_config(tmp_path / "one", attention_types=types)), FakePipeline())
-    config = load_config(write_config(tmp_path / "two", attention_types=types, jobs=2))
-    parallel = run_comparison(config, ProcessRecordingPipeline())
-    assert parallel["summary"] == sequential["summary"]
-    records = [json.loads(path.read_text()) for path in (Path(config.runs_dir) / "records").glob("*.json")]
-    assert len(records) == len(types) * 2 * 3  # every (type, seed): pretraining and two tasks
-    by_model = {}
-    for record in records:
-        model = Path(option(record["argv"], "output_dir")).parent.name
-        by_model.setdefault(model, set()).add(record["metrics"]["pid"])
-    # Each model (pretraining, then its fine-tunings) ran in one child process; the models ran in two of them.
-    assert all(len(pids) == 1 for pids in by_model.values()) and len(by_model) == len(types) * 2
-    pids = set().union(*by_model.values())
-    assert len(pids) == 2 and os.getpid() not in pids
+def test_max_runs_and_max_minutes_stop_cleanly_and_dry_run_lists_what_is_missing(toy, tmp_path, capsys):
+    path = toy()
+    pipeline = FakePipeline()
+    assert len(main(["--comparison", str(path), "--max_runs", "2"], pipeline=pipeline)) == 2
+    assert len([c for c in pipeline.calls if c[0] == "pretrain"]) == 2
+    text = main(["--comparison", str(path), "--dry_run"])
+    assert text.startswith("toy: 2 of 6 runs recorded") and "4 missing" in text and "base-mha-seed42" not in text
+    assert "base-sha-seed42-" in text and "base-mhe_mul-seed43-" in text
+    # The measured time per run (fake runs: well under a second) decides what fits; an estimate of 10 minutes
+    # (no record yet) leaves no room in a 5-minute budget.
+    assert main(["--comparison", str(toy(name="other", estimated_minutes_per_run=10.0)), "--max_minutes", "5"],
+                pipeline=FakePipeline()) == []  # fmt: skip
+    assert len(main(["--comparison", str(path), "--max_minutes", "5"], pipeline=FakePipeline())) == 4
+
+
+def test_records_of_other_data_stop_the_comparison(toy, tmp_path, monkeypatch):
+    path = toy(seeds=[42])
+    run_comparison(load_config(path), FakePipeline())
+    monkeypatch.setattr(compare, "prepare_data", lambda prepare: {"paths": {}, "hashes": {"wordnet": "other"}, "counts": {}})
+    with pytest.raises(ValueError, match="other data"):
+        run_comparison(load_config(toy(seeds=[42, 43])), FakePipeline())
+
+
+def test_jobs_run_side_by_side_in_their_own_processes(toy, tmp_path):
+    written = main(["--comparison", str(toy(jobs=2)), "--max_runs", "3"], pipeline=FakePipeline())
+    assert len(written) == 3 and len(compare.read_records(tmp_path / "records" / "toy")) == 3
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"stage": "pilot"}, "stage must be one of"),
+        ({"groups": {"g": {"types": ["mhe_mul"]}}}, "needs an MHA arm"),
+        ({"groups": {"g": {"types": ["mha", "mla"]}}}, "unknown or repeated"),
+        ({"groups": {"g": {"types": ["mha"], "position": "rotary"}}}, "position 'rotary'"),
+        ({"groups": {"g": {"types": ["mha"], "model": {"position_embedding_type": "absolute"}}}}, "choose a `position`"),
+        ({"seeds": []}, "seeds"),
+        ({"warmup": 3}, "Unknown key"),
+        ({"jobs": 0}, "jobs must be a positive integer"),
+        ({"finetune": {"t": {"metric": "accuracy", "args": {"seed": 1}}}}, "set by the comparison"),
+    ],
+)
+def test_bad_configs_fail_before_anything_runs(toy, changes, message):
+    pipeline = FakePipeline()
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        main(["--comparison", str(toy(**changes))], pipeline=pipeline)
+    assert pipeline.calls == []
+
+
+def test_the_command_line_takes_the_project_style(toy):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--comparison", str(toy()), "--max_runs", "0"])
+    assert exit_info.value.code == 2
+
+
+SHIPPED = ("ablation", "lr-grid", "main", "long", "causal")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_parse_with_the_pipelines_parsers(name, tmp_path):
+    config = load_config(REPO_ROOT / "configs/compare" / f"{name}.yaml")
+    assert config.name == name
+    paths = {key: str(tmp_path / key) for key in compare.PLACEHOLDERS}
+    compare.check_arguments(config, paths)
+    for arm in config.arms():
+        argv = compare.pretrain_argv(config, arm, 42, tmp_path, paths)
+        assert "{" not in " ".join(argv)
+        options = parse_config_overrides(option(argv, "config_overrides"))
+        # Every arm's position options are exactly its setting's: no per-head channel left over from the recipe.
+        setting = compare.POSITION_SETTINGS[arm.position]
+        assert {k: options.get(k) for k in compare.POSITION_KEYS if k in options} == setting
+
+
+def test_the_shipped_stages_have_the_planned_sizes():
+    configs = {name: load_config(REPO_ROOT / "configs/compare" / f"{name}.yaml") for name in SHIPPED}
+    ablation = configs["ablation"]
+    assert {arm.position for arm in ablation.arms()} == {"absolute", "shared_bias", "per_head_bias"}
+    assert len(ablation.runs()) == 3 * 5 * 3 and ablation.stage == "design"
+    grid = configs["lr-grid"]
+    rates = {arm.attention_type: set() for arm in grid.arms()}
+    for arm in grid.arms():
+        rates[arm.attention_type].add(dict(arm.pretrain)["learning_rate"])
+    assert len(rates) == 6 and all(len(values) >= 3 and values == rates["mha"] for values in rates.values())
+    main_config = configs["main"]
+    assert main_config.stage == "final" and len(main_config.seeds) >= 8
+    assert {arm.name for arm in main_config.arms()} >= {f"main/{t}" for t in SKILL} | {
+        "frozen/mhe_mul", "frozen/mhe_add", "matched/mha", "heads2/mha", "heads2/mhe_mul", "heads8/mha", "heads8/mhe_mul"}
+    assert set(main_config.learning_rates) == set(SKILL)
+    long, causal = configs["long"], configs["causal"]
+    assert long.prepare.get("max_synsets") is None and len(long.seeds) >= 3
+    assert int(long.pretrain_args["max_steps"]) >= 3000
+    assert causal.objective == "clm" and int(causal.pretrain_args["max_steps"]) >= 2400 and len(causal.seeds) >= 3
+
+
+def test_parameter_matched_mha_has_the_head_size_closest_to_mhe_attention_parameters():
+    config = load_config(REPO_ROOT / "configs/compare/main.yaml")
+    matched = dict(next(arm for arm in config.arms() if arm.name == "matched/mha").model)
+    h, n = 128, 4
+    mhe = attention_parameter_formula("mhe_mul", h, n, h // n)
+    best = min(range(1, h // n + 1), key=lambda d: abs(attention_parameter_formula("mha", h, n, d) - mhe))
+    assert matched == {**compare.POSITION_SETTINGS[config.position], "head_dim": best}
+    assert abs(attention_parameter_formula("mha", h, n, best) - mhe) / mhe < 0.02
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Held-out scores (experiments/heldout.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_fixed_masks_cover_at_least_the_asked_positions_and_depend_on_the_seed_only(tiny_corpus, tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    blocks = heldout.heldout_blocks(tiny_corpus, tokenizer, 16)
+    order, mask = heldout.fixed_masks(blocks, 0.3, 300, seed=0)
+    again = heldout.fixed_masks(blocks, 0.3, 300, seed=0)
+    assert mask.sum() >= 300 and mask[:-1].sum() < 300  # just enough blocks
+    assert (order == again[0]).all() and (mask == again[1]).all()
+    assert not (mask & (blocks["special"][order] == 1)).any()  # never a special token
+    other = heldout.fixed_masks(blocks, 0.3, 300, seed=1)
+    assert not np.array_equal(other[0], order)
+    with pytest.raises(ValueError, match="fewer than"):
+        heldout.fixed_masks(blocks, 0.3, 10**6, seed=0)
+
+
+def test_masked_lm_scores_are_those_of_the_model_on_the_masked_positions(tiny_pretrained_dir, tiny_corpus):
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    evaluation = {"positions": 200, "mask_seed": 3, "mlm_probability": 0.3, "block_size": 16}
+    result = heldout.evaluate_checkpoint(tiny_pretrained_dir, tiny_corpus, "mlm", evaluation, "validation")
+    items = heldout.decode_items(result["items"])
+    assert result["metrics"]["positions"] == items["count"].sum() >= 200
+    assert result["metrics"]["accuracy"] == pytest.approx(items["correct"].sum() / items["count"].sum())
+    # By hand: the same blocks and masks, every masked position shown [MASK], argmax against the original token.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_pretrained_dir)
+    model = AutoModelForMaskedLM.from_pretrained(tiny_pretrained_dir).eval()
+    blocks = heldout.heldout_blocks(tiny_corpus, tokenizer, 16)
+    order, mask = heldout.fixed_masks(blocks, 0.3, 200, 3)
+    ids = torch.as_tensor(blocks["input_ids"][order])
+    shown = torch.where(torch.as_tensor(mask), tokenizer.mask_token_id, ids)
+    model.config.sparse_prediction = False
+    with torch.no_grad():
+        logits = model(input_ids=shown).logits
+    hits = (logits.argmax(-1) == ids)[torch.as_tensor(mask)].float()
+    assert result["metrics"]["accuracy"] == pytest.approx(hits.mean().item())
+    assert heldout.evaluate_checkpoint(tiny_pretrained_dir, tiny_corpus, "mlm", evaluation, "validation") == result
+
+
+def test_prediction_correctness_follows_the_test_file_order(tmp_path):
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text("".join(json.dumps({"label": label}) + "\n" for label in ["a", "b", "a"]))
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps({"index": i, "prediction": p}) + "\n" for i, p in [(2, "b"), (0, "a"), (1, "b")]))
+    assert heldout.prediction_correctness(predictions, test_file, "label").tolist() == [1, 1, 0]
+    predictions.write_text(json.dumps({"index": 0, "prediction": "a"}) + "\n")
+    with pytest.raises(ValueError, match="every row needs one"):
+        heldout.prediction_correctness(predictions, test_file, "label")
+    bits = np.array([1, 0, 1, 1, 0, 0, 0, 1, 1], dtype=np.uint8)
+    assert heldout.decode_items(heldout.classification_items(bits, "test"))["correct"].tolist() == bits.tolist()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prepared data: rebuilt when what makes it changes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_prepared_data_is_reused_when_fresh_and_rebuilt_when_its_inputs_or_files_change(tmp_path, monkeypatch):
+    from test_wordnet import write_fake_wordnet
+
+    from mhe_transformers.data import wordnet
+
+    dictionary = write_fake_wordnet(tmp_path / "dict")
+    monkeypatch.setenv("WNSEARCHDIR", str(dictionary))
+    prepared = tmp_path / "prepared"
+    built = []
+    original = wordnet.prepare_wordnet
+    monkeypatch.setattr(wordnet, "prepare_wordnet", lambda *a, **k: built.append(1) or original(*a, **k))
+    first = wordnet.ensure_wordnet(prepared)
+    assert wordnet.ensure_wordnet(prepared) == first and len(built) == 1  # fresh: reused
+    (prepared / "corpus.txt").write_text("edited\n")  # a changed file is never used
+    assert wordnet.ensure_wordnet(prepared)["content_hash"] == first["content_hash"] and len(built) == 2
+    wordnet.ensure_wordnet(prepared, max_synsets=50)  # other parameters
+    assert len(built) == 3 and json.loads((prepared / "counts.json").read_text())["synsets"] == 50
+    data_file = dictionary / "data.verb"
+    data_file.write_text(data_file.read_text().replace("move about quickly", "move about fast"))  # other input
+    assert wordnet.ensure_wordnet(prepared, max_synsets=50)["content_hash"] != first["content_hash"]
+    assert len(built) == 4
+    # The tokenizer, likewise: trained again when its corpus changes, reused otherwise.
+    corpus = prepared / "corpus.txt"
+    tokenizer = compare.ensure_tokenizer(tmp_path / "tok", corpus, 60)
+    assert compare.ensure_tokenizer(tmp_path / "tok", corpus, 60) == tokenizer
+    corpus.write_text(corpus.read_text() + "an entirely new line of words\n" * 5)
+    assert compare.ensure_tokenizer(tmp_path / "tok", corpus, 60)["inputs_hash"] != tokenizer["inputs_hash"]
+    assert os.path.isfile(tmp_path / "tok" / "tokenizer.json")
+
+
+def test_the_gpu_config_parses_and_scores_glue_validation_without_items(tmp_path):
+    config = load_config(REPO_ROOT / "configs/compare/glue-base.yaml")
+    assert len(config.tasks) == 8 and config.stage == "design" and not config.evaluation["text"]
+    assert compare.finetune_values(config, config.tasks[0])["do_predict"] is False  # no local files: validation only
+    # bf16 is refused by TrainingArguments on a CPU-only machine: check the rest.
+    config.pretrain_args.pop("bf16")
+    for task in config.tasks:
+        task.args.pop("bf16")
+    compare.check_arguments(config, {})
 
 
 class ShaFailsPipeline(FakePipeline):
     def fake_pretrain(self, argv):
         if option(argv, "attention_type") == "sha":
-            raise RuntimeError("sha diverged")
+            raise ValueError("sha diverged")
         return super().fake_pretrain(argv)
 
 
-def test_a_model_failing_in_its_process_stops_the_comparison_with_its_error(tmp_path):
-    config = load_config(write_config(tmp_path, attention_types=["mha", "sha"], seeds=[42], jobs=2))
-    with pytest.raises(RuntimeError, match="sha diverged"):
-        run_comparison(config, ShaFailsPipeline())
-    assert not (Path(config.runs_dir) / "records" / "sha-seed42-pretrain.json").exists()
-
-
-@pytest.mark.parametrize(
-    "changes, message",
-    [
-        ({"attention_types": ["mhe_mul", "mqa"]}, "must include 'mha'"),
-        ({"attention_types": ["mha", "mla"]}, "unknown"),
-        ({"seeds": []}, "seeds"),
-        ({"finetune": {"rte": {"config": "configs/finetune/wordnet-supersense.yaml"}}}, "needs a `metric`"),
-        ({"finetune": {"rte": {"config": "configs/finetune/nope.yaml", "metric": "eval_accuracy"}}}, "not found"),
-        ({"finetune": {"rte": {"metric": "eval_accuracy", "args": {"seed": 1}}}}, "set by the comparison"),
-        ({"warmup": 3}, "Unknown key"),
-        ({"jobs": 0}, "jobs must be a positive integer"),
-    ],
-)
-def test_bad_configs_fail_before_anything_runs(tmp_path, changes, message):
-    pipeline = FakePipeline()
-    with pytest.raises((ValueError, FileNotFoundError), match=message):
-        main(["--config", str(write_config(tmp_path, **changes))], pipeline=pipeline)
-    assert pipeline.calls == []
-
-
-def test_a_typo_in_a_task_argument_fails_before_pretraining(tmp_path):
-    finetune = {"rte": {"config": "configs/finetune/wordnet-supersense.yaml", "metric": "eval_accuracy",
-                        "args": {"max_train_smaples": 8}}}
-    pipeline = FakePipeline()
-    with pytest.raises(UsageError, match="max_train_smaples"):
-        main(["--config", str(write_config(tmp_path, finetune=finetune))], pipeline=pipeline)
-    assert pipeline.calls == []
-
-
-def test_a_missing_metric_names_the_available_ones(tmp_path):
-    finetune = {"rte": {"config": "configs/finetune/wordnet-supersense.yaml", "metric": "eval_f1",
-                        "args": {"task_name": "rte"}}}
-    with pytest.raises(KeyError, match="eval_accuracy"):
-        main(["--config", str(write_config(tmp_path, finetune=finetune, seeds=[42]))], pipeline=FakePipeline())
-    assert not (tmp_path / "report").exists()  # no report from a failed comparison
-
-
-def test_shipped_configs_parse_with_the_pipelines_parsers(tmp_path):
-    offline = load_config("configs/compare/wordnet-tiny.yaml")
-    assert sorted(offline.attention_types) == sorted(ATTENTION_TYPES) and len(offline.seeds) >= 3
-    check_arguments(offline)
-    assert "{" not in " ".join(pretrain_argv(offline, "mha", 42, tmp_path))  # every placeholder resolved
-    # Both WordNet comparisons soften the recipe's neighbour start and change no other model option of the recipe.
-    for comparison in (offline, load_config("configs/compare/wordnet-tiny-long.yaml")):
-        recipe = parse_config_overrides(yaml.safe_load(Path(comparison.pretrain_config).read_text())["config_overrides"])
-        ours = parse_config_overrides(comparison.pretrain_args["config_overrides"])
-        assert ours.pop("relative_attention_neighbour_init") == 3.0 != recipe.pop("relative_attention_neighbour_init")
-        assert ours == recipe
-
-    # The GPU config asks for bf16, which TrainingArguments refuses on a CPU-only machine: check the rest.
-    full = load_config("configs/compare/glue-base.yaml")
-    assert len(full.tasks) == 8 and full.finetune_seeds == [42, 43, 44]
-    full.pretrain_args.pop("bf16")
-    parse_args(PRETRAIN_ARGUMENTS, pretrain_argv(full, "mhe_mul", 42, tmp_path))
-    for task in full.tasks:
-        task.args.pop("bf16")
-        parse_args(FINETUNE_ARGUMENTS, finetune_argv(task, tmp_path, 42, tmp_path))
-
-
-def test_to_argv_writes_what_hf_argument_parser_reads():
-    assert to_argv({"max_steps": 10, "train_files": ["a", "b"], "do_train": True, "skip": None}) == [
-        "--max_steps", "10", "--train_files", "a", "b", "--do_train", "true"
-    ]
-
-
-def test_prepared_wordnet_is_reused_and_a_missing_tokenizer_trained(tmp_path):
-    subset, full = tmp_path / "subset", tmp_path / "full"
-    for folder, synsets in ((subset, 500), (full, 117_659)):
-        folder.mkdir()
-        (folder / "counts.json").write_text(json.dumps({"synsets": synsets}))
-    assert choose_wordnet_dir([str(subset), str(full), "x"], None) == str(full)
-    assert choose_wordnet_dir([str(subset), str(full), "x"], 500) == str(subset)
-    assert choose_wordnet_dir([str(tmp_path / "missing"), "x"], None) == "x"
-
-    (full / "corpus.txt").write_text("the cat sat on the mat\na dog ran in the park\n" * 20)
-    tokenizer_dir = tmp_path / "tokenizer"
-    counts = prepare_data({"wordnet_dir": str(full), "tokenizer_dir": str(tokenizer_dir), "vocab_size": 60})
-    assert counts == {"synsets": 117_659}
-    assert (tokenizer_dir / "tokenizer.json").is_file()
-
-
-def test_prepared_data_of_another_size_is_an_error(tmp_path):
-    wordnet_dir = tmp_path / "wordnet"
-    wordnet_dir.mkdir()
-    (wordnet_dir / "counts.json").write_text(json.dumps({"synsets": 500}))
-    with pytest.raises(ValueError, match="holds 500 WordNet synsets"):
-        prepare_data({"wordnet_dir": str(wordnet_dir), "max_synsets": 1000})
-    (wordnet_dir / "corpus.txt").write_text("the cat sat on the mat\na dog ran in the park\n" * 20)
-    prepare_data({"wordnet_dir": str(wordnet_dir), "max_synsets": 500, "tokenizer_dir": str(tmp_path / "tok"), "vocab_size": 60})
-    with pytest.raises(ValueError, match="tokenizer"):
-        prepare_data({"wordnet_dir": str(wordnet_dir), "max_synsets": 500, "tokenizer_dir": str(tmp_path / "tok"), "vocab_size": 10})
-
-
-def test_paired_interval_is_the_student_t_interval_of_the_mean():
-    # Values 1, 2, 3: mean 2, std 1; t(0.975, 2 degrees of freedom) = 4.302653 (statistical tables).
-    interval = paired_interval([1.0, 2.0, 3.0])
-    half = 4.302653 / 3**0.5
-    assert (interval["mean"], interval["n"]) == (2.0, 3)
-    assert (interval["low"], interval["high"]) == (pytest.approx(2 - half), pytest.approx(2 + half))
-    # t(0.95, 2) = 2.919986 for a 90% interval; more values with the same spread give a narrower one.
-    assert paired_interval([1.0, 2.0, 3.0], confidence=0.9)["high"] == pytest.approx(2 + 2.919986 / 3**0.5)
-    assert paired_interval([1.0, 2.0, 3.0] * 3)["high"] - 2 < half
-    single = paired_interval([0.9])
-    assert single["mean"] == 0.9 and single["low"] != single["low"]  # NaN: no interval from one value
-    with pytest.raises(ValueError, match="at least one value"):
-        paired_interval([])
-
-
-def test_report_states_which_differences_are_significant(tmp_path):
-    report = main(["--config", str(write_config(tmp_path, seeds=[42, 43, 44]))], pipeline=FakePipeline())
-    # Every run of a type is its MHA run times a constant-ish ratio: SHA (0.60 vs 0.80) is far below MHA on every
-    # seed, so its PRR interval excludes 1; MHA's own PRR is exactly 1 and not significant.
-    rte = report["summary"]["sha"]["tasks"]["rte"]
-    assert rte["prr_ci"]["high"] < 1 and rte["prr_significant"] is True
-    assert report["summary"]["mha"]["tasks"]["rte"]["prr_significant"] is False
-    # Paired differences: MHE-MUL - SHA = 0.18 on every seed (significant), with an interval of zero width.
-    difference = report["differences"]["mhe_mul - sha"]["rte"]
-    assert difference["mean"] == pytest.approx(0.18) and difference["significant"] is True
-    assert set(report["differences"]) == {f"{first} - {second}" for first in ("mhe_mul", "mhe_add")
-                                          for second in ATTENTION_TYPES if second != first}
-    markdown = (tmp_path / "report" / "comparison.md").read_text()
-    assert "- mhe_mul - sha, rte: +0.1800" in markdown and "significant" in markdown
-
-
-def test_wordnet_data_prepared_before_the_pair_task_is_prepared_again(tmp_path, monkeypatch):
-    import shutil
-
-    from test_wordnet import write_fake_wordnet
-
-    from mhe_transformers.data.wordnet import prepare_wordnet
-
-    monkeypatch.setenv("WNSEARCHDIR", str(write_fake_wordnet(tmp_path / "dict")))
-    prepared = tmp_path / "wordnet"
-    synsets = prepare_wordnet(prepared)["synsets"]
-    shutil.rmtree(prepared / "supersense-pairs")  # as an older prepare_wordnet left it
-    counts = prepare_data({"wordnet_dir": str(prepared), "max_synsets": synsets})
-    assert (prepared / "supersense-pairs" / "train.jsonl").is_file() and counts["pairs_train"] > 0
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# PRR of the pretraining metrics, and the causal track (a pretraining-only comparison)
-# ---------------------------------------------------------------------------------------------------------------
-
-# Held-out perplexity and accuracy per (type, seed): MHE-MUL is worse than MHA on every seed, by a ratio that moves.
-PERPLEXITY = {"mha": {42: 100.0, 43: 110.0, 44: 90.0}, "mhe_mul": {42: 125.0, 43: 135.0, 44: 110.0}}
-ACCURACY = {"mha": {42: 0.40, 43: 0.42, 44: 0.38}, "mhe_mul": {42: 0.36, 43: 0.40, 44: 0.38}}
-
-
-class FakeCausalPipeline(FakePipeline):
-    """Pretraining returns the metrics above (and a unigram baseline); fine-tuning is never called."""
-
-    def fake_pretrain(self, argv):
-        super().fake_pretrain(argv)
-        attention_type, seed = option(argv, "attention_type"), int(option(argv, "seed"))
-        ppl = PERPLEXITY[attention_type][seed]
-        return {"eval_loss": math.log(ppl), "perplexity": ppl, "eval_accuracy": ACCURACY[attention_type][seed],
-                "eval_unigram_loss": 6.0 + seed / 100}
-
-
-def causal_config(tmp_path, metrics=("perplexity", "eval_loss", "eval_accuracy", "eval_unigram_loss"), **changes):
-    pretrain = {"config": "configs/pretrain/wordnet-clm-tiny.yaml", "args": {"model_config": "configs/model/tiny.json"},
-                "metrics": list(metrics)}
-    return write_config(tmp_path, attention_types=["mha", "mhe_mul"], seeds=[42, 43, 44], pretrain=pretrain,
-                        finetune=None, **changes)
-
-
-def test_lower_is_better_metrics_divide_mha_by_the_type():
-    assert [lower_is_better(m) for m in ("eval_loss", "test_loss", "perplexity", "eval_unigram_loss")] == [True] * 4
-    assert [lower_is_better(m) for m in ("eval_accuracy", "test_f1", "average", "eval_matthews_correlation")] == [False] * 4
-    # A perplexity of 125 against MHA's 100 keeps 0.8 of MHA's quality; an accuracy of 0.3 against 0.4, 0.75.
-    assert retention(125.0, 100.0, "perplexity") == pytest.approx(0.8)
-    assert retention(80.0, 100.0, "perplexity") == pytest.approx(1.25)
-    assert retention(0.3, 0.4, "eval_accuracy") == pytest.approx(0.75)
-    assert math.isnan(retention(1.0, 0.0, "eval_accuracy")) and math.isnan(retention(0.0, 1.0, "eval_loss"))
-
-
-def test_pretraining_prr_is_paired_by_seed_and_inverted_for_perplexity(tmp_path):
-    pipeline = FakeCausalPipeline()
-    report = main(["--config", str(causal_config(tmp_path))], pipeline=pipeline)
-    assert [call[0] for call in pipeline.calls] == ["pretrain"] * 6  # no tasks: nothing fine-tuned
-
-    # By hand: per-seed PRR = MHA's perplexity / MHE-MUL's = 100/125, 110/135, 90/110; mean ± t(0.975, 2) s / sqrt(3).
-    ratios = [0.8, 110 / 135, 90 / 110]
-    mean = sum(ratios) / 3
-    std = (sum((r - mean) ** 2 for r in ratios) / 2) ** 0.5
-    half = 4.302653 * std / 3**0.5
-    ppl = report["summary"]["mhe_mul"]["pretrain"]["perplexity"]
-    assert ppl["mean"] == pytest.approx(370 / 3) and ppl["n"] == 3
-    assert ppl["prr"] == pytest.approx(100.0 / (370 / 3))  # MHA's mean over the type's, not the other way round
-    assert ppl["prr"] < 1 and ppl["prr_ci"]["high"] < 1  # worse than MHA on every seed: PRR below 1
-    assert ppl["prr_std"] == pytest.approx(std)
-    assert (ppl["prr_ci"]["mean"], ppl["prr_ci"]["low"], ppl["prr_ci"]["high"]) == (
-        pytest.approx(mean), pytest.approx(mean - half), pytest.approx(mean + half))
-    assert ppl["prr_significant"] is True
-    # The loss is lower-is-better too; accuracy divides the type by MHA: 0.36/0.40, 0.40/0.42, 0.38/0.38.
-    loss = report["summary"]["mhe_mul"]["pretrain"]["eval_loss"]
-    assert loss["prr_ci"]["mean"] == pytest.approx(sum(
-        math.log(PERPLEXITY["mha"][s]) / math.log(PERPLEXITY["mhe_mul"][s]) for s in (42, 43, 44)) / 3)
-    accuracy = report["summary"]["mhe_mul"]["pretrain"]["eval_accuracy"]
-    assert accuracy["prr_ci"]["mean"] == pytest.approx((0.9 + 0.40 / 0.42 + 1.0) / 3)
-    assert accuracy["prr"] == pytest.approx(1.14 / 1.20)
-    # The unigram baseline measures the data: reported, no PRR. MHA against itself: PRR exactly 1, not significant.
-    assert set(report["summary"]["mhe_mul"]["pretrain"]["eval_unigram_loss"]) == {"mean", "std", "n"}
-    assert report["summary"]["mha"]["pretrain"]["perplexity"]["prr"] == 1.0
-    assert report["summary"]["mha"]["pretrain"]["perplexity"]["prr_significant"] is False
-    # Paired differences of the pretraining metrics, by seed: MHE-MUL's perplexity is 25, 25, 20 above MHA's.
-    assert report["differences"]["mhe_mul - mha"]["perplexity"]["mean"] == pytest.approx(70 / 3)
-    assert "eval_unigram_loss" not in report["differences"]["mhe_mul - mha"]
-
-    markdown = (tmp_path / "report" / "comparison.md").read_text()
-    assert "| CLM perplexity PRR [95% CI] |" in markdown and "CLM unigram loss PRR" not in markdown
-    assert f"| {ppl['prr']:.3f} [{mean - half:.3f}, {mean + half:.3f}]* |" in markdown
-    assert f"- mhe_mul, CLM perplexity: PRR {mean:.3f} [{mean - half:.3f}, {mean + half:.3f}], significantly worse than MHA" in markdown
-    assert "Fine-tuning" not in markdown
-    assert (tmp_path / "report" / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_prr_metrics_choose_which_pretraining_metrics_get_a_prr(tmp_path):
-    config = load_config(causal_config(tmp_path))
-    assert config.prr_metrics == ["perplexity", "eval_loss", "eval_accuracy"]  # default: all but the unigram's
-    pretrain = {"config": "configs/pretrain/wordnet-clm-tiny.yaml", "metrics": ["perplexity", "eval_loss"],
-                "prr_metrics": ["perplexity"]}
-    config = load_config(write_config(tmp_path, pretrain=pretrain, finetune=None, attention_types=["mha", "mhe_mul"]))
-    report = run_comparison(config, FakeCausalPipeline())
-    assert "prr" in report["summary"]["mha"]["pretrain"]["perplexity"]
-    assert "prr" not in report["summary"]["mha"]["pretrain"]["eval_loss"]
-    with pytest.raises(ValueError, match="not among pretrain.metrics"):
-        load_config(write_config(tmp_path, pretrain={**pretrain, "prr_metrics": ["eval_accuracy"]}))
-
-
-@pytest.mark.parametrize(
-    "changes, message",
-    [
-        ({"finetune": None, "pretrain": {"config": "configs/pretrain/wordnet-clm-tiny.yaml"}}, "pretrain.metrics"),
-        ({"finetune": None, "finetune_seeds": [1, 2]}, "finetune_seeds needs"),
-        ({"finetune": ["rte"]}, "must map task names"),
-    ],
-)
-def test_bad_pretraining_only_configs_fail_before_anything_runs(tmp_path, changes, message):
-    with pytest.raises(ValueError, match=message):
-        main(["--config", str(write_config(tmp_path, **changes))], pipeline=FakePipeline())
-
-
-def test_shipped_causal_config_is_a_pretraining_only_comparison_sharing_the_mlm_data(tmp_path):
-    causal, masked = load_config("configs/compare/wordnet-clm-tiny.yaml"), load_config("configs/compare/wordnet-tiny.yaml")
-    assert causal.tasks == [] and "perplexity" in causal.prr_metrics
-    assert sorted(causal.attention_types) == sorted(ATTENTION_TYPES) and causal.seeds == [42, 43, 44]
-    assert causal.prepare == masked.prepare  # the same data share and tokenizer folder
-    assert causal.runs_dir != masked.runs_dir and causal.output_dir != masked.output_dir
-    check_arguments(causal)
-    argv = pretrain_argv(causal, "mha", 42, tmp_path)
-    args = parse_args(PRETRAIN_ARGUMENTS, argv)
-    assert args[1].objective == "clm" and "{" not in " ".join(argv)
-
-
-def test_micro_causal_comparison_through_the_real_pipeline(tmp_path, tiny_corpus, tiny_tokenizer_dir):
-    args = {
-        "model_config": str(REPO_ROOT / "configs/model/tiny.json"),
-        "config_overrides": "hidden_size=32,intermediate_size=64,num_hidden_layers=1,max_position_embeddings=64",
-        "tokenizer_name": str(tiny_tokenizer_dir), "train_files": [str(tiny_corpus)], "max_seq_length": 32,
-        "validation_split_percentage": 10, "max_steps": 3, "per_device_train_batch_size": 8,
-        "per_device_eval_batch_size": 16, "save_strategy": "no", "report_to": "none", "disable_tqdm": True,
-        "use_cpu": True, "log_level": "warning",
-    }
-    pretrain = {"config": str(REPO_ROOT / "configs/pretrain/wordnet-clm-tiny.yaml"), "args": args,
-                "metrics": ["perplexity", "eval_loss", "eval_accuracy"]}
-    report = main(["--config", str(write_config(tmp_path, attention_types=["mha", "mhe_mul"], pretrain=pretrain,
-                                                finetune=None))])
-    saved = json.loads((tmp_path / "report" / "comparison.json").read_text())
-    assert saved["objective"] == "clm" and saved["summary"] == report["summary"]
-    values = {(run["attention_type"], run["seed"]): run["pretrain"] for run in saved["runs"]}
-    for run in values.values():  # the pipeline's perplexity reaches the record: exp(held-out loss)
-        assert run["perplexity"] == pytest.approx(math.exp(run["eval_loss"])) and 0 <= run["eval_accuracy"] <= 1
-    expected = [values[("mha", s)]["perplexity"] / values[("mhe_mul", s)]["perplexity"] for s in (42, 43)]
-    ppl = saved["summary"]["mhe_mul"]["pretrain"]["perplexity"]
-    assert ppl["prr_ci"]["mean"] == pytest.approx(sum(expected) / 2) and ppl["prr_ci"]["n"] == 2
-    markdown = (tmp_path / "report" / "comparison.md").read_text()
-    assert "| CLM perplexity PRR [95% CI] |" in markdown and f"- mhe_mul, CLM perplexity: PRR {ppl['prr_ci']['mean']:.3f}" in markdown
+def test_a_run_failing_in_its_process_stops_the_comparison_with_its_error(toy, tmp_path):
+    with pytest.raises(RuntimeError, match="base/sha, seed 42: ValueError: sha diverged"):
+        main(["--comparison", str(toy(jobs=2, seeds=[42]))], pipeline=ShaFailsPipeline())
+    records = compare.read_records(tmp_path / "records" / "toy")
+    assert {r["attention_type"] for r in records} <= {"mha", "mhe_mul"}  # the others' records are kept

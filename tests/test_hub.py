@@ -196,6 +196,13 @@ def test_parameter_counts_follow_the_papers_formula():
     assert counts["mha_total"] - counts["total"] == counts["mha_attention"] - counts["attention"]
 
 
+
+@pytest.mark.parametrize("attention_type", ["mhe_mul", "mhe_add"])
+def test_parameter_counts_of_frozen_head_embeddings_compare_with_plain_mha(attention_type):
+    counts = parameter_counts(tiny_config(attention_type=attention_type, freeze_head_embeddings=True), "MHEModel")
+    assert counts == parameter_counts(tiny_config(attention_type=attention_type), "MHEModel")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Model card
 

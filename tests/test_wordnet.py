@@ -295,3 +295,17 @@ def test_supersense_pairs_do_not_scan_a_whole_supersense_per_synset(monkeypatch)
     synsets = [Synset(f"n{i}", lexnames[i % 2], (f"word{i}",), f"gloss {i}", ()) for i in range(400)]
     pairs = supersense_pairs(synsets)
     assert len(pairs) == 800 and len(calls) == len(synsets)
+
+
+def test_heldout_texts_are_the_validation_and_test_synsets_and_the_manifest_hashes_the_files(fake_wordnet, tmp_path):
+    output = tmp_path / "prepared"
+    counts = prepare_wordnet(output, fake_wordnet)
+    synsets = list(iter_synsets(fake_wordnet))
+    for split in ("validation", "test"):
+        lines = (output / "heldout" / f"{split}.txt").read_text().splitlines()
+        expected = wordnet.synset_texts([s for s in synsets if split_of(s.synset_id) == split])
+        assert lines == expected and counts[f"heldout_lines_{split}"] == len(lines) > 0
+        assert not set(lines) & set((output / "corpus.txt").read_text().splitlines())
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["content_hash"] == wordnet.folder_hash(output)
+    assert manifest["inputs_hash"] == wordnet.wordnet_inputs_hash(fake_wordnet, manifest["parameters"])

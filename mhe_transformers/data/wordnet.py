@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..utils import cli
-from ..utils.run_folder import atomic_directory, check_output_dir, claim_output_dir
+from ..utils.run_folder import OUTPUT_MARKER, atomic_directory, check_output_dir, claim_output_dir
 
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 
@@ -213,6 +213,11 @@ def supersense_pairs(synsets: Sequence[Synset]) -> list[dict[str, str]]:
     return pairs
 
 
+# The files prepare_wordnet writes besides the task folders: a manifest that says what made them (checked on use).
+MANIFEST = "manifest.json"
+HELDOUT_DIR = "heldout"  # heldout/{validation,test}.txt: the texts of the held-out synsets, for language-model scores
+
+
 def prepare_wordnet(
     output_dir: str | os.PathLike,
     wordnet_dir: str | os.PathLike | None = None,
@@ -229,12 +234,16 @@ def prepare_wordnet(
       of the train split contribute, so a model pretrained on it has not seen the glosses it
       is later evaluated on (validation/test) — the held-out numbers stay honest. Pass
       `corpus_splits=SPLITS` to pretrain on every gloss.
+    * `heldout/{validation,test}.txt`: the same kind of lines from the validation and test synsets, for held-out
+      language-model scores.
     * `supersense/{train,validation,test}.jsonl`: `{"id", "text" (definition), "label" (lexname)}`.
     * `supersense/labels.json`: the 45 lexnames (`SUPERSENSES`), in lexfile-number order.
     * `supersense-pairs/{train,validation,test}.jsonl` and `labels.json`: the sentence-pair task of
       `supersense_pairs` ("do these two glosses define the same kind of thing?", hard negatives), each split built
       from its own synsets only.
     * `counts.json`: the counts returned, with the most frequent train label and its share of test.
+    * `manifest.json`: `inputs_hash` (this module's source, the parameters and the WordNet files: what made the
+      folder) and `content_hash` (of every file written: what a result computed from them depends on).
 
     `max_synsets` keeps a deterministic pseudo-random subset of that many synsets (the ones
     with the smallest hash of their id), for fast tests and demos; each split keeps its share.
@@ -244,63 +253,121 @@ def prepare_wordnet(
     unknown = set(corpus_splits) - set(SPLITS)
     if unknown:
         raise ValueError(f"Unknown corpus split(s) {sorted(unknown)}; choose from {SPLITS}.")
-    synsets = list(iter_synsets(wordnet_dir))
-    if max_synsets is not None and max_synsets < len(synsets):
-        # A second salt keeps the sample independent of the split assignment.
-        ranked = sorted(synsets, key=lambda synset: _hash_fraction("sample:" + synset.synset_id))
-        keep = {synset.synset_id for synset in ranked[:max_synsets]}
-        synsets = [synset for synset in synsets if synset.synset_id in keep]  # back in file order
-
-    examples_by_split = {split: [] for split in SPLITS}
-    corpus_lines = []
-    for synset in synsets:
-        split = split_of(synset.synset_id)
-        if synset.definition:
-            example = {"id": synset.synset_id, "text": synset.definition, "label": synset.lexname}
-            examples_by_split[split].append(example)
-        if split in corpus_splits:
-            corpus_lines += [synset.definition] if synset.definition else []
-            corpus_lines += list(synset.examples) if include_examples else []
-
-    train_labels = collections.Counter(example["label"] for example in examples_by_split["train"])
-    majority_label = train_labels.most_common(1)[0][0] if train_labels else None
-    test_examples = examples_by_split["test"]
+    parameters = {"max_synsets": max_synsets, "corpus_splits": list(corpus_splits), "include_examples": include_examples}
+    synsets = select_synsets(list(iter_synsets(wordnet_dir)), max_synsets)
+    synsets_by_split = {split: [s for s in synsets if split_of(s.synset_id) == split] for split in SPLITS}
+    examples_by_split = {
+        split: [{"id": s.synset_id, "text": s.definition, "label": s.lexname} for s in members if s.definition]
+        for split, members in synsets_by_split.items()
+    }
+    texts_by_split = {split: synset_texts(members, include_examples) for split, members in synsets_by_split.items()}
+    corpus_lines = [line for split in SPLITS if split in corpus_splits for line in texts_by_split[split]]
+    pairs_by_split = {split: supersense_pairs(members) for split, members in synsets_by_split.items()}
     counts = {
         "synsets": len(synsets),
         "corpus_lines": len(corpus_lines),
         **{split: len(examples) for split, examples in examples_by_split.items()},
         "labels": len(SUPERSENSES),
-        # Accuracy on test of always predicting the most frequent train label: the floor to beat.
-        "majority_label": majority_label,
-        "test_majority_share": (
-            sum(example["label"] == majority_label for example in test_examples) / len(test_examples)
-            if test_examples
-            else 0.0
-        ),
+        **majority_baseline(examples_by_split),
+        **{f"pairs_{split}": len(pairs) for split, pairs in pairs_by_split.items()},
+        **{f"heldout_lines_{split}": len(texts_by_split[split]) for split in ("validation", "test")},
     }
-
-    synsets_by_split = {split: [s for s in synsets if split_of(s.synset_id) == split] for split in SPLITS}
-    pairs_by_split = {split: supersense_pairs(split_synsets) for split, split_synsets in synsets_by_split.items()}
-    counts.update({f"pairs_{split}": len(pairs) for split, pairs in pairs_by_split.items()})
-
+    files = {"corpus.txt": _lines(corpus_lines), "counts.json": json.dumps(counts, indent=1) + "\n"}
+    files.update({f"{HELDOUT_DIR}/{split}.txt": _lines(texts_by_split[split]) for split in ("validation", "test")})
+    for folder, rows_by_split, labels in (
+        ("supersense", examples_by_split, SUPERSENSES),
+        (PAIRS_DIR, pairs_by_split, PAIR_LABELS),
+    ):
+        files.update({f"{folder}/{split}.jsonl": _lines(map(json.dumps, rows)) for split, rows in rows_by_split.items()})
+        files[f"{folder}/labels.json"] = json.dumps(list(labels), indent=1 if folder == "supersense" else None) + "\n"
+    manifest = {"inputs_hash": wordnet_inputs_hash(wordnet_dir, parameters), "parameters": parameters,
+                "content_hash": files_hash(files)}  # fmt: skip
+    files[MANIFEST] = json.dumps(manifest, indent=1) + "\n"
     with atomic_directory(output_dir) as tmp_dir:
-        (tmp_dir / "corpus.txt").write_text("".join(line + "\n" for line in corpus_lines), encoding="utf-8")
-        pairs_dir = tmp_dir / PAIRS_DIR
-        pairs_dir.mkdir()
-        for split, pairs in pairs_by_split.items():
-            with open(pairs_dir / f"{split}.jsonl", "w", encoding="utf-8") as f:
-                for pair in pairs:
-                    f.write(json.dumps(pair) + "\n")
-        (pairs_dir / "labels.json").write_text(json.dumps(list(PAIR_LABELS)) + "\n", encoding="utf-8")
-        supersense_dir = tmp_dir / "supersense"
-        supersense_dir.mkdir()
-        for split, examples in examples_by_split.items():
-            with open(supersense_dir / f"{split}.jsonl", "w", encoding="utf-8") as f:
-                for example in examples:
-                    f.write(json.dumps(example) + "\n")
-        (supersense_dir / "labels.json").write_text(json.dumps(list(SUPERSENSES), indent=1) + "\n", encoding="utf-8")
-        (tmp_dir / "counts.json").write_text(json.dumps(counts, indent=1) + "\n", encoding="utf-8")
+        for name, content in files.items():
+            (tmp_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_dir / name).write_text(content, encoding="utf-8")
     return counts
+
+
+def select_synsets(synsets: list[Synset], max_synsets: int | None) -> list[Synset]:
+    """All synsets, or the `max_synsets` with the smallest hash of their id (back in file order)."""
+    if max_synsets is None or max_synsets >= len(synsets):
+        return synsets
+    # A second salt keeps the sample independent of the split assignment.
+    ranked = sorted(synsets, key=lambda synset: _hash_fraction("sample:" + synset.synset_id))
+    keep = {synset.synset_id for synset in ranked[:max_synsets]}
+    return [synset for synset in synsets if synset.synset_id in keep]
+
+
+def synset_texts(synsets: Sequence[Synset], include_examples: bool = True) -> list[str]:
+    """Each synset's definition and (if asked) example sentences, one per line, in the given order."""
+    lines = []
+    for synset in synsets:
+        lines += [synset.definition] if synset.definition else []
+        lines += list(synset.examples) if include_examples else []
+    return lines
+
+
+def majority_baseline(examples_by_split: dict[str, list[dict]]) -> dict[str, str | float | None]:
+    """The most frequent train label and its share of test: the accuracy of always predicting it, the floor."""
+    train_labels = collections.Counter(example["label"] for example in examples_by_split["train"])
+    majority_label = train_labels.most_common(1)[0][0] if train_labels else None
+    test = examples_by_split["test"]
+    share = sum(example["label"] == majority_label for example in test) / len(test) if test else 0.0
+    return {"majority_label": majority_label, "test_majority_share": share}
+
+
+def _lines(items) -> str:
+    return "".join(item + "\n" for item in items)
+
+
+def files_hash(files: dict[str, str | bytes]) -> str:
+    """sha256 over the sorted relative names and contents of a folder's files."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        content = files[name]
+        digest.update(name.encode() + b"\0" + (content.encode("utf-8") if isinstance(content, str) else content) + b"\0")
+    return digest.hexdigest()
+
+
+def folder_hash(folder: str | os.PathLike, skip: Sequence[str] = (MANIFEST,)) -> str:
+    """`files_hash` of the files under `folder` as they are on disk, without `skip` and the output marker."""
+    folder = Path(folder)
+    files = {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in folder.rglob("*")
+        if path.is_file() and path.name not in (*skip, OUTPUT_MARKER)
+    }
+    return files_hash(files)
+
+
+def wordnet_inputs_hash(wordnet_dir: str | os.PathLike | None, parameters: dict) -> str:
+    """What a prepared folder is made from: this module's source, the parameters and WordNet's data files."""
+    directory = find_wordnet_dir(wordnet_dir)
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(json.dumps(parameters, sort_keys=True).encode())
+    for suffix in DATA_FILES:
+        digest.update((directory / f"data.{suffix}").read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_wordnet(
+    output_dir: str | os.PathLike, wordnet_dir: str | os.PathLike | None = None, *, max_synsets: int | None = None
+) -> dict:
+    """The folder `prepare_wordnet(output_dir, wordnet_dir, max_synsets=...)` would write, prepared again unless its
+    manifest shows it was made from the same code, parameters and WordNet files and its files are unchanged since.
+    Never silently reuses a stale folder. Returns the manifest, with the counts under "counts"."""
+    output_dir = Path(output_dir)
+    parameters = {"max_synsets": max_synsets, "corpus_splits": ["train"], "include_examples": True}
+    manifest_path = output_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    fresh = manifest.get("inputs_hash") == wordnet_inputs_hash(wordnet_dir, parameters)
+    if not (fresh and manifest.get("content_hash") == folder_hash(output_dir)):
+        prepare_wordnet(output_dir, wordnet_dir, max_synsets=max_synsets)
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    counts = json.loads((output_dir / "counts.json").read_text(encoding="utf-8"))
+    return {**manifest, "counts": counts}
 
 
 @dataclass

@@ -96,7 +96,9 @@ def parameter_counts(config: MHEConfig, architecture: str | None = None) -> dict
     """
     architecture = architecture or (config.architectures or ["MHEModel"])[0]
     model_class = getattr(modeling_mhe, architecture)
-    mha_config = MHEConfig.from_dict({**config.to_dict(), "attention_type": "mha", "num_key_value_heads": None})
+    mha_config = MHEConfig.from_dict(
+        {**config.to_dict(), "attention_type": "mha", "num_key_value_heads": None, "freeze_head_embeddings": False}
+    )  # frozen head embeddings are MHE-only: the MHA of the same size has none
     counts = count_config_parameters(model_class, config)
     mha_counts = count_config_parameters(model_class, mha_config)
     return {

@@ -35,6 +35,7 @@ from ..models.mhe.modeling_mhe import MHEForSequenceClassification
 from ..utils import cli
 from . import arguments, loop
 from .arguments import MHETrainingArguments
+from .optimizer import MHETrainer
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +307,7 @@ def run(
         splits, labelled, setup, label_names, tokenizer, data_args, training_args, model_label_names
     )
     train_name, validation_name, *other_validation = setup.splits["train"] + setup.splits["validation"]
-    trainer = Trainer(
+    trainer = MHETrainer(
         model=model,
         args=training_args,
         train_dataset=encoded.get(train_name),

@@ -33,6 +33,7 @@ from ..data import text
 from ..utils import cli
 from . import arguments, loop
 from .arguments import MHETrainingArguments, ModelArguments
+from .optimizer import MHETrainer
 
 
 def best_span(
@@ -211,7 +212,7 @@ def run(
         train_features = training_windows(raw["train"], tokenizer, data_args, training_args)
     if training_args.do_eval:
         eval_examples, eval_features = evaluation_windows(raw["validation"], tokenizer, data_args, training_args)
-    trainer = Trainer(
+    trainer = MHETrainer(
         model=model,
         args=training_args,
         train_dataset=train_features,

@@ -37,6 +37,7 @@ from ..models.mhe.configuration_mhe import ATTENTION_TYPES, AttentionType
 from ..utils import cli
 from . import arguments, loop
 from .arguments import MHETrainingArguments
+from .optimizer import MHETrainer
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +335,7 @@ def make_trainer(
     else:
         collator = BatchSeededMLMCollator(tokenizer, mlm_probability=data_args.mlm_probability, seed=training_args.seed)
         compute_metrics = masked_lm_metrics(unigram, tokenizer.mask_token_id)
-    return Trainer(
+    return MHETrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,

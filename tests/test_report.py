@@ -1,0 +1,86 @@
+"""`make report` (mhe_transformers/experiments/report.py): the tables and figure come from the records alone, are
+byte-identical when rebuilt, and say what is missing when records are."""
+
+import shutil
+
+import pytest
+from test_compare import FakePipeline, write_comparison
+
+from mhe_transformers.experiments import compare, report
+from mhe_transformers.models.mhe.parameter_counts import attention_parameter_formula
+
+
+@pytest.fixture
+def folder(tmp_path, tiny_classification_dir):
+    """A configs folder with a toy design stage and a toy main comparison (final), records in folder/records."""
+    write_comparison(tmp_path, tiny_classification_dir, name="ablation", seeds=[42, 43],
+                     groups={"absolute": {"types": ["mha", "mhe_mul"], "position": "absolute"},
+                             "shared_bias": {"types": ["mha", "mhe_mul"], "position": "absolute"}})  # fmt: skip
+    write_comparison(tmp_path, tiny_classification_dir, name="main", stage="final", seeds=[42, 43, 44],
+                     groups={"main": {"types": ["mha", "mhe_mul", "mhe_add"], "position": "absolute"},
+                             "matched": {"types": ["mha"], "position": "absolute", "model": {"head_dim": 6},
+                                         "reference": "main"}})  # fmt: skip
+    return tmp_path
+
+
+def build(folder):
+    page, figure = folder / "docs" / "comparison.md", folder / "docs" / "prr.png"
+    report.write_report(folder, folder / "records", page, figure)
+    return page.read_bytes(), figure.read_bytes()
+
+
+def test_with_no_records_the_page_says_what_is_missing(folder):
+    page, figure = build(folder)
+    text = page.decode()
+    assert "| ablation | design | 0 | 8 | 0.1 | 0 |" in text and "| main | final | 0 | 12 | 0.2 | 0 |" in text
+    assert "- main: every run missing (`make compare-main" in text
+    assert "Choice of `position`: not yet (0 of 8 runs recorded)." in text
+    assert "| main/mhe_mul vs main/mha, task | – | – | – | 0 | – | – |" in text
+    assert figure[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_partial_records_give_n_per_cell_primary_endpoints_and_identical_rebuilds(folder):
+    compare.main(["--comparison", str(folder / "main.yaml"), "--max_runs", "8"], pipeline=FakePipeline())
+    page = folder / "docs" / "comparison.md"
+    page.parent.mkdir()
+    page.write_text("# Pre-registration\n\nWritten by hand.\n\n" + report.GENERATED_MARKER + "\nstale table\n")
+    first = build(folder)
+    text = first[0].decode()
+    assert text.startswith("# Pre-registration\n\nWritten by hand.\n\n" + report.GENERATED_MARKER)
+    assert "stale table" not in text and "| main | final | 8 | 12 |" in text
+    assert "- main, missing seeds: main/mha 44; main/mhe_mul 44; main/mhe_add 44; matched/mha 44" in text
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| main/") or
+            line.startswith("| matched/")}  # fmt: skip
+    assert rows["main/mhe_mul"].split(" | ")[2] == "2" and rows["matched/mha"].split(" | ")[2] == "2"
+    # Parameter counts come from the runs' (fake: hidden 32, 4 heads, 2 layers) checkpoints.
+    assert rows["main/mha"].split(" | ")[1] == f"{2 * attention_parameter_formula('mha', 32, 4, 8):,}"
+    assert rows["matched/mha"].split(" | ")[1] == f"{2 * attention_parameter_formula('mha', 32, 4, 6):,}"
+    # Primary endpoints: every one with 2 seeds, Holm-adjusted over those present; a sentence each.
+    assert text.count("Holm-adjusted p = ") == 8
+    assert "MHE-MUL's task PRR against MHA is " in text and "MHE-ADD's masked-LM PRR against MHA (matched) is" in text
+    # The same records give the same bytes, with the checkpoints gone and again from a fresh copy.
+    shutil.rmtree(folder / "runs", ignore_errors=True)
+    assert build(folder) == first
+    copy = folder / "copy"
+    shutil.copytree(folder / "records", copy / "records")
+    for name in ("ablation.yaml", "main.yaml"):
+        shutil.copy(folder / name, copy / name)
+    (copy / "docs").mkdir()
+    (copy / "docs" / "comparison.md").write_text(page.read_text().split(report.GENERATED_MARKER)[0])
+    assert build(copy) == first
+
+
+def test_a_finished_design_stage_states_its_choice(folder):
+    compare.main(["--comparison", str(folder / "ablation.yaml")], pipeline=FakePipeline())
+    text = build(folder)[0].decode()
+    assert "Mean selection score on validation by `position`: absolute " in text and "Chosen: **absolute**." in text
+
+
+def test_the_shipped_report_builds_from_the_committed_records(tmp_path):
+    from conftest import REPO_ROOT
+
+    page, figure = tmp_path / "comparison.md", tmp_path / "prr.png"
+    shutil.copy(REPO_ROOT / "docs/results/comparison.md", page)
+    report.write_report(REPO_ROOT / "configs/compare", REPO_ROOT / "docs/results/records", page, figure)
+    assert page.read_bytes() == (REPO_ROOT / "docs/results/comparison.md").read_bytes()
+    assert figure.read_bytes() == (REPO_ROOT / "docs/results/prr.png").read_bytes()
