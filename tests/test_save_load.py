@@ -206,7 +206,7 @@ def test_a_base_checkpoint_pooler_starts_the_classifier_head(tmp_path):
     from mhe_transformers import MHEModel
 
     torch.manual_seed(0)
-    base = MHEModel(MHEConfig(**CONFIG), add_pooling_layer=True)
+    base = MHEModel(tiny_config(), add_pooling_layer=True)
     base.save_pretrained(tmp_path)
     classifier = MHEForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
     assert torch.equal(classifier.classifier.dense.weight, base.pooler.dense.weight)
