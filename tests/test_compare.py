@@ -16,6 +16,7 @@ from mhe_transformers.experiments import compare, heldout
 from mhe_transformers.experiments.compare import load_config, main, run_comparison, run_key
 from mhe_transformers.models.mhe.parameter_counts import attention_parameter_formula
 from mhe_transformers.training.loop import parse_config_overrides
+from mhe_transformers.utils.run_folder import OUTPUT_MARKER
 
 # Share of the held-out items each fake model gets right, before a per-seed offset.
 SKILL = {"mha": 0.80, "mhe_add": 0.74, "mhe_mul": 0.76, "mqa": 0.79, "gqa": 0.795, "sha": 0.60}
@@ -125,7 +126,7 @@ def test_every_run_writes_one_small_whitelisted_record_and_a_rerun_skips_it(toy,
     assert items["correct"].mean() == pytest.approx(record["metrics"]["first"]["validation"])
     text = (tmp_path / "records" / "toy" / f"{record['run_key']}.json").read_text()
     assert str(tmp_path) not in text and "argv" not in text and "token" not in text and len(text) < 100_000
-    assert not any((tmp_path / "runs" / "toy").iterdir())  # checkpoints deleted once recorded
+    assert [p.name for p in (tmp_path / "runs" / "toy").iterdir()] == [OUTPUT_MARKER]  # checkpoints deleted
     again = FakePipeline()
     assert main(["--comparison", str(path)], pipeline=again) == [] and again.calls == []
 
@@ -384,3 +385,28 @@ def test_a_run_failing_in_its_process_stops_the_comparison_with_its_error(toy, t
         main(["--comparison", str(toy(jobs=2, seeds=[42]))], pipeline=ShaFailsPipeline())
     records = compare.read_records(tmp_path / "records" / "toy")
     assert {r["attention_type"] for r in records} <= {"mha", "mhe_mul"}  # the others' records are kept
+
+
+def test_a_second_job_of_the_same_comparison_is_refused_while_the_first_runs(toy, tmp_path):
+    import subprocess
+    import sys
+
+    from mhe_transformers.utils.run_folder import OutputDirError
+
+    config = load_config(toy(seeds=[42]))
+    folder = tmp_path / "runs" / "toy"
+    holder = subprocess.Popen(  # another session's job, holding the comparison's folder
+        [sys.executable, "-c", "import sys, time\nfrom mhe_transformers.utils.run_folder import lock_output_dir\n"
+         "with lock_output_dir(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)", str(folder)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        pipeline = FakePipeline()
+        with pytest.raises(OutputDirError, match="in use by another run"):
+            run_comparison(config, pipeline)
+        assert pipeline.calls == [] and not (tmp_path / "records" / "toy").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(run_comparison(config, FakePipeline())) == 3  # a killed holder's lock does not block

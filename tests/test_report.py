@@ -33,7 +33,7 @@ def test_with_no_records_the_page_says_what_is_missing(folder):
     page, figure = build(folder)
     text = page.decode()
     assert "| ablation | design | 0 | 8 | 0.1 | 0 |" in text and "| main | final | 0 | 12 | 0.2 | 0 |" in text
-    assert "- main: every run missing (`make compare-main" in text
+    assert "- Every run missing: `make compare-ablation`, `make compare-main`." in text
     assert "Choice of `position`: not yet (0 of 8 runs recorded)." in text
     assert "| main/mhe_mul vs main/mha, task | – | – | – | 0 | – | – |" in text
     assert figure[:8] == b"\x89PNG\r\n\x1a\n"

@@ -41,6 +41,7 @@ from typing import Any
 import yaml
 
 from ..models.mhe.configuration_mhe import ATTENTION_TYPES
+from ..utils.run_folder import claim_output_dir, write_marker, write_text_atomically
 from . import heldout
 
 logger = logging.getLogger(__name__)
@@ -555,9 +556,7 @@ def _environment(config: CompareConfig) -> dict[str, Any]:
 
 def write_record(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_suffix(".tmp")
-    tmp_path.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp_path, path)
+    write_text_atomically(path, json.dumps(record, indent=1) + "\n")
 
 
 def read_records(folder: str | os.PathLike) -> list[dict]:
@@ -661,13 +660,17 @@ def run_comparison(config: CompareConfig, pipeline: Pipeline | None = None, *, m
         return max_minutes is None or (time.time() - started + estimate) / 60 <= max_minutes
 
     written, count = [], 0
-    if config.jobs == 1:
-        while pending and may_start(count):
-            arm, seed = pending.pop(0)
-            count += 1
-            written.append(run_and_record(config, pipeline, arm, seed, data, keep_checkpoints))
-    else:
-        written = _run_in_processes(config, pipeline, pending, data, may_start, keep_checkpoints)
+    # Held to the end: a second job of the same comparison (another session) is refused, naming this one.
+    with claim_output_dir(Path(config.runs_dir) / config.name, overwrite=True) as runs_folder:
+        runs_folder.mkdir(parents=True, exist_ok=True)
+        write_marker(runs_folder)  # the per-run folders inside are the pipelines' own run folders
+        if config.jobs == 1:
+            while pending and may_start(count):
+                arm, seed = pending.pop(0)
+                count += 1
+                written.append(run_and_record(config, pipeline, arm, seed, data, keep_checkpoints))
+        else:
+            written = _run_in_processes(config, pipeline, pending, data, may_start, keep_checkpoints)
     left = len(missing_runs(config))
     logger.info("%d run(s) recorded in %s; %d still missing.", len(written), config.records_path, left)
     return written

@@ -130,18 +130,29 @@ def arm_table(comparison: Comparison) -> list[str]:
     return lines
 
 
-def grid_table(comparison: Comparison, option: str) -> list[str]:
-    """Types x values of `option` (e.g. the learning rate): mean ± sd of the validation selection score (n seeds)."""
-    values = sorted({dict(arm.pretrain).get(option) for arm in comparison.config.arms()})
+def _option(arm: compare.Arm, option: str):
+    return arm.position if option == "position" else dict(arm.pretrain).get(option)
+
+
+def grid_table(comparison: Comparison, option: str, selection: bool) -> list[str]:
+    """Types x values of `option` (the position setting, the learning rate) on validation: the mean of the task
+    scores / the masked-LM accuracy, or (`selection`) the selection score, mean ± sd over the n seeds recorded."""
+    values = list(dict.fromkeys(_option(arm, option) for arm in comparison.config.arms()))
     types = list(dict.fromkeys(arm.attention_type for arm in comparison.config.arms()))
-    lines = [f"| type \\ {option} | " + " | ".join(f"{value:g}" for value in values) + " |",
+    lines = [f"| type \\ {option} | " + " | ".join(f"{value}" for value in values) + " |",
              "|---|" + "---:|" * len(values)]  # fmt: skip
     for attention_type in types:
         cells = []
         for value in values:
-            scores = [statistics.selection_score(r) for r in comparison.records
-                      if r["attention_type"] == attention_type and r[option] == value]  # fmt: skip
-            cells.append(f"{_mean_sd(scores)} (n={len(scores)})" if scores else "– (n=0)")
+            records = [r for r in comparison.records if r["attention_type"] == attention_type and r[option] == value]
+            if not records:
+                cells.append("– (n=0)")
+            elif selection:
+                cells.append(f"{_mean_sd([statistics.selection_score(r) for r in records])} (n={len(records)})")
+            else:
+                tasks = [float(np.mean([t["validation"] for t in r["metrics"].values()])) for r in records]
+                lm = [r["pretraining"]["validation"]["accuracy"] for r in records]
+                cells.append(f"{np.mean(tasks):.4f} / {np.mean(lm):.4f} (n={len(records)})")
         lines.append(f"| {TYPE_NAMES[attention_type]} | " + " | ".join(cells) + " |")
     return lines
 
@@ -155,14 +166,13 @@ def design_choice(comparison: Comparison, option: str, among: Sequence | None = 
         best, means = statistics.best_on_validation(comparison.records, option, among)
         scores = ", ".join(f"{value} {mean:.4f}" for value, mean in means.items())
         return [f"Mean selection score on validation by `{option}`: {scores}. Chosen: **{best}**."]
-    lines = []
+    chosen = []
     for attention_type in dict.fromkeys(arm.attention_type for arm in comparison.config.arms()):
         records = [r for r in comparison.records if r["attention_type"] == attention_type]
         best, means = statistics.best_on_validation(records, option)
-        scores = ", ".join(f"{value:g} {mean:.4f}" for value, mean in means.items())
-        edge = " (at the edge of the grid)" if best in (min(means), max(means)) else ""
-        lines.append(f"- {TYPE_NAMES[attention_type]}: {scores}; chosen **{best:g}**{edge}.")
-    return [f"Mean selection score on validation by `{option}`, per type:", ""] + lines
+        edge = " (grid edge)" if best in (min(means), max(means)) else ""
+        chosen.append(f"{TYPE_NAMES[attention_type]} **{best:g}**{edge}")
+    return [f"Chosen `{option}` per type (highest mean selection score): {', '.join(chosen)}."]
 
 
 def primary_endpoints(comparison: Comparison) -> list[str]:
@@ -196,8 +206,8 @@ def primary_endpoints(comparison: Comparison) -> list[str]:
         sentence = statistics.prr_sentence(_arm_label(arm), what, _arm_label(reference), result["prr"])
         if name in adjusted:
             sentence += f" Holm-adjusted p = {adjusted[name]:.4f}" + (" (< 0.05)." if adjusted[name] < 0.05 else ".")
-        sentences.append(f"- {sentence}")
-    return lines + [""] + sentences
+        sentences.append(sentence)
+    return lines + (["", " ".join(sentences)] if sentences else [])
 
 
 def _arm_label(arm: str) -> str:
@@ -211,7 +221,7 @@ def record_counts(comparisons: Sequence[Comparison]) -> list[str]:
     records made from code with uncommitted changes (or outside git), and the missing seeds of every arm."""
     lines = ["| comparison | stage | recorded | expected | hours left (est.) | from uncommitted code |",
              "|---|---|---:|---:|---:|---:|"]  # fmt: skip
-    missing_lines = []
+    missing_lines, untouched = [], []
     for comparison in comparisons:
         config = comparison.config
         expected = config.runs()
@@ -230,12 +240,14 @@ def record_counts(comparisons: Sequence[Comparison]) -> list[str]:
             missing_lines.append(f"- {config.name}, missing seeds: "
                                  + "; ".join(f"{arm} {', '.join(seeds)}" for arm, seeds in gaps.items()))  # fmt: skip
         elif gaps:
-            missing_lines.append(f"- {config.name}: every run missing (`{_command(config)}`).")
+            untouched.append(f"`{_command(config)}`")
+    if untouched:
+        missing_lines.append(f"- Every run missing: {', '.join(untouched)}.")
     return lines + [""] + missing_lines
 
 
 def _command(config: compare.CompareConfig) -> str:
-    return f"make compare-{config.name} COMPARE_ARGS=\"--max_minutes 40\""
+    return f"make compare-{config.name}"
 
 
 def data_counts(comparisons: Sequence[Comparison]) -> list[str]:
@@ -255,12 +267,18 @@ def data_counts(comparisons: Sequence[Comparison]) -> list[str]:
 
 
 SECTIONS = {
-    "ablation": ("Position ablation (design stage, validation)", ("position", ("absolute", "shared_bias"), False)),
-    "lr-grid": ("Learning-rate grid (design stage, validation)", ("learning_rate", None, True)),
+    "ablation": ("Position ablation (design stage; validation: task average / masked-LM accuracy)",
+                 ("position", ("absolute", "shared_bias"), False)),
+    "lr-grid": ("Learning-rate grid (design stage; validation selection score: mean of the task and masked-LM "
+                "accuracies)", ("learning_rate", None, True)),
     "main": ("Main comparison (final, test)", None),
     "long": ("All of WordNet, long pretraining (final, test)", None),
     "causal": ("Causal track (final, test; LM = perplexity)", None),
 }
+
+
+# Design stages shown as a types x option table: (option, cells are selection scores).
+GRIDS = {"ablation": ("position", False), "lr-grid": ("learning_rate", True)}
 
 
 def markdown(comparisons: Sequence[Comparison]) -> str:
@@ -273,11 +291,10 @@ def markdown(comparisons: Sequence[Comparison]) -> str:
         title, choice = SECTIONS.get(comparison.config.name, (comparison.config.name, None))
         lines += [f"## {title}", ""]
         if comparison.config.name == "main":
-            lines += ["### Primary endpoints (pre-registered above; Holm over these 8)", "", *primary_endpoints(comparison),
-                      "", "### Every arm (exploratory: no multiplicity correction)", ""]  # fmt: skip
-        if comparison.config.name == "lr-grid":
-            lines += ["Validation selection score (mean of the task validation accuracies and the masked-LM validation "
-                      "accuracy):", "", *grid_table(comparison, "learning_rate"), ""]  # fmt: skip
+            lines += ["Primary endpoints (pre-registered above; Holm over these 8):", "", *primary_endpoints(comparison),
+                      "", "Every arm (exploratory: no multiplicity correction):", ""]  # fmt: skip
+        if comparison.config.name in GRIDS:
+            lines += grid_table(comparison, *GRIDS[comparison.config.name]) + [""]
         else:
             lines += arm_table(comparison) + [""]
         if choice is not None:
@@ -328,6 +345,8 @@ def figure(comparisons: Sequence[Comparison], path: Path) -> None:
 def write_report(configs_dir: Path, records_dir: Path, page: Path, figure_path: Path) -> str:
     """Rewrite `page` below its marker (the part above is kept; a page without the marker gets it appended) and the
     figure. Returns the generated part."""
+    if not any((Path(configs_dir) / f"{name}.yaml").is_file() for name in COMPARISONS):
+        raise FileNotFoundError(f"No comparison config ({', '.join(COMPARISONS)}) in {configs_dir}.")
     comparisons = load(configs_dir, records_dir)
     generated = markdown(comparisons)
     head = page.read_text(encoding="utf-8") if page.is_file() else "# Comparison\n\n"
