@@ -184,23 +184,19 @@ def test_redact_hides_every_kind_of_secret(monkeypatch):
                               "nested": [{"api_key": REDACTED, "text": f"hub_token: {REDACTED}\nlr: 0.1"}]}  # fmt: skip
 
 
-def test_comparison_records_never_hold_a_token(tmp_path):
-    from mhe_transformers.experiments.compare import run_once
+def test_comparison_records_never_hold_a_token(tmp_path, tiny_classification_dir):
+    from test_compare import FakePipeline, write_comparison
 
-    calls = []
+    from mhe_transformers.experiments import compare
 
-    def entry_point(argv):
-        calls.append(argv)
-        return {"eval_accuracy": 0.5}
-
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(f"learning_rate: 0.1\nhub_token: {TOKEN}\n")
-    argv = ["--config", str(recipe), "--hub_token", TOKEN, "--output_dir", str(tmp_path / "run")]
-    record_path = tmp_path / "records" / "run.json"
-    run_once(entry_point, argv, tmp_path / "run", record_path)
-    assert TOKEN not in record_path.read_text() and "learning_rate: 0.1" in record_path.read_text()
-    run_once(entry_point, argv, tmp_path / "run", record_path)  # the redacted record still matches: reused
-    assert len(calls) == 1
+    recipe = {"config": "configs/pretrain/wordnet-tiny.yaml",
+              "args": {"model_config": "configs/model/tiny.json", "max_steps": 2, "hub_token": TOKEN}}  # fmt: skip
+    path = write_comparison(tmp_path, tiny_classification_dir, seeds=[42], pretrain=recipe)
+    written = compare.main(["--comparison", str(path), "--max_runs", "1", "--keep_checkpoints", "true"],
+                           pipeline=FakePipeline())  # fmt: skip
+    assert len(written) == 1
+    assert [str(p) for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".yaml" and TOKEN in p.read_text(
+        errors="replace")] == []  # fmt: skip
 
 
 # --- bad data gets a named error ----------------------------------------------------------------------------------
@@ -348,6 +344,19 @@ def test_a_symlinked_output_folder_with_overwrite_gives_a_clear_error(tmp_path, 
         pretraining.main(pretrain_argv(tmp_path / "link", tiny_corpus, tiny_tokenizer_dir, "--overwrite_output_dir",
                                        "true"))  # fmt: skip
     assert (target / "result.txt").read_text() == "1"
+
+
+def test_a_comparison_never_writes_into_or_deletes_a_run_folder_of_the_users_own(tmp_path, tiny_classification_dir):
+    from test_compare import FakePipeline, write_comparison
+
+    from mhe_transformers.experiments import compare
+
+    config = compare.load_config(write_comparison(tmp_path, tiny_classification_dir, seeds=[42]))
+    arm, seed = compare.missing_runs(config)[0]
+    users = foreign_folder(Path(config.runs_dir) / config.name / compare.run_key(config, arm, seed))
+    with pytest.raises(OutputDirError, match="did not write"):
+        compare.run_and_record(config, FakePipeline(), arm, seed, compare.prepare_data(config.prepare))
+    assert [path.name for path in users.iterdir()] == ["notes.txt"]
 
 
 # --- no secret in any file a run writes --------------------------------------------------------------------------
