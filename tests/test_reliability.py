@@ -151,13 +151,12 @@ def test_scripts_refuse_a_folder_another_run_is_writing(tmp_path, tiny_corpus):
     assert not output_dir.exists()
 
 
-def test_exports_never_write_over_their_input(tiny_pretrained_dir, tmp_path, capsys):
+def test_exports_never_write_over_their_input(tiny_pretrained_dir, tmp_path):
     from mhe_transformers.interop.onnx import export_onnx
-    from mhe_transformers.interop.sentence_transformer import main as export_sentence_transformer
     from mhe_transformers.interop.sentence_transformer import save_sentence_transformer
 
     before = {path.name: path.read_bytes() for path in tiny_pretrained_dir.iterdir() if path.is_file()}
-    for output_dir in (tiny_pretrained_dir, tiny_pretrained_dir.parent):  # the checkpoint (ours), or a folder holding it
+    for output_dir in (tiny_pretrained_dir, tiny_pretrained_dir.parent):  # the checkpoint (ours), or its parent
         with pytest.raises(OutputDirError, match="input of this run"):
             save_sentence_transformer(tiny_pretrained_dir, output_dir, overwrite_output_dir=True)
     with pytest.raises(OutputDirError, match="input of this run"):
@@ -167,12 +166,6 @@ def test_exports_never_write_over_their_input(tiny_pretrained_dir, tmp_path, cap
         export_onnx(tiny_pretrained_dir, output_path=foreign / "model.onnx", overwrite_output_dir=True)
     assert {path.name: path.read_bytes() for path in tiny_pretrained_dir.iterdir() if path.is_file()} == before
     assert [path.name for path in foreign.iterdir()] == ["notes.txt"]
-    # A malformed boolean is a usage error, not false.
-    with pytest.raises(SystemExit) as exit_info:
-        export_sentence_transformer(["--model_name_or_path", str(tiny_pretrained_dir), "--output_dir",
-                                     str(tmp_path / "st"), "--normalize", "ture"])  # fmt: skip
-    assert exit_info.value.code == 2 and "expected true or false, got 'ture'" in capsys.readouterr().err
-    assert not (tmp_path / "st").exists()
 
 
 # --- secrets ------------------------------------------------------------------------------------------------------
@@ -191,23 +184,19 @@ def test_redact_hides_every_kind_of_secret(monkeypatch):
                               "nested": [{"api_key": REDACTED, "text": f"hub_token: {REDACTED}\nlr: 0.1"}]}  # fmt: skip
 
 
-def test_comparison_records_never_hold_a_token(tmp_path):
-    from mhe_transformers.experiments.compare import run_once
+def test_comparison_records_never_hold_a_token(tmp_path, tiny_classification_dir):
+    from test_compare import FakePipeline, write_comparison
 
-    calls = []
+    from mhe_transformers.experiments import compare
 
-    def entry_point(argv):
-        calls.append(argv)
-        return {"eval_accuracy": 0.5}
-
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(f"learning_rate: 0.1\nhub_token: {TOKEN}\n")
-    argv = ["--config", str(recipe), "--hub_token", TOKEN, "--output_dir", str(tmp_path / "run")]
-    record_path = tmp_path / "records" / "run.json"
-    run_once(entry_point, argv, tmp_path / "run", record_path)
-    assert TOKEN not in record_path.read_text() and "learning_rate: 0.1" in record_path.read_text()
-    run_once(entry_point, argv, tmp_path / "run", record_path)  # the redacted record still matches: reused
-    assert len(calls) == 1
+    recipe = {"config": "configs/pretrain/wordnet-tiny.yaml",
+              "args": {"model_config": "configs/model/tiny.json", "max_steps": 2, "hub_token": TOKEN}}  # fmt: skip
+    path = write_comparison(tmp_path, tiny_classification_dir, seeds=[42], pretrain=recipe)
+    written = compare.main(["--comparison", str(path), "--max_runs", "1", "--keep_checkpoints", "true"],
+                           pipeline=FakePipeline())  # fmt: skip
+    assert len(written) == 1
+    assert [str(p) for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".yaml" and TOKEN in p.read_text(
+        errors="replace")] == []  # fmt: skip
 
 
 # --- bad data gets a named error ----------------------------------------------------------------------------------
@@ -357,6 +346,19 @@ def test_a_symlinked_output_folder_with_overwrite_gives_a_clear_error(tmp_path, 
     assert (target / "result.txt").read_text() == "1"
 
 
+def test_a_comparison_never_writes_into_or_deletes_a_run_folder_of_the_users_own(tmp_path, tiny_classification_dir):
+    from test_compare import FakePipeline, write_comparison
+
+    from mhe_transformers.experiments import compare
+
+    config = compare.load_config(write_comparison(tmp_path, tiny_classification_dir, seeds=[42]))
+    arm, seed = compare.missing_runs(config)[0]
+    users = foreign_folder(Path(config.runs_dir) / config.name / compare.run_key(config, arm, seed))
+    with pytest.raises(OutputDirError, match="did not write"):
+        compare.run_and_record(config, FakePipeline(), arm, seed, compare.prepare_data(config.prepare))
+    assert [path.name for path in users.iterdir()] == ["notes.txt"]
+
+
 # --- no secret in any file a run writes --------------------------------------------------------------------------
 
 
@@ -398,3 +400,23 @@ def test_report_command_lines_and_cards_hold_no_token(tiny_pretrained_dir, tmp_p
     write_model_card(folder, task="fill-mask", training_args={"MHETrainingArguments": {"lr_scheduler_type": TOKEN}})
     card = (folder / "README.md").read_text()
     assert TOKEN not in card and "| lr_scheduler_type | <redacted> |" in card
+
+
+# --- docs/reliability.md stays current ----------------------------------------------------------------------------
+
+
+def test_the_reliability_table_names_every_case_and_only_existing_tests():
+    import ast
+    import re
+
+    table = (REPO_ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(test_\w+)::(test_\w+)`", table))
+    defined = {}
+    for path in (REPO_ROOT / "tests").glob("test_*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defined[path.stem] = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert [(module, test) for module, test in named if test not in defined.get(module, ())] == []
+    for module in ("test_reliability", "test_resume", "test_safety"):  # every case of these files has its row
+        tests = {name for name in defined[module] if name.startswith("test_")}
+        tests.discard("test_the_reliability_table_names_every_case_and_only_existing_tests")
+        assert sorted(tests - {test for m, test in named if m == module}) == []

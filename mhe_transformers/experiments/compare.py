@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +40,14 @@ from typing import Any
 import yaml
 
 from ..models.mhe.configuration_mhe import ATTENTION_TYPES
-from ..utils.run_folder import claim_output_dir, write_marker, write_text_atomically
+from ..utils.run_folder import (
+    check_own,
+    claim_output_dir,
+    lock_output_dir,
+    remove_own_folder,
+    write_marker,
+    write_text_atomically,
+)
 from . import heldout
 
 logger = logging.getLogger(__name__)
@@ -435,7 +441,7 @@ def _fresh(output_dir: Path) -> list[str]:
 def execute_run(config: CompareConfig, pipeline: Pipeline, arm: Arm, seed: int, data: dict) -> dict:
     """Pretrain, score held-out text, fine-tune every task; returns the run's results (not yet a record)."""
     paths = data["paths"]
-    folder = Path(config.runs_dir) / config.name / run_key(config, arm, seed)
+    folder = run_dir(config, arm, seed)
     model_dir = folder / "pretrain"
     argv = pretrain_argv(config, arm, seed, model_dir, paths)
     pretrain = _stage(folder, "pretrain", lambda: pipeline.pretrain(argv + _fresh(model_dir)))
@@ -454,6 +460,11 @@ def execute_run(config: CompareConfig, pipeline: Pipeline, arm: Arm, seed: int, 
                                                                                  paths))  # fmt: skip
     return {"folder": folder, "model_dir": model_dir, "pretrain": pretrain, "language_model": language_model,
             "tasks": tasks}  # fmt: skip
+
+
+def run_dir(config: CompareConfig, arm: Arm, seed: int) -> Path:
+    """Where a run keeps its checkpoints and stage results until its record is written."""
+    return Path(config.runs_dir) / config.name / run_key(config, arm, seed)
 
 
 def _lm_settings(config: CompareConfig, arm: Arm) -> dict[str, Any]:
@@ -589,12 +600,20 @@ def run_and_record(config: CompareConfig, pipeline: Pipeline, arm: Arm, seed: in
         torch.set_num_threads(threads)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     started = time.time()
-    result = execute_run(config, pipeline, arm, seed, data)
-    record = build_record(config, arm, seed, result, data, time.time() - started)
-    path = config.records_path / f"{record['run_key']}.json"
-    write_record(path, record)
-    if not keep_checkpoints:
-        shutil.rmtree(result["folder"], ignore_errors=True)
+    folder = run_dir(config, arm, seed)
+    # The run's folder is this tool's (utils.run_folder): one session runs it at a time, a folder of the user's own
+    # is neither written into nor deleted, and one left by an interrupted session is continued.
+    with lock_output_dir(folder):
+        if folder.is_dir() and any(folder.iterdir()):
+            check_own(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_marker(folder)
+        result = execute_run(config, pipeline, arm, seed, data)
+        record = build_record(config, arm, seed, result, data, time.time() - started)
+        path = config.records_path / f"{record['run_key']}.json"
+        write_record(path, record)
+        if not keep_checkpoints:
+            remove_own_folder(folder)
     return str(path)
 
 

@@ -614,7 +614,9 @@ def convert_checkpoint(
         if recover and not recovery_texts:
             raise ConversionError("Recovery training (recover_steps > 0) needs training texts; none were given.")
         source = load_source(model_name_or_path, attention_type, task, tokenizer_name, **hub_kwargs)
-        model, layer_reports = convert_model(source.model, attention_type, TASKS[source.task][1], max_alignment_iterations)
+        model, layer_reports = convert_model(
+            source.model, attention_type, TASKS[source.task][1], max_alignment_iterations
+        )
         if random_qkv:
             model = with_random_qkv(model, seed)
 
@@ -641,13 +643,17 @@ def convert_checkpoint(
         if evaluation is not None:
             candidates = {"converted": model}
             if evaluation.baselines:
-                candidates |= {"random_qkv": with_random_qkv(model, seed), "random_init": random_model_like(model, seed)}
+                candidates |= {
+                    "random_qkv": with_random_qkv(model, seed), "random_init": random_model_like(model, seed)
+                }
             report["similarity"] = {
                 name: evaluate_similarity(candidate, reference, source.tokenizer, evaluation)
                 for name, candidate in candidates.items()
             } | {"texts": len(evaluation.texts)}
         if recover:
-            report["recovery"] = distill_hidden_states(model, reference, source.tokenizer, recovery_texts, recovery, seed)
+            report["recovery"] = distill_hidden_states(
+                model, reference, source.tokenizer, recovery_texts, recovery, seed
+            )
             model.eval()
             if evaluation is not None:
                 report["similarity"]["recovered"] = evaluate_similarity(model, reference, source.tokenizer, evaluation)

@@ -7,9 +7,10 @@ Optimum cannot export on Transformers 5, so this uses `torch.onnx.export(..., dy
 multiple choice), the head's outputs by name (`logits`, or `start_logits`/`end_logits`, or `last_hidden_state`/
 `pooler_output`). The graph is run in ONNX Runtime on inputs of another shape than the export's, with padding, and
 compared with PyTorch; the file is written only if they agree, to `<checkpoint>/onnx/model.onnx` (the layout
-transformers.js and the Hub use). The folder of the .onnx file is an output folder like every script's
-(`run_folder.check_output_dir`): new or empty, or an earlier export with `--overwrite_output_dir`; it is written beside
-and renamed into place, and never holds the checkpoint. Needs `pip install 'mhe-transformers[onnx]'` (onnx, onnxscript, onnxruntime).
+transformers.js and the Hub use), or `--output_dir`. That folder is an output folder like every script's
+(`run_folder.check_output_dir`): new or empty, or an earlier export with `--overwrite_output_dir`; it is written
+beside and renamed into place, and never holds the checkpoint. Needs `pip install 'mhe-transformers[onnx]'` (onnx,
+onnxscript, onnxruntime).
 """
 
 from __future__ import annotations
