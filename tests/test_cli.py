@@ -36,11 +36,13 @@ PRETRAIN_FAILS = ("--model_config", TINY_MODEL_CONFIG, "--tokenizer_name", "no-s
 CASES = {
     "benchmark.py": Case("--memory", ("--micro", "--output_dir", "{file}/out")),
     "benchmark_decode.py": Case("--compare_kernels", ("--micro", "--output_dir", "{file}/out")),
-    "compare_attention.py": Case("--debug", ("--config", f"{MISSING}/compare.yaml")),
+    "compare_attention.py": Case("--keep_checkpoints", ("--comparison", f"{MISSING}/compare.yaml")),
     "convert_mha_to_mhe.py": Case("--random_qkv", ("--model_name_or_path", MISSING, "--output_dir", "{out}")),
     "demo.py": Case("--debug", ("--wordnet_dir", MISSING, "--data_dir", "{out}/data", "--output_dir", "{out}/demo")),
     "export_onnx.py": Case("--debug", ("--model_name_or_path", MISSING)),
     "export_sentence_transformer.py": Case("--normalize", ("--model_name_or_path", MISSING, "--output_dir", "{out}")),
+    "make_report.py": Case("--debug", ("--records_dir", MISSING, "--page", "{file}/comparison.md", "--figure",
+                                       "{file}/prr.png")),
     "finetune.py": Case("--trust_remote_code", ("--model_name_or_path", "no-such-model", "--train_file",
                                                 f"{MISSING}/train.jsonl", "--do_train", "true", "--output_dir", "{out}")),
     "finetune_qa.py": Case("--trust_remote_code", ("--model_name_or_path", "no-such-model", "--train_file",
@@ -51,17 +53,6 @@ CASES = {
     "push_to_hub.py": Case("--hub_private_repo", ("--checkpoint_dir", MISSING, "--hub_model_id", "someone/x")),
     "train_tokenizer.py": Case("--lowercase", ("--train_files", f"{MISSING}/corpus.txt", "--output_dir", "{out}")),
 }  # fmt: skip
-# compare.py's main still parses with argparse; helper "evidence" moves it to cli.parse_args (then remove this).
-NOT_YET_CONVERTED = {"compare_attention.py"}
-
-
-def not_yet_converted(script: str):
-    return pytest.param(
-        script,
-        marks=pytest.mark.xfail(script in NOT_YET_CONVERTED, reason="main not on cli.parse_args yet", strict=True),
-    )
-
-
 def test_every_script_has_a_case():
     assert sorted(CASES) == sorted(path.name for path in SCRIPTS_DIR.glob("*.py"))
 
@@ -110,7 +101,7 @@ def test_an_unknown_flag_is_a_usage_error_naming_it(tmp_path):
         assert "Traceback" not in err, (script, err)
 
 
-@pytest.mark.parametrize("script", [not_yet_converted(script) for script in sorted(CASES)])
+@pytest.mark.parametrize("script", sorted(CASES))
 def test_a_boolean_refuses_anything_but_true_or_false(script, tmp_path, monkeypatch, capsys):
     boolean = CASES[script].boolean
     for value in ("ture", "1", "yes"):
@@ -121,7 +112,7 @@ def test_a_boolean_refuses_anything_but_true_or_false(script, tmp_path, monkeypa
         assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("script", [not_yet_converted(script) for script in sorted(CASES)])
+@pytest.mark.parametrize("script", sorted(CASES))
 def test_a_boolean_given_bare_true_or_false_parses(script, tmp_path, monkeypatch, capsys):
     """Each spelling gets past parsing to the run-time error of the missing input (not a usage error)."""
     boolean = CASES[script].boolean
@@ -135,7 +126,7 @@ def test_a_boolean_given_bare_true_or_false_parses(script, tmp_path, monkeypatch
         assert status != 2 and "usage:" not in err, (spelling, err)
 
 
-@pytest.mark.parametrize("script", [not_yet_converted(script) for script in sorted(CASES)])
+@pytest.mark.parametrize("script", sorted(CASES))
 def test_a_runtime_error_is_one_line_and_debug_shows_the_traceback(script, tmp_path, monkeypatch, capsys):
     argv = failing_argv(script, tmp_path)
     exit = run_script_file(script, argv, monkeypatch)
