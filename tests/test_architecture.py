@@ -31,9 +31,10 @@ REMOTE_CODE_PAIR = ("configuration_mhe.py", "modeling_mhe.py")
 # libraries it depends on itself, so that a checkpoint loads wherever transformers is installed.
 REMOTE_CODE_IMPORTS = {"torch", "transformers", "huggingface_hub", "packaging"}
 
-# Functions still over the limit, each with the helper whose change splits it; the lead removes this list.
+# Functions still over the limit (qualified names), each with the helper whose change splits it; the lead removes this
+# list once it is empty.
 LONG_FUNCTIONS_BEING_SPLIT = {
-    ("mhe_transformers/data/wordnet.py", "prepare_wordnet"),  # helper "evidence"
+    ("mhe_transformers/models/mhe/modeling_mhe.py", "MHEModel.forward"),  # helper "model"
 }
 
 
@@ -42,11 +43,20 @@ def python_files(*roots: Path) -> list[Path]:
 
 
 def function_lengths(path: Path):
-    """(name, lines) of every function and method in `path`, decorators and docstring included."""
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            first = min([node.lineno] + [decorator.lineno for decorator in node.decorator_list])
-            yield node.name, node.end_lineno - first + 1
+    """(qualified name, lines) of every function and method in `path` ("Class.method", "outer.inner"), decorators
+    and docstring included."""
+
+    def visit(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = min([child.lineno] + [decorator.lineno for decorator in child.decorator_list])
+                yield f"{prefix}{child.name}", child.end_lineno - first + 1
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                yield from visit(child, f"{prefix}{child.name}.")
+            else:
+                yield from visit(child, prefix)
+
+    yield from visit(ast.parse(path.read_text(encoding="utf-8")), "")
 
 
 def test_no_function_is_longer_than_80_lines():
@@ -59,10 +69,10 @@ def test_no_function_is_longer_than_80_lines():
     assert not too_long, f"split these into named steps: {too_long}"
 
 
-def test_the_length_check_sees_a_long_function(tmp_path):
-    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
-    (tmp_path / "long.py").write_text(f"@decorator\ndef long():\n{body}\n")
-    assert list(function_lengths(tmp_path / "long.py")) == [("long", MAX_FUNCTION_LINES + 2)]
+def test_the_length_check_sees_a_long_method(tmp_path):
+    body = "\n".join(f"        x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "long.py").write_text(f"class A:\n    @decorator\n    def long(self):\n{body}\n")
+    assert list(function_lengths(tmp_path / "long.py")) == [("A.long", MAX_FUNCTION_LINES + 2)]
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:

@@ -1,5 +1,5 @@
 """`make clean` removes exactly what the Makefile's targets write (MAKE_OUTPUTS), and every folder a target writes is
-in that list: your own runs under outputs/ and data/ stay."""
+in that list: your own runs under outputs/ and data/, and the committed comparison records, stay."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 
-WRITING_TARGETS = ("demo", "benchmark", "benchmark-decode", "compare", "compare-clm", "compare-long", "convert-minilm")
+MAKEFILE = (REPO_ROOT / "Makefile").read_text()
+COMPARISONS = re.search(r"^COMPARISONS := (.*)$", MAKEFILE, re.M).group(1).split()
+WRITING_TARGETS = ("demo", "benchmark", "benchmark-decode", "convert-minilm", *(f"compare-{c}" for c in COMPARISONS))
 
 
 def dry_run(*targets: str, cwd: Path = REPO_ROOT) -> str:
@@ -37,12 +39,17 @@ def test_every_folder_a_target_writes_is_one_clean_removes():
             if f"${variable}" in path:
                 written.remove(path)
                 written |= {path.replace(f"${variable}", value) for value in values.split()}
-    for config in re.findall(r"--config (configs/compare/\S+\.yaml)", commands):
+    for config in re.findall(r"--comparison (configs/compare/\S+\.yaml)", commands):
         recipe = yaml.safe_load((REPO_ROOT / config).read_text())
-        written |= {recipe["output_dir"], recipe["runs_dir"]}
+        written.add(recipe.get("runs_dir", "outputs/compare"))
+        for name, folders in (recipe.get("prepare") or {}).items():
+            if name.endswith("_dir"):  # wordnet_dir, eval_wordnet_dir, tokenizer_dir: prepared when missing
+                written |= {folder.format(**recipe) for folder in ([folders] if isinstance(folders, str) else folders)}
     assert written and {"outputs/demo", "data/wordnet"} <= written
-    assert written <= outputs, f"written by a target but left by make clean: {sorted(written - outputs)}"
-    assert not [path for path in outputs if path.rstrip("/") in ("outputs", "data", ".", "")]
+    left = [path for path in written if not any(path == out or path.startswith(out + "/") for out in outputs)]
+    assert not left, f"written by a target but left by make clean: {sorted(left)}"
+    assert not [path for path in outputs if path.rstrip("/") in ("outputs", "data", "docs", ".", "")]
+    assert not [path for path in outputs if path.startswith("docs")]  # records and pages are committed
 
 
 def test_clean_removes_only_the_makefiles_folders(tmp_path):

@@ -41,11 +41,12 @@ def test_trainer_masked_lm_loss_goes_down(tmp_path, attention_type):
 
 def test_trainer_classification_loss_goes_down(tmp_path):
     generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(4, 40, (64, 12), generator=generator)
-    labels = (input_ids[:, 1] >= 22).long()  # the class is decided by one token
+    config = tiny_config(num_labels=2)
+    input_ids = torch.randint(4, config.vocab_size, (64, 12), generator=generator)
+    labels = (input_ids[:, 1] >= (4 + config.vocab_size) // 2).long()  # the class is decided by one token
     data = Dataset.from_dict({"input_ids": input_ids.tolist(), "labels": labels.tolist()})
     torch.manual_seed(0)
-    model = MHEForSequenceClassification(tiny_config(num_labels=2))
+    model = MHEForSequenceClassification(config)
     trainer = Trainer(model=model, args=training_args(tmp_path, 60), train_dataset=data)
     trainer.train()
     history = losses(trainer)
