@@ -1,12 +1,10 @@
-"""Compare attention types as the paper does: pretrain one model per type with the same data, budget, seed and
-recipe, fine-tune each on the same tasks, and report scores (mean ± std over seeds), parameter counts and the
-Performance Retention Ratio PRR = score / score(MHA).
+"""Compare attention types as the paper does: pretrain one model per arm and seed with the comparison's recipe,
+fine-tune each on the same tasks, and write one JSON record per finished run (mhe_transformers.experiments.compare).
 
-    python scripts/compare_attention.py --config configs/compare/wordnet-tiny.yaml   # offline, CPU
-    python scripts/compare_attention.py --config configs/compare/glue-base.yaml      # GLUE, GPU, Hub data
-    python scripts/compare_attention.py --config ... --seeds 42 --attention_types mha mhe_mul   # a subset
+    python scripts/compare_attention.py --comparison configs/compare/main.yaml --max_minutes 40   # make compare-main
+    python scripts/compare_attention.py --comparison configs/compare/main.yaml --dry_run          # what is missing
 
-Writes comparison.json, comparison.md and comparison.png to the config's output_dir; a rerun skips finished runs.
+Runs whose record exists are skipped; `make report` turns the records into the tables and figure of docs/results/.
 """
 
 from mhe_transformers.experiments.compare import main

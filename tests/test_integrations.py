@@ -146,8 +146,8 @@ def test_lora_adapter_reloads_to_identical_logits_in_another_process_and_seed(re
 
 
 def test_the_classifier_pooler_is_in_the_adapter_peft_saves_by_default(reloaded_adapters):
-    """What used to differ between processes: the classification head's pooler, new in a classifier made from a
-    masked-LM checkpoint. PEFT's default modules_to_save for SEQ_CLS ("classifier") now holds it."""
+    """The classification head's pooler, new in a classifier made from a masked-LM checkpoint, would differ between
+    processes if the adapter left it out: PEFT's default modules_to_save for SEQ_CLS ("classifier") holds it."""
     from safetensors import safe_open
 
     for head in ("sequence-classification", "multiple-choice"):

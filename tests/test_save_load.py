@@ -185,7 +185,7 @@ def test_classifiers_saved_with_the_pooler_in_the_encoder_give_the_same_logits(n
     auto_class, shape = CLASSIFIER_HEADS[name]
     inputs = {key: torch.tensor(expected[key]).view(shape) for key in ("input_ids", "attention_mask")}
     with safe_open(CLASSIFIER_CHECKPOINTS / name / "model.safetensors", "pt") as saved:
-        assert {"model.pooler.dense.weight", "classifier.weight"} <= set(saved.keys())  # the earlier layout
+        assert {"model.pooler.dense.weight", "classifier.weight"} <= set(saved.keys())  # the pooler in the encoder
     model, info = getattr(transformers, auto_class).from_pretrained(CLASSIFIER_CHECKPOINTS / name, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     with torch.no_grad():

@@ -348,8 +348,8 @@ class MHEClassificationHead(nn.Module):
     causal-LM pretraining never use it, so a classifier made from their checkpoints starts with a new one. Inside
     `classifier` it is trained and saved with the rest of the new head, also by PEFT, whose default
     `modules_to_save` for `task_type="SEQ_CLS"` is ["classifier", "score"]: an adapter reloads to the logits it was
-    trained to in any process, whatever that process's seed. Checkpoints of the earlier layout (the pooler in
-    `model.pooler.dense`, the output layer in `classifier`) are renamed into it on load (`CLASSIFIER_KEY_MAPPING`)."""
+    trained to in any process, whatever that process's seed. Checkpoints that hold the pooler in `model.pooler.dense`
+    and the output layer in `classifier` are renamed into it on load (`CLASSIFIER_KEY_MAPPING`)."""
 
     def __init__(self, config: MHEConfig, num_outputs: int):
         super().__init__()
