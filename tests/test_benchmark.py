@@ -15,6 +15,7 @@ from mhe_transformers.experiments.benchmark import (
     build_bert,
     peak_step_memory,
 )
+from mhe_transformers.experiments.benchmark import main as benchmark_main
 from mhe_transformers.models.mhe.parameter_counts import (
     attention_parameter_formula,
     count_parameters,
@@ -103,12 +104,15 @@ def test_bad_arguments_fail_before_any_model_is_built():
         BenchmarkArguments(attention_types=["mha", "mla"])
 
 
-def test_script_writes_json_markdown_and_png(tmp_path, monkeypatch):
+def test_script_writes_json_markdown_and_png(tmp_path, monkeypatch, capsys):
     output_dir = tmp_path / "bench"
     argv = ["benchmark.py", "--micro", "--vocab_size", "128", "--seq_lens", "8", "--batch_size", "2",
             "--repeats", "1", "--warmup", "0", "--output_dir", str(output_dir)]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path("scripts/benchmark.py", run_name="__main__")
+    # A progress bar, as Trainer's: one tick per timed setting (here the two modes of one size and length).
+    progress = capsys.readouterr().err
+    assert "benchmark: 100%" in progress and "| 2/2 [" in progress, progress
 
     names = sorted(p.name for p in output_dir.iterdir())
     assert names == [OUTPUT_MARKER, "benchmark.json", "benchmark.md", "benchmark.png"]
@@ -129,3 +133,12 @@ def test_script_writes_json_markdown_and_png(tmp_path, monkeypatch):
         assert f"| micro | 8 | float32/sdpa | {attention_type} |" in markdown
     assert (output_dir / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+
+
+def test_disable_tqdm_turns_the_progress_bar_off(tmp_path, capsys):
+    benchmark_main([
+        "--micro", "--vocab_size", "128", "--seq_lens", "8", "--batch_size", "2", "--repeats", "1", "--warmup", "0",
+        "--attention_types", "mha", "--modes", "forward", "--memory", "false", "--disable_tqdm", "true",
+        "--output_dir", str(tmp_path / "bench"),
+    ])  # fmt: skip
+    assert "benchmark:" not in capsys.readouterr().err

@@ -28,10 +28,11 @@ MISSING = "/nonexistent-mhe-test-path"  # absolute, so no Hub id: every loader r
 class Case:
     boolean: str  # a boolean option of the script
     fails: tuple[str, ...]  # a command line that parses and then fails at run time, before reading any data
+    # ({file} stands for a model or tokenizer that exists: one that does not is refused while parsing)
 
 
 TINY_MODEL_CONFIG = str(REPO_ROOT / "configs/model/tiny.json")
-PRETRAIN_FAILS = ("--model_config", TINY_MODEL_CONFIG, "--tokenizer_name", "no-such-tokenizer", "--train_files",
+PRETRAIN_FAILS = ("--model_config", TINY_MODEL_CONFIG, "--tokenizer_name", "{file}", "--train_files",
                   f"{MISSING}/corpus.txt", "--do_train", "true", "--max_steps", "1", "--output_dir", "{out}")  # fmt: skip
 CASES = {
     "benchmark.py": Case("--memory", ("--micro", "--output_dir", "{file}/out")),
@@ -41,12 +42,10 @@ CASES = {
     "demo.py": Case("--debug", ("--wordnet_dir", MISSING, "--data_dir", "{out}/data", "--output_dir", "{out}/demo")),
     "export_onnx.py": Case("--debug", ("--model_name_or_path", MISSING)),
     "export_sentence_transformer.py": Case("--normalize", ("--model_name_or_path", MISSING, "--output_dir", "{out}")),
-    "make_report.py": Case("--debug", ("--records_dir", MISSING, "--page", "{file}/comparison.md", "--figure",
-                                       "{file}/prr.png")),
-    "finetune.py": Case("--trust_remote_code", ("--model_name_or_path", "no-such-model", "--train_file",
-                                                f"{MISSING}/train.jsonl", "--do_train", "true", "--output_dir", "{out}")),
     "make_report.py": Case("--debug", ("--configs_dir", MISSING, "--page", "{out}/page.md", "--figure", "{out}/f.png")),
-    "finetune_qa.py": Case("--trust_remote_code", ("--model_name_or_path", "no-such-model", "--train_file",
+    "finetune.py": Case("--trust_remote_code", ("--model_name_or_path", "{file}", "--train_file",
+                                                f"{MISSING}/train.jsonl", "--do_train", "true", "--output_dir", "{out}")),
+    "finetune_qa.py": Case("--trust_remote_code", ("--model_name_or_path", "{file}", "--train_file",
                                                    f"{MISSING}/train.json", "--do_train", "true", "--output_dir", "{out}")),
     "prepare_wordnet.py": Case("--include_examples", ("--wordnet_dir", MISSING, "--output_dir", "{out}")),
     "pretrain_clm.py": Case("--trust_remote_code", PRETRAIN_FAILS),

@@ -2,15 +2,12 @@
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import QUICK_TRAINING_ARGS, REPO_ROOT, TINY_MODEL_ARGS, tiny_config
+from conftest import QUICK_TRAINING_ARGS, TINY_MODEL_ARGS, tiny_config
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer, EvalPrediction, TrainerCallback
 
@@ -228,37 +225,6 @@ def test_resuming_a_finished_run_only_writes_the_final_folder(
 
 
 # Killed (SIGKILL) at five points, in pretraining and fine-tuning, then resumed: tests/test_resume.py.
-
-
-# --- distributed ------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_corpus, tiny_tokenizer_dir):
-    """Two processes training together (DDP over gloo) through `accelerate launch`. On CPUs, accelerate's `--cpu`
-    flag starts ONE process unless MPI is set up; its torch.distributed launcher (`--multi_gpu`) starts two, and
-    `--use_cpu true` (in QUICK_TRAINING_ARGS) makes Transformers join them on the CPU."""
-    output_dir = tmp_path / "ddp"
-    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    command = [
-        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "scripts/pretrain_mlm.py", *TINY_MODEL_ARGS, *QUICK_TRAINING_ARGS,
-        "--tokenizer_name", str(tiny_tokenizer_dir), "--train_files", str(tiny_corpus), "--output_dir", str(output_dir),
-        "--max_seq_length", "32", "--do_train", "true", "--do_eval", "true", "--max_steps", "3", "--save_steps", "3",
-        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert process.returncode == 0, process.stderr[-3000:]
-
-    results = json.loads((output_dir / "all_results.json").read_text())
-    # Two processes of 4 blocks each: an epoch takes half as many steps as it would in one process.
-    steps_per_epoch = math.ceil(results["train_samples"] / (2 * 4))
-    assert results["epoch"] == pytest.approx(3 / steps_per_epoch)
-    assert "eval_accuracy" in results
-    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-3"]
-    assert [path.name for path in output_dir.parent.iterdir()] == ["ddp"]
-    AutoModelForMaskedLM.from_pretrained(output_dir)
 
 
 # --- bad input fails before any training --------------------------------------------------------------------------

@@ -35,7 +35,11 @@ def load_raw_datasets(
     if bool(dataset_name) == bool(data_files):
         raise ValueError("Pass either a dataset name (--dataset_name / --task_name) or local data files, not both.")
     if dataset_name:
-        return datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=streaming)
+        try:
+            return datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=streaming)
+        except ConnectionError as error:  # datasets' own message names neither the config nor what to do
+            message = hub_dataset_unavailable(dataset_name, dataset_config_name, cache_dir, error)
+            raise ConnectionError(message) from error
 
     all_files = [file for files in data_files.values() for file in files]
     missing = [file for file in all_files if not Path(file).is_file()]
@@ -73,6 +77,24 @@ def load_raw_datasets(
                 raise
             raise ValueError(f"The {split} file(s) {', '.join(files)} hold no rows.") from error
     return datasets.IterableDatasetDict(loaded) if streaming else datasets.DatasetDict(loaded)
+
+
+def hub_dataset_unavailable(name: str, config_name: str | None, cache_dir: str | None, error: Exception) -> str:
+    """One line saying which Hub dataset (and configuration) could not be loaded, and why: not cached, and the Hub
+    offline or unreachable."""
+    import datasets
+
+    what = f"{name!r}" + (f" (configuration {config_name!r})" if config_name else "")
+    hub = (
+        "the Hub is offline (HF_HUB_OFFLINE=1 or HF_DATASETS_OFFLINE=1)"
+        if datasets.config.HF_HUB_OFFLINE
+        else f"the Hub could not be reached ({error})"
+    )
+    cache = cache_dir or datasets.config.HF_DATASETS_CACHE
+    return (
+        f"Cannot load the Hub dataset {what}: it is not in the datasets cache ({cache}) and {hub}. Load it once "
+        "with network access, or give local data files in its place."
+    )
 
 
 def check_utf8(file: str | os.PathLike) -> None:

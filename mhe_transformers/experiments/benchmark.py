@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
+from tqdm.auto import tqdm
 from transformers import BertConfig, BertModel
 
 from ..models.mhe.configuration_mhe import ATTENTION_TYPES, MHEConfig, default_num_key_value_heads
@@ -247,6 +248,9 @@ class BenchmarkArguments:
         default=False, metadata={"help": "Tiny dimensions instead of --sizes (hidden 64, 2 layers): a seconds-long smoke run."}
     )
     seed: int = dataclasses.field(default=0)
+    disable_tqdm: bool = dataclasses.field(
+        default=False, metadata={"help": "No progress bar (settings timed / total), as Trainer's --disable_tqdm."}
+    )
     overwrite_output_dir: bool = dataclasses.field(
         default=False, metadata={"help": "Replace an earlier benchmark report in output_dir."}
     )
@@ -316,11 +320,14 @@ def run_benchmark(args: BenchmarkArguments) -> dict:
     sizes = {"micro": MICRO_SIZE} if args.micro else {name: SIZES[name] for name in args.sizes}
     results = {"environment": environment(device), "settings": dataclasses.asdict(args), "parameters": [], "speed": []}
     results["settings"]["setups"] = args.setups()
-    for size_name, size in sizes.items():
-        results["parameters"] += parameter_rows(size_name, size, args.attention_types, args.vocab_size)
-        for dtype_name, impl in args.setups():
-            for seq_len in args.seq_lens:
-                results["speed"] += speed_rows(size_name, size, seq_len, dtype_name, impl, args, device)
+    # One tick per timed setting: a (size, dtype/implementation, sequence length, mode), every model alternately.
+    total = len(sizes) * len(args.setups()) * len(args.seq_lens) * len(args.modes)
+    with tqdm(total=total, desc="benchmark", unit="setting", disable=args.disable_tqdm) as progress:
+        for size_name, size in sizes.items():
+            results["parameters"] += parameter_rows(size_name, size, args.attention_types, args.vocab_size)
+            for dtype_name, impl in args.setups():
+                for seq_len in args.seq_lens:
+                    results["speed"] += speed_rows(size_name, size, seq_len, dtype_name, impl, args, device, progress)
     results["environment"]["load_average_end"] = load_average()
     return results
 
@@ -355,7 +362,14 @@ def parameter_rows(size_name: str, size: dict, attention_types: Sequence[str], v
 
 
 def speed_rows(
-    size_name: str, size: dict, seq_len: int, dtype_name: str, impl: str, args: BenchmarkArguments, device: torch.device
+    size_name: str,
+    size: dict,
+    seq_len: int,
+    dtype_name: str,
+    impl: str,
+    args: BenchmarkArguments,
+    device: torch.device,
+    progress: tqdm | None = None,
 ) -> list[dict]:
     """Tokens/s and peak memory of BERT and every attention type at one (size, seq_len, dtype, implementation)."""
     dtype = DTYPES[dtype_name]
@@ -376,6 +390,8 @@ def speed_rows(
     for mode in args.modes:
         steps = {name: make_step(model, input_ids, mode) for name, model in models.items()}
         logger.info("Timing %s, %s, seq_len %d, %s/%s", mode, size_name, seq_len, dtype_name, impl)
+        if progress is not None:
+            progress.set_postfix_str(f"{size_name} {dtype_name}/{impl} seq {seq_len} {mode}")
         seconds, speedups = time_alternately(steps, "bert", args.repeats, args.warmup, device)
         for name, model in models.items():
             memory = None
@@ -387,6 +403,8 @@ def speed_rows(
                 "speedups": speedups.get(name),
                 "peak_memory_bytes": memory,
             }
+        if progress is not None:
+            progress.update()
     load_end = load_average()
 
     rows = []

@@ -7,10 +7,11 @@ with `utils.cli.parse_args`, the one command-line style.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 from transformers import TrainingArguments
+
+from .launch import check_local_path
 
 
 class HubPush:
@@ -93,17 +94,8 @@ class ModelArguments:
         """The fine-tuning pipelines' check: a trained model is given, and local paths exist."""
         if not self.model_name_or_path:
             raise ValueError("Pass --model_name_or_path: the pretrained checkpoint (folder or Hub id) to fine-tune.")
-        check_local_path(self.model_name_or_path, "--model_name_or_path")
-        check_local_path(self.tokenizer_name, "--tokenizer_name")
-
-
-def check_local_path(value: str | None, option: str) -> None:
-    """A value that can only be a local path (absolute, ./ or ../, ~, or more than one '/', which no Hub id has)
-    must exist: otherwise huggingface_hub would report it as a malformed repo id."""
-    if not value or os.path.exists(value):
-        return
-    if value.startswith(("/", "./", "../", "~", ".\\")) or value.count("/") > 1 or "\\" in value:
-        raise FileNotFoundError(f"{option} {value}: no such file or folder.")
+        check_local_path(self.model_name_or_path, "--model_name_or_path", self.cache_dir)
+        check_local_path(self.tokenizer_name, "--tokenizer_name", self.cache_dir)
 
 
 def check_something_to_do(training_args: TrainingArguments, predict: bool = False) -> None:

@@ -10,12 +10,14 @@ The pipelines follow transformers' example scripts (run_mlm.py, run_glue.py, run
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,9 +41,15 @@ from ..utils.run_folder import (
 )
 from ..utils.secrets import redact
 from .arguments import MHETrainingArguments, ModelArguments
+from .launch import check_launch, check_sharding, log_effective_batch
 
 logger = logging.getLogger(__name__)
 
+# The weights of a Trainer checkpoint: one file or an index of shards; under FSDP (accelerate's save_fsdp_model), a
+# distributed checkpoint folder (SHARDED_STATE_DICT) or one file (FULL_STATE_DICT).
+CHECKPOINT_WEIGHTS = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model_fsdp_0", "pytorch_model_fsdp.bin",
+)  # fmt: skip
 # What Trainer writes into output_dir while training; kept when the final folder replaces output_dir.
 TRAINING_ARTEFACTS = (f"{PREFIX_CHECKPOINT_DIR}-*", "runs")
 
@@ -91,7 +99,7 @@ def checkpoint_problem(folder: Path) -> str | None:
     step = folder.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
     if str(state.get("global_step")) != step:
         return f"trainer_state.json says step {state.get('global_step')}"
-    if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+    if not any((folder / name).exists() for name in CHECKPOINT_WEIGHTS):
         return "no model weights"
     return None
 
@@ -109,18 +117,6 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
             return folder
         logger.warning("Skipping %s: it is incomplete (%s), left by a run stopped while saving it.", folder, problem)
     return None
-
-
-def check_launch(training_args: TrainingArguments) -> None:
-    """Refuse processes that were launched together but would train apart (each on all the data, racing to write
-    output_dir): on a machine without GPUs, Transformers joins them only with --use_cpu."""
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and training_args.world_size != launched:
-        raise ValueError(
-            f"{launched} processes were launched but they would train independently (world size "
-            f"{training_args.world_size}). Without GPUs, add --use_cpu true, e.g. `accelerate launch --multi_gpu "
-            "--num_processes 2 scripts/pretrain_mlm.py ... --use_cpu true`."
-        )
 
 
 def holds_output_dir(run):
@@ -191,6 +187,7 @@ def set_up_run(training_args: MHETrainingArguments) -> str | None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
     )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    log_effective_batch(training_args)
     set_seed(training_args.seed)
     return resume_checkpoint
 
@@ -254,6 +251,7 @@ def train(trainer, resume_checkpoint: str | None, train_samples: int | None) -> 
     Resuming from a checkpoint at max_steps trains nothing: the checkpoint's weights (or, with
     load_best_model_at_end, the best checkpoint's) become the final model, and the train metrics are the state's.
     A stream (--streaming) has no length: its metrics have no train_samples (Trainer counts the steps)."""
+    check_sharding(trainer)
     stop, losses = _StopIfFinished(), _train_loss_state(trainer)
     trainer.add_callback(stop)
     trainer.add_callback(losses)
@@ -449,14 +447,23 @@ def save_final_checkpoint(
     work_dir = Path(trainer.args.output_dir).resolve()
     folder = getattr(trainer.args, "run_folder", None) or RunFolder(work_dir, work_dir)
     output_dir = folder.output_dir
+    if trainer.is_fsdp_enabled:
+        # Trainer.save_model writes a sharded model only as one full state dict; with SHARDED_STATE_DICT (accelerate's
+        # default for FSDP2 checkpoints) it would write no weights at all.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.accelerator.wait_for_everyone()
-    if trainer.is_world_process_zero():
+    if not trainer.is_world_process_zero():
+        # Gathering a sharded model (FSDP, DeepSpeed ZeRO-3) takes every process, in Trainer.save_model; only
+        # process 0 keeps what it writes (another writes into `scratch` only with --save_on_each_node).
+        with tempfile.TemporaryDirectory(prefix="mhe-gather-") as scratch:
+            trainer.save_model(scratch)
+    else:
         if trainer.state.best_model_checkpoint and folder.replaces_earlier_run:  # where it will be after the swap
             trainer.state.best_model_checkpoint = str(
                 output_dir / Path(trainer.state.best_model_checkpoint).relative_to(folder.work_dir)
             )
         # Trainer's checkpoints and logs move into the new folder after the swap (run_folder.atomic_directory).
-        with folder.final_directory(keep=TRAINING_ARTEFACTS) as tmp_dir:
+        with folder.final_directory(keep=TRAINING_ARTEFACTS) as tmp_dir, _saved_as_own_class(trainer.model):
             trainer.save_model(str(tmp_dir))  # model + tokenizer (Trainer's processing_class) + training_args.bin
             trainer.state.save_to_json(str(tmp_dir / "trainer_state.json"))
             # The precision the run actually used: accelerate's state, which `accelerate launch --mixed_precision`
@@ -487,6 +494,43 @@ def save_final_checkpoint(
             output_dir, hub_push.repo_id or output_dir.name, private=hub_push.private, token=hub_push.token
         )
     return merge_metrics(metrics)
+
+
+@contextlib.contextmanager
+def _saved_as_own_class(model):
+    """While Trainer saves `model`, its `save_pretrained` runs under the model's own class.
+
+    FSDP2 (`fully_shard`) turns a model's class into a subclass defined in torch (`FSDP<Name>`); `save_pretrained`
+    would record that subclass in config.json's `auto_map` and copy torch's FSDP source files as the model's code
+    instead of modeling_mhe.py. Trainer gathers the full weights first, with the sharded class, and passes them to
+    `save_pretrained`, which therefore needs nothing of FSDP. Gathered, tied weights (the masked-LM decoder and the
+    input embeddings) no longer share memory, so `save_pretrained` would write both: the tied copy is left out, as
+    an unsharded save does."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch < 2.6: FSDP2 is not public, and accelerate does not use it
+        FSDPModule = ()
+    sharded_class = type(model)
+    own_class = next(cls for cls in sharded_class.__mro__ if not issubclass(cls, FSDPModule))
+    if own_class is sharded_class:
+        yield
+        return
+
+    def save_pretrained(*args, state_dict=None, **kwargs):
+        if state_dict is not None:
+            tied = getattr(model, "all_tied_weights_keys", None) or {}
+            state_dict = {name: tensor for name, tensor in state_dict.items() if tied.get(name) not in state_dict}
+        model.__class__ = own_class
+        try:
+            return own_class.save_pretrained(model, *args, state_dict=state_dict, **kwargs)
+        finally:
+            model.__class__ = sharded_class
+
+    model.save_pretrained = save_pretrained  # an instance attribute: what Trainer._save calls
+    try:
+        yield
+    finally:
+        del model.save_pretrained
 
 
 def merge_metrics(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:

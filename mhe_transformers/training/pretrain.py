@@ -73,8 +73,8 @@ class ModelArguments(arguments.ModelArguments):
     def check_model_source(self) -> None:
         """Exactly one of a new model's config file and a trained model; the new-model options only for the former
         (a trained model keeps its own configuration); a tokenizer for a new model."""
-        arguments.check_local_path(self.model_name_or_path, "--model_name_or_path")
-        arguments.check_local_path(self.tokenizer_name, "--tokenizer_name")
+        arguments.check_local_path(self.model_name_or_path, "--model_name_or_path", self.cache_dir)
+        arguments.check_local_path(self.tokenizer_name, "--tokenizer_name", self.cache_dir)
         if bool(self.model_config) == bool(self.model_name_or_path):
             raise ValueError(
                 "Pass exactly one of --model_config (a configs/model/<size>.json file: train a new model) and "

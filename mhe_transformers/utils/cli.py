@@ -21,6 +21,8 @@ Rules, enforced here for every script:
   `--flag 1` are usage errors, and there are no `--no_flag` spellings.
 - An unknown flag, a bad value, or a value the dataclass (or `validate`) refuses exits 2 with the usage line and a
   message naming it. No abbreviations: `--learning_rat` is an unknown flag, not `--learning_rate`.
+- An `output_dir` may name other arguments in braces, `outputs/pretrain-{attention_type}`, so that a YAML's folder
+  follows what the command line changes (`fill_placeholders`).
 - `run_script` turns any other error into one line on stderr and exit 1; `--debug` shows the traceback instead.
   (Trainer's own `debug` option, its underflow/overflow and TPU probes, is not offered on the command line.)
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +43,8 @@ from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
 DEBUG_FLAG = "--debug"
+# Arguments whose value may name other arguments in braces (`fill_placeholders`).
+PLACEHOLDER_FIELDS = ("output_dir",)
 TRUE_WORDS, FALSE_WORDS = ("true",), ("false",)
 
 
@@ -152,6 +157,9 @@ def parse_args(
             parser.error(str(error))
     namespace = parser.parse_args(argv)  # unknown flags and unconvertible values: usage, exit 2
     try:
+        for name in PLACEHOLDER_FIELDS:
+            if isinstance(getattr(namespace, name, None), str):
+                setattr(namespace, name, fill_placeholders(name, getattr(namespace, name), vars(namespace)))
         instances = tuple(
             dtype(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(dtype) if hasattr(namespace, f.name)})
             for dtype in dataclass_types
@@ -163,6 +171,23 @@ def parse_args(
             raise
         parser.error(str(error))
     return instances
+
+
+def fill_placeholders(option: str, value: str, arguments: dict[str, Any]) -> str:
+    """`outputs/pretrain-{attention_type}` with `--attention_type mha` -> `outputs/pretrain-mha`. A placeholder takes
+    the argument's value; a path or Hub id gives its last part (`{model_name_or_path}` of `outputs/pretrain-mha`:
+    `pretrain-mha`), so that the result stays one folder name."""
+
+    def fill(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in arguments:
+            raise ValueError(f"--{option} {value}: there is no argument --{name} to fill {{{name}}} with.")
+        filled = arguments[name]
+        if filled is None or isinstance(filled, (list, dict)):
+            raise ValueError(f"--{option} {value}: {{{name}}} needs one value of --{name}, got {filled!r}.")
+        return Path(str(filled)).name
+
+    return re.sub(r"\{(\w+)\}", fill, value)
 
 
 def debug_requested(argv: Sequence[str]) -> bool:
@@ -193,4 +218,13 @@ def run_script(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] 
         raise SystemExit(1) from None
 
 
-__all__ = ["CommandLineParser", "UsageError", "debug_requested", "load_yaml_config", "parse_args", "run_script", "strict_bool"]
+__all__ = [
+    "CommandLineParser",
+    "UsageError",
+    "debug_requested",
+    "fill_placeholders",
+    "load_yaml_config",
+    "parse_args",
+    "run_script",
+    "strict_bool",
+]
