@@ -690,26 +690,29 @@ class MHEModel(MHEPreTrainedModel):
                 f"that call); the model uses '{self.config._attn_implementation}'."
             )
         _check_cache_arguments(cache, kwargs)
-        if not self.config.is_decoder:
-            if cache is not None:  # (use_cache is ignored: it defaults to config.use_cache for encoders too)
-                raise ValueError("A key/value cache needs a decoder: set is_decoder=True (MHEForCausalLM does).")
-            _check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-            hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
-            packed = _packed_sequences(self.config, position_ids, attention_mask, hidden_states.shape[0])
-            attention_mask = create_bidirectional_mask(
-                config=self.config,
-                inputs_embeds=hidden_states,
-                attention_mask=attention_mask,
-                and_mask_function=packed_sequence_mask_function(packed) if packed is not None else None,
-            )
-            for layer in self.layers:
-                hidden_states = layer(hidden_states, attention_mask, position_ids=position_ids, **kwargs)
-            return BaseModelOutputWithPooling(
-                last_hidden_state=hidden_states,
-                pooler_output=self.pooler(hidden_states) if self.pooler is not None else None,
-            )
+        if self.config.is_decoder:
+            return self._decode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, cache,
+                                use_cache, **kwargs)  # fmt: skip
+        if cache is not None:  # (use_cache is ignored: it defaults to config.use_cache for encoders too)
+            raise ValueError("A key/value cache needs a decoder: set is_decoder=True (MHEForCausalLM does).")
+        _check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+        packed = _packed_sequences(self.config, position_ids, attention_mask, hidden_states.shape[0])
+        attention_mask = create_bidirectional_mask(
+            config=self.config,
+            inputs_embeds=hidden_states,
+            attention_mask=attention_mask,
+            and_mask_function=packed_sequence_mask_function(packed) if packed is not None else None,
+        )
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, attention_mask, position_ids=position_ids, **kwargs)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states,
+            pooler_output=self.pooler(hidden_states) if self.pooler is not None else None,
+        )
 
-        # Decoder: causal masks (packed sequences included, from position_ids) and a key/value cache.
+    def _decode(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, cache, use_cache, **kwargs):
+        """The decoder's forward: causal masks (packed sequences included, from position_ids) and a key/value cache."""
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         past_length = cache.get_seq_length() if cache is not None else 0
