@@ -395,7 +395,7 @@ def test_a_second_job_of_the_same_comparison_is_refused_while_the_first_runs(toy
 
     config = load_config(toy(seeds=[42]))
     folder = tmp_path / "runs" / "toy"
-    holder = subprocess.Popen(  # another session's job, holding the comparison's folder
+    holder = subprocess.Popen(  # another job, holding the comparison's folder
         [sys.executable, "-c", "import sys, time\nfrom mhe_transformers.utils.run_folder import lock_output_dir\n"
          "with lock_output_dir(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)", str(folder)],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},

@@ -1,7 +1,7 @@
 """The paper's experiment at any scale, as runs that accumulate: one model per (arm, seed), pretrained with the
 comparison's recipe, scored on held-out text, fine-tuned on each task; every finished run writes ONE small JSON
 record, `<records_dir>/<name>/<run_key>.json`, committed to git. A comparison skips the runs whose record exists,
-so a long one runs as short jobs over several working sessions; `make report` (experiments/report.py) turns the
+so a long one runs as short jobs, each continuing the last; `make report` (experiments/report.py) turns the
 records alone into the tables, intervals and figure of docs/results/.
 
     python scripts/compare_attention.py --comparison configs/compare/ablation.yaml --max_minutes 40
@@ -423,7 +423,7 @@ def check_arguments(config: CompareConfig, paths: dict[str, str]) -> None:
 
 def _stage(folder: Path, name: str, compute: Callable[[], dict]) -> dict:
     """`compute()` once per run folder: its result is kept in `<folder>/<name>.json`, so that a run interrupted
-    between stages continues where it stopped (within a session; the folder is not committed)."""
+    between stages continues where it stopped (on the same machine; the folder is not committed)."""
     path = folder / f"{name}.json"
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
@@ -580,12 +580,12 @@ def missing_runs(config: CompareConfig) -> list[tuple[Arm, int]]:
 
 
 def check_record_data(config: CompareConfig, data: dict) -> None:
-    """Stop when the comparison's records were made from other prepared data than this session's."""
+    """Stop when the comparison's records were made from other prepared data than this job's."""
     for record in read_records(config.records_path):
         if record.get("data") != data["hashes"]:
             raise ValueError(
                 f"{config.records_path}/{record.get('run_key')}.json was made from other data ({record.get('data')}) "
-                f"than this session prepared ({data['hashes']}): the data code or WordNet changed. Move the old "
+                f"than this job prepared ({data['hashes']}): the data code or WordNet changed. Move the old "
                 "records away (or rename the comparison) before running more."
             )
 
@@ -601,8 +601,8 @@ def run_and_record(config: CompareConfig, pipeline: Pipeline, arm: Arm, seed: in
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     started = time.time()
     folder = run_dir(config, arm, seed)
-    # The run's folder is this tool's (utils.run_folder): one session runs it at a time, a folder of the user's own
-    # is neither written into nor deleted, and one left by an interrupted session is continued.
+    # The run's folder is this tool's (utils.run_folder): one job runs it at a time, a folder of the user's own
+    # is neither written into nor deleted, and one left by an interrupted job is continued.
     with lock_output_dir(folder):
         if folder.is_dir() and any(folder.iterdir()):
             check_own(folder)
