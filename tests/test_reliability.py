@@ -197,6 +197,11 @@ def test_comparison_records_never_hold_a_token(tmp_path, tiny_classification_dir
     assert len(written) == 1
     assert [str(p) for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".yaml" and TOKEN in p.read_text(
         errors="replace")] == []  # fmt: skip
+    # The token is no part of what defines a run: another token, the same run key.
+    other = write_comparison(tmp_path / "other", tiny_classification_dir, seeds=[42],
+                             pretrain={**recipe, "args": {**recipe["args"], "hub_token": "hf_another"}})  # fmt: skip
+    config, other_config = compare.load_config(path), compare.load_config(other)
+    assert compare.run_key(config, config.arms()[0], 42) == compare.run_key(other_config, other_config.arms()[0], 42)
 
 
 # --- bad data gets a named error ----------------------------------------------------------------------------------

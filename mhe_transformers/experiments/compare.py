@@ -76,7 +76,8 @@ RESERVED_ARGS = ("attention_type", "seed", "output_dir", "model_name_or_path", "
 NON_DEFINING_ARGS = (
     "output_dir", "logging_steps", "disable_tqdm", "report_to", "save_strategy", "save_steps", "save_total_limit",
     "per_device_eval_batch_size", "eval_strategy", "dataloader_num_workers", "preprocessing_num_workers",
-    "log_level", "max_eval_samples", "validation_split_percentage", "use_cpu",
+    "log_level", "max_eval_samples", "validation_split_percentage", "use_cpu", "hub_token", "hub_model_id",
+    "hub_private_repo", "push_to_hub",
 )  # fmt: skip
 PLACEHOLDERS = ("wordnet_dir", "eval_wordnet_dir", "tokenizer_dir")
 DEFAULT_EVALUATION = {"positions": 20_000, "mask_seed": 0, "text": "{eval_wordnet_dir}/heldout/{split}.txt"}
