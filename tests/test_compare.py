@@ -158,6 +158,10 @@ def test_run_keys_change_with_the_recipe_and_not_with_logging(toy, tmp_path):
     recipe.write_text((REPO_ROOT / "configs/pretrain/wordnet-tiny.yaml").read_text() + "\n# a comment\n")
     pretrain = {"config": str(recipe), "args": {"model_config": "configs/model/tiny.json", "max_steps": 2}}
     assert run_key(load_config(toy(pretrain=pretrain)), arm, 42) == key  # same content, other file
+    # defaults the comparison always replaces (folder, type, seed, model to fine-tune) are no part of the key
+    recipe.write_text(recipe.read_text().replace("output_dir: outputs/pretrain-{attention_type}", "output_dir: o")
+                      .replace("attention_type: mhe_mul", "attention_type: mha").replace("seed: 42", "seed: 7"))
+    assert run_key(load_config(toy(pretrain=pretrain)), arm, 42) == key
     recipe.write_text(recipe.read_text() + "mlm_probability: 0.15\n")
     assert run_key(load_config(toy(pretrain=pretrain)), arm, 42) != key
     pretrain = {"config": "configs/pretrain/wordnet-tiny.yaml",

@@ -78,6 +78,9 @@ NON_DEFINING_ARGS = (
     "per_device_eval_batch_size", "eval_strategy", "dataloader_num_workers", "preprocessing_num_workers",
     "log_level", "max_eval_samples", "validation_split_percentage", "use_cpu", "hub_token", "hub_model_id",
     "hub_private_repo", "push_to_hub",
+    # set by the comparison for every run (type and seed are keyed on their own; model = the run's own checkpoint):
+    # a recipe file's default for them never reaches a run
+    "attention_type", "seed", "model_name_or_path",
 )  # fmt: skip
 PLACEHOLDERS = ("wordnet_dir", "eval_wordnet_dir", "tokenizer_dir")
 DEFAULT_EVALUATION = {"positions": 20_000, "mask_seed": 0, "text": "{eval_wordnet_dir}/heldout/{split}.txt"}
