@@ -51,6 +51,8 @@ class FakePipeline(compare.Pipeline):
                               "intermediate_size": 48, **overrides, "attention_type": attention_type,
                               "num_key_value_heads": 2 if attention_type == "gqa" else None})  # fmt: skip
         config.save_pretrained(option(argv, "output_dir"))
+        history = [{"step": 1, "loss": 6.0, "learning_rate": 1e-3}, {"step": 2, "loss": 5.0}, {"train_loss": 5.5}]
+        (Path(option(argv, "output_dir")) / "trainer_state.json").write_text(json.dumps({"log_history": history}))
         return {"train_loss": 5.0}
 
     def fake_evaluate(self, model_dir, text_file, objective, evaluation, split):
@@ -116,8 +118,9 @@ def test_every_run_writes_one_small_whitelisted_record_and_a_rerun_skips_it(toy,
     record = records[0]
     for field in ("comparison", "attention_type", "num_heads", "seed", "position_embedding_type", "per_head_position_bias",
                   "freeze_head_embeddings", "attention_parameters", "total_parameters", "learning_rate", "metrics",
-                  "pretraining", "commit", "dirty", "seconds", "run_key"):  # fmt: skip
+                  "pretraining", "commit", "dirty", "seconds", "run_key", "pretraining_curve"):  # fmt: skip
         assert field in record, field
+    assert record["pretraining_curve"] == [[1, 6.0], [2, 5.0]]  # Trainer's logged losses, nothing else
     assert record["metrics"]["first"]["test"] is None and 0 < record["metrics"]["first"]["validation"] <= 1
     assert record["pretraining"]["test"] is None and record["learning_rate"] == 6.0e-3
     assert record["position_embedding_type"] == "absolute" and record["per_head_position_bias"] is False

@@ -26,17 +26,17 @@ def folder(tmp_path, tiny_classification_dir):
 def build(folder):
     page, figure = folder / "docs" / "comparison.md", folder / "docs" / "prr.png"
     report.write_report(folder, folder / "records", page, figure)
-    return page.read_bytes(), figure.read_bytes()
+    return page.read_bytes(), figure.read_bytes(), (folder / "docs" / "curves.png").read_bytes()
 
 
 def test_with_no_records_the_page_says_what_is_missing(folder):
-    page, figure = build(folder)
+    page, figure, curves = build(folder)
     text = page.decode()
     assert "| ablation | design | 0 | 8 | 0.1 | 0 |" in text and "| main | final | 0 | 12 | 0.2 | 0 |" in text
     assert "- Every run missing: `make compare-ablation`, `make compare-main`." in text
     assert "Choice of `position`: not yet (0 of 8 runs recorded)." in text
     assert "| main/mhe_mul vs main/mha, task | – | – | – | 0 | – | – |" in text
-    assert figure[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figure[:8] == curves[:8] == b"\x89PNG\r\n\x1a\n" and "![Pretraining loss per arm](curves.png)" in text
 
 
 def test_partial_records_give_n_per_cell_primary_endpoints_and_identical_rebuilds(folder):
@@ -58,6 +58,12 @@ def test_partial_records_give_n_per_cell_primary_endpoints_and_identical_rebuild
     # Primary endpoints: every one with 2 seeds, Holm-adjusted over those present; a sentence each.
     assert text.count("Holm-adjusted p = ") == 8
     assert "MHE-MUL's task PRR against MHA is " in text and "MHE-ADD's masked-LM PRR against MHA (matched) is" in text
+    # Curves: the mean over each arm's seeds of the logged losses (FakePipeline logs 6.0 then 5.0, every run).
+    main_comparison = next(c for c in report.load(folder, folder / "records") if c.config.name == "main")
+    assert report.mean_curves(main_comparison)["main/mha"] == ([1, 2], [6.0, 5.0], 2)
+    record = main_comparison.arm_records("main/mha")[0]
+    record["pretraining_curve"] = [[1, 7.0], [2, 6.0], [3, 5.5]]  # one seed logged more steps: shared steps only
+    assert report.mean_curves(main_comparison)["main/mha"] == ([1, 2], [6.5, 5.5], 2)
     # The same records give the same bytes, with the checkpoints gone and again from a fresh copy.
     shutil.rmtree(folder / "runs", ignore_errors=True)
     assert build(folder) == first
@@ -84,3 +90,4 @@ def test_the_shipped_report_builds_from_the_committed_records(tmp_path):
     report.write_report(REPO_ROOT / "configs/compare", REPO_ROOT / "docs/results/records", page, figure)
     assert page.read_bytes() == (REPO_ROOT / "docs/results/comparison.md").read_bytes()
     assert figure.read_bytes() == (REPO_ROOT / "docs/results/prr.png").read_bytes()
+    assert (tmp_path / "curves.png").read_bytes() == (REPO_ROOT / "docs/results/curves.png").read_bytes()

@@ -518,6 +518,16 @@ def _recipe_value(path: str | None, args: dict, key: str) -> Any:
     return values.get(key)
 
 
+def pretraining_curve(model_dir: str | os.PathLike) -> list[list[float]] | None:
+    """[[step, training loss], ...] as Trainer logged it (`trainer_state.json` of the final checkpoint, every
+    `logging_steps`); None for a checkpoint without that file."""
+    state = Path(model_dir) / "trainer_state.json"
+    if not state.is_file():
+        return None
+    history = json.loads(state.read_text(encoding="utf-8")).get("log_history", [])
+    return [[entry["step"], round(float(entry["loss"]), 4)] for entry in history if "loss" in entry and "step" in entry]
+
+
 def build_record(config: CompareConfig, arm: Arm, seed: int, result: dict, data: dict, seconds: float) -> dict:
     """The run's record: whitelisted fields only (no command line, no path, no token)."""
     from transformers import AutoConfig
@@ -551,7 +561,7 @@ def build_record(config: CompareConfig, arm: Arm, seed: int, result: dict, data:
         "finetune_learning_rate": {task.name: _recipe_value(task.config, task.args, "learning_rate") for task in config.tasks},
         "metrics": {name: {"validation": task["validation"], "test": task["test"]} for name, task in result["tasks"].items()},
         "pretraining": {split: (lm[split]["metrics"] if split in lm else None) for split in ("validation", "test")},
-        "train_loss": result["pretrain"].get("train_loss"),
+        "train_loss": result["pretrain"].get("train_loss"), "pretraining_curve": pretraining_curve(result["model_dir"]),
         "items": {**{name: task["items"] for name, task in result["tasks"].items() if task["items"]},
                   **{f"lm_{split}": lm[split]["items"] for split in lm}},
         "data": data["hashes"], "counts": data["counts"],

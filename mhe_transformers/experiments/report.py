@@ -2,7 +2,7 @@
 alone (docs/results/records/<comparison>/*.json, written by experiments/compare.py) and the comparison configs
 (which runs are expected). No checkpoint, no prepared data, no network: the same records give the same bytes.
 
-    python scripts/make_report.py        # writes docs/results/comparison.md (below its marker) and prr.png
+    python scripts/make_report.py        # writes docs/results/comparison.md (below its marker), prr.png, curves.png
 
 docs/results/comparison.md keeps everything above `GENERATED_MARKER` (the hand-written pre-registration) and gets
 everything below it from here. With no records the page says which runs are missing; with some, every table gives
@@ -300,8 +300,47 @@ def markdown(comparisons: Sequence[Comparison]) -> str:
         if choice is not None:
             option, among, by_type = choice
             lines += design_choice(comparison, option, among, by_type) + [""]
-    lines += ["![PRR per attention type with 95% intervals](prr.png)", ""]
+    lines += ["![PRR per attention type with 95% intervals](prr.png)", "",
+              "Pretraining loss (Trainer's logged training loss, mean over the recorded seeds of each arm):", "",
+              "![Pretraining loss per arm](curves.png)", ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def mean_curves(comparison: Comparison) -> dict[str, tuple[list[float], list[float], int]]:
+    """{arm: (steps, mean logged loss, seeds)} over the arm's records with a `pretraining_curve`, at the steps all
+    of them logged (runs of one arm share their recipe, hence their logging steps)."""
+    curves = {}
+    for arm in comparison.config.arms():
+        runs = [dict(map(tuple, r["pretraining_curve"])) for r in comparison.arm_records(arm.name) if r.get("pretraining_curve")]
+        if runs:
+            steps = sorted(set.intersection(*(set(run) for run in runs)))
+            curves[arm.name] = (steps, [float(np.mean([run[step] for run in runs])) for step in steps], len(runs))
+    return curves
+
+
+def curves_figure(comparisons: Sequence[Comparison], path: Path) -> None:
+    """One panel per comparison with recorded curves, one line per arm; a placeholder when none has any."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(c, mean_curves(c)) for c in comparisons]
+    panels = [(c, curves) for c, curves in panels if curves]
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 4), squeeze=False)
+    if not panels:
+        axes[0][0].text(0.5, 0.5, "No pretraining curves recorded yet", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    for axis, (comparison, curves) in zip(axes[0], panels):
+        for arm, (steps, losses, seeds) in curves.items():
+            axis.plot(steps, losses, label=f"{_arm_label(arm)} (n={seeds})", linewidth=1)
+        axis.set_title(comparison.config.name)
+        axis.set_xlabel("step")
+        axis.set_ylabel("training loss")
+        axis.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
 
 
 def figure(comparisons: Sequence[Comparison], path: Path) -> None:
@@ -343,8 +382,8 @@ def figure(comparisons: Sequence[Comparison], path: Path) -> None:
 
 
 def write_report(configs_dir: Path, records_dir: Path, page: Path, figure_path: Path) -> str:
-    """Rewrite `page` below its marker (the part above is kept; a page without the marker gets it appended) and the
-    figure. Returns the generated part."""
+    """Rewrite `page` below its marker (the part above is kept; a page without the marker gets it appended), the
+    PRR figure and, beside it, curves.png. Returns the generated part."""
     if not any((Path(configs_dir) / f"{name}.yaml").is_file() for name in COMPARISONS):
         raise FileNotFoundError(f"No comparison config ({', '.join(COMPARISONS)}) in {configs_dir}.")
     comparisons = load(configs_dir, records_dir)
@@ -354,6 +393,7 @@ def write_report(configs_dir: Path, records_dir: Path, page: Path, figure_path: 
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(head + generated, encoding="utf-8")
     figure(comparisons, figure_path)
+    curves_figure(comparisons, Path(figure_path).with_name("curves.png"))
     return generated
 
 
@@ -370,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> str:
 
     (args,) = parse_args((ReportArguments,), argv, description="Rebuild docs/results tables and figure from records.")
     generated = write_report(Path(args.configs_dir), Path(args.records_dir), Path(args.page), Path(args.figure))
-    print(f"Wrote {args.page} and {args.figure}.")
+    print(f"Wrote {args.page}, {args.figure} and {Path(args.figure).with_name('curves.png')}.")
     return generated
 
 
