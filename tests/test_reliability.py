@@ -335,6 +335,9 @@ def test_an_earlier_run_is_replaced_only_once_the_new_one_has_succeeded(tmp_path
     assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert Path(state["best_model_checkpoint"]).parent == output_dir.resolve()  # where the checkpoint now is
+    for checkpoint in output_dir.glob("checkpoint-*"):  # and so do the checkpoints' own states (a resume reads them)
+        best = json.loads((checkpoint / "trainer_state.json").read_text())["best_model_checkpoint"]
+        assert Path(best).parent == output_dir.resolve() and Path(best).is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     recorded = json.loads((output_dir / "training_args.json").read_text())["MHETrainingArguments"]["output_dir"]
     assert recorded == str(output_dir.resolve())
