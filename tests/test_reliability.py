@@ -396,6 +396,25 @@ def test_no_file_or_log_of_a_run_holds_the_token(
     assert recorded["hub_token"] in (None, "<redacted>")
 
 
+def test_a_token_typed_into_another_option_is_refused_before_anything_is_written(
+    tmp_path, capsys, tiny_corpus, tiny_tokenizer_dir
+):
+    from mhe_transformers.training import pretrain as pretraining
+
+    # Trainer pickles every argument into training_args.bin, where no redaction reaches: refuse, naming the option.
+    for option in ("--run_name", "--hub_model_id"):
+        with pytest.raises(SystemExit) as stopped:
+            pretraining.main(pretrain_argv(tmp_path / "run", tiny_corpus, tiny_tokenizer_dir, option, f"x-{TOKEN}"))
+        message = capsys.readouterr().err
+        assert stopped.value.code == 2 and f"{option} holds a secret" in message and TOKEN not in message
+    assert not (tmp_path / "run").exists()
+    # A mistyped option quoting the token: the usage error says which, without the token.
+    with pytest.raises(SystemExit):
+        pretraining.main(pretrain_argv(tmp_path / "run", tiny_corpus, tiny_tokenizer_dir, "--hub_tokn", TOKEN))
+    message = capsys.readouterr().err
+    assert "unrecognized arguments: --hub_tokn <redacted>" in message and TOKEN not in message
+
+
 def test_report_command_lines_and_cards_hold_no_token(tiny_pretrained_dir, tmp_path, monkeypatch):
     import shutil
 
