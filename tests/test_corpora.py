@@ -46,7 +46,10 @@ this table row is never read as text
 .TE
 .PP
 A process may \\fIchange\\fP the state of a widget at any time.
-"""
+.PP
+""" + "\n".join(f"Widget number {i} keeps its own state until the caller frees it." for i in range(60)) + "\n"
+MAN_MORE = {f"Widget number {i} keeps its own state until the caller frees it." for i in range(60)}
+GLOSSES = numbered("a made up thing number {i} for the tests", 60)
 DOCS = numbered("This package document {i} explains how the library reads its configuration files.", 60)
 HELDOUT_DOC = "This sentence lives in the jargon package folder and must never be training text."
 BIBLE = numbered("And the shepherd number {i} led the flock beside the still waters of the valley.", 60)
@@ -77,6 +80,8 @@ def make_fake_root(root: Path) -> Path:
     write(root / "usr/share/doc/libfake/changelog", "Changelogs are never read as text by the corpus reader.")
     write(root / "usr/share/doc/jargon-text/README.Debian", HELDOUT_DOC)
     write_fake_wordnet(root / "usr/share/wordnet")
+    with open(root / "usr/share/wordnet/data.noun", "a") as data:
+        data.writelines(f"{20000000 + i:08d} 05 n 01 madeup{i} 0 000 | {gloss}  \n" for i, gloss in enumerate(GLOSSES))
     bible = root / "usr/bin/bible"
     write(bible, "#!/bin/sh\ncat <<'EOF'\n\nGenesis 1\n\n" + "".join(f"  {i + 1} {v}\n" for i, v in enumerate(BIBLE))
           + "EOF\n")  # fmt: skip
@@ -104,11 +109,11 @@ def test_every_domain_reads_its_own_files(root):
     assert all_sentences(DOMAINS["man-pages"], root) == {
         "The frobnicate call returns the number of widgets that frob(2) created for the caller.",
         "A process may change the state of a widget at any time.",
-    }  # only the listed page; comments, tables, fonts stripped
+    } | MAN_MORE  # only the listed page; comments, tables, fonts stripped
     assert all_sentences(DOMAINS["package-docs"], root) == set(DOCS) | {SHARED}  # no changelog, no held-out folder
     assert all_sentences(DOMAINS["wordnet"], root) == {  # glosses and examples of 5+ words ("fake gloss 7": fewer)
         'a made-up word; as in the expression "blurb it"', "a small made-up marsh creature",
-        "so much glee; so little time", "ten words in one synset",
+        "so much glee; so little time", "ten words in one synset", *GLOSSES,
     }  # fmt: skip
     assert all_sentences(DOMAINS["bible"], root) == set(BIBLE)  # verse numbers and headings dropped
     assert all_sentences(DOMAINS["jargon"], root) == set(JARGON) | {SHARED}
