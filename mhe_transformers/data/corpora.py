@@ -245,11 +245,18 @@ def split_of(sentence: str, heldout: bool) -> str:
     return "validation" if fraction < TRAIN_TEST_SHARE + TRAIN_VALIDATION_SHARE else "train"
 
 
+def missing_packages(
+    domains: Sequence[Domain] = TRAIN_DOMAINS + HELDOUT_DOMAINS, root: str | os.PathLike = "/"
+) -> list[str]:
+    """The Debian packages of `domains` that are not installed under `root` (`make convert-minilm` installs them)."""
+    return list(dict.fromkeys(domain.package for domain in domains if not (Path(root) / domain.marker).exists()))
+
+
 def check_packages(domains: Sequence[Domain], root: str | os.PathLike = "/") -> None:
     """Raise CorpusError naming every missing package, and the one apt command that installs them."""
     missing = [domain for domain in domains if not (Path(root) / domain.marker).exists()]
     if missing:
-        names = " ".join(dict.fromkeys(domain.package for domain in missing))
+        names = " ".join(missing_packages(missing, root))
         details = ", ".join(f"{domain.name} (/{domain.marker})" for domain in missing)
         raise CorpusError(f"Missing Debian package(s) for the corpus domains {details}: apt-get install -y {names}")
 
