@@ -145,7 +145,8 @@ def verify_checkpoint(checkpoint_dir: str | os.PathLike, task: str | None = None
     task = task or task_of_architecture
 
     if (checkpoint_dir / "README.md").is_file() and config and task:
-        problems += _card_problems(checkpoint_dir / "README.md", task, config.get("attention_type"), sentence_transformer)
+        readme = checkpoint_dir / "README.md"
+        problems += _card_problems(readme, task, config.get("attention_type"), sentence_transformer)
     if problems:
         raise CheckpointError(f"{checkpoint_dir} is not ready to share:\n- " + "\n- ".join(problems))
 
@@ -221,7 +222,9 @@ def _code_problems(checkpoint_dir: Path) -> list[str]:
     ]
 
 
-def _card_problems(readme: Path, task: str, attention_type: str | None, sentence_transformer: bool = False) -> list[str]:
+def _card_problems(
+    readme: Path, task: str, attention_type: str | None, sentence_transformer: bool = False
+) -> list[str]:
     try:
         data = ModelCard.load(readme).data
     except Exception as error:  # a card the Hub cannot parse is as bad as none
@@ -232,7 +235,8 @@ def _card_problems(readme: Path, task: str, attention_type: str | None, sentence
         problems.append(f"README.md metadata lacks library_name: {library}")
     if data.get("pipeline_tag") != task:
         problems.append(f"README.md metadata pipeline_tag is {data.get('pipeline_tag')!r}, expected {task!r}")
-    wanted_tags = {"mhe", "custom_code", attention_type} | ({"sentence-transformers"} if sentence_transformer else set())
+    wanted_tags = {"mhe", "custom_code", attention_type}
+    wanted_tags |= {"sentence-transformers"} if sentence_transformer else set()
     missing_tags = wanted_tags - set(data.get("tags") or [])
     if missing_tags:
         problems.append(f"README.md metadata lacks the tags {sorted(missing_tags)}")

@@ -46,7 +46,7 @@ class RecoveryArguments:
     )
     recover_embedding_weight: float = field(
         default=0.0,
-        metadata={"help": "Weight of 1 - cosine between the mean-pooled sentence embeddings in the loss (0: left out)."},
+        metadata={"help": "Weight of 1 - cosine of the mean-pooled sentence embeddings in the loss (0: left out)."},
     )
     recover_weight_decay: float = field(
         default=0.01, metadata={"help": "AdamW weight decay (never on head embeddings: training.optimizer)."}
@@ -129,7 +129,8 @@ class HiddenStateDistillationTrainer(MHETrainer):
         mask = inputs["attention_mask"]
         loss = 0.0
         if self.hidden_weight:
-            loss = loss + self.hidden_weight * hidden_state_mse(outputs.hidden_states, teacher_states, mask, self.layers)
+            hidden_loss = hidden_state_mse(outputs.hidden_states, teacher_states, mask, self.layers)
+            loss = loss + self.hidden_weight * hidden_loss
         if self.embedding_weight:
             embedding_loss = embedding_cosine_loss(outputs.hidden_states[-1], teacher_states[-1], mask)
             loss = loss + self.embedding_weight * embedding_loss

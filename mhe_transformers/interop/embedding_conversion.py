@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..data.corpora import HELDOUT_DOMAINS, TRAIN_DOMAINS, corpus_sentences
+from ..data.corpora import HELDOUT_DOMAINS, SPLITS, TRAIN_DOMAINS, corpus_sentences
 from ..hub.model_card import write_sentence_embedding_card
 from ..models.mhe.configuration_mhe import MHE_TYPES
 from ..models.mhe.modeling_mhe import MHEModel
@@ -38,7 +38,8 @@ class EmbeddingConversionArguments:
     output_dir: str = field(metadata={"help": "Where to write the MHE sentence-transformers model."})
     attention_type: str = field(default="mhe_mul", metadata={"choices": MHE_TYPES})
     base_model: str | None = field(
-        default=None, metadata={"help": "The source's Hub id for the model card, e.g. sentence-transformers/all-MiniLM-L6-v2."}
+        default=None,
+        metadata={"help": "The source's Hub id for the model card, e.g. sentence-transformers/all-MiniLM-L6-v2."},
     )
     max_alignment_iterations: int = field(default=100, metadata={"help": "Alignment/fit alternations per layer."})
     train_sentences_per_domain: int = field(
@@ -49,10 +50,12 @@ class EmbeddingConversionArguments:
     )
     eval_split: str = field(
         default="test",
-        metadata={"help": "'test' for the final figures, 'validation' to choose a recipe.", "choices": ("validation", "test")},
+        metadata={"help": "'test': the final figures; 'validation': to choose a recipe.", "choices": SPLITS[1:]},
     )
     max_seq_length: int = field(default=256, metadata={"help": "Tokens per sentence at evaluation and in the model."})
-    corpus_root: str = field(default="/", metadata={"help": "Where the Debian packages' files are (tests: a fake root)."})
+    corpus_root: str = field(
+        default="/", metadata={"help": "Where the Debian packages' files are (tests: a fake root)."}
+    )
     overwrite_output_dir: bool = field(default=False)
     seed: int = field(default=0)
 
@@ -74,8 +77,10 @@ def corpus_summary(corpus: dict) -> dict:
     for domain in TRAIN_DOMAINS + HELDOUT_DOMAINS:
         counts = {use: len(corpus[use][domain.name]) for use in ("train", "heldout", "in_domain")
                   if domain.name in corpus[use]}  # fmt: skip
-        summary[domain.name] = {"role": "held-out" if domain.heldout else "training", "package": domain.package,
-                                "description": domain.description} | {f"{use}_sentences": n for use, n in counts.items()}  # fmt: skip
+        summary[domain.name] = {
+            "role": "held-out" if domain.heldout else "training", "package": domain.package,
+            "description": domain.description,
+        } | {f"{use}_sentences": n for use, n in counts.items()}  # fmt: skip
     return summary
 
 
@@ -103,8 +108,8 @@ def convert_sentence_embedder(args: EmbeddingConversionArguments, recovery: Reco
     """Convert, evaluate, recover, evaluate again; write the sentence-transformers folder atomically. The report."""
     output_dir = Path(args.output_dir)
     with claim_output_dir(output_dir, args.overwrite_output_dir, inputs=[args.model_name_or_path]):
-        corpus = read_corpus(args)
         source = load_source(args.model_name_or_path, args.attention_type, task="base")
+        corpus = read_corpus(args)
         model, layers = convert_model(source.model, args.attention_type, MHEModel, args.max_alignment_iterations)
         report = conversion_report(args.model_name_or_path, source, model, layers, args.attention_type,
                                    args.max_alignment_iterations)  # fmt: skip
@@ -113,7 +118,9 @@ def convert_sentence_embedder(args: EmbeddingConversionArguments, recovery: Reco
         report["similarity"] = {"converted": evaluate(model, source.model, source.tokenizer, corpus, args)}
         if recovery.recover_steps > 0:
             texts = [sentence for sentences in corpus["train"].values() for sentence in sentences]
-            report["recovery"] = distill_hidden_states(model, source.model, source.tokenizer, texts, recovery, args.seed)
+            report["recovery"] = distill_hidden_states(
+                model, source.model, source.tokenizer, texts, recovery, args.seed
+            )
             model.eval()
         report["similarity"]["recovered"] = evaluate(model, source.model, source.tokenizer, corpus, args)
         with atomic_directory(output_dir) as tmp_dir, tempfile.TemporaryDirectory(prefix="mhe-encoder-") as encoder:
@@ -121,7 +128,8 @@ def convert_sentence_embedder(args: EmbeddingConversionArguments, recovery: Reco
             source.tokenizer.save_pretrained(encoder)
             write_sentence_transformer(encoder, tmp_dir, "mean", True, args.max_seq_length)
             write_json(tmp_dir / REPORT_NAME, report, indent=1)
-            write_json(tmp_dir / "training_args.json", {"conversion_args": asdict(args), "recovery_args": asdict(recovery)})
+            arguments = {"conversion_args": asdict(args), "recovery_args": asdict(recovery)}
+            write_json(tmp_dir / "training_args.json", arguments)
             write_json(tmp_dir / "all_results.json", flat_metrics(report, args.eval_split))
             write_sentence_embedding_card(tmp_dir, base_model=args.base_model, model_name=output_dir.name)
         return report
