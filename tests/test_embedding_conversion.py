@@ -60,6 +60,20 @@ def test_embedding_distillation_lowers_the_embedding_loss_alone():
         RecoveryArguments(recover_hidden_weight=0, recover_embedding_weight=0)
 
 
+def test_frozen_embeddings_stay_the_originals_while_the_rest_trains():
+    teacher = randomise(BertModel(tiny_bert_config()))
+    student, _ = convert_model(teacher, "mhe_mul")
+    before = {name: tensor.clone() for name, tensor in student.state_dict().items()}
+    args = RecoveryArguments(recover_steps=3, recover_learning_rate=3e-3, recover_batch_size=8,
+                             recover_embedding_weight=1, recover_freeze_embeddings=True)  # fmt: skip
+    summary = distill_hidden_states(student, teacher, tiny_tokenizer(), TEXTS, args)
+    assert summary["frozen_embeddings"]
+    after = student.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before if name.startswith("embeddings."))
+    assert not torch.equal(before["layers.0.attention.q_proj.weight"], after["layers.0.attention.q_proj.weight"])
+    assert all(parameter.requires_grad for parameter in student.parameters())  # trainable again afterwards
+
+
 def test_pairs_and_agreement():
     teacher = torch.nn.functional.normalize(torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), dim=-1)
     pairs = sentence_pairs(teacher, seed=0)

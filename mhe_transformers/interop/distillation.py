@@ -51,6 +51,11 @@ class RecoveryArguments:
     recover_weight_decay: float = field(
         default=0.01, metadata={"help": "AdamW weight decay (never on head embeddings: training.optimizer)."}
     )
+    recover_freeze_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Keep the input embeddings (word, position, token type, their LayerNorm) as converted: the "
+                  "original's, so words the training text lacks keep the representation the rest was trained on."},
+    )
     recover_logging_steps: int = field(default=25, metadata={"help": "Log the distillation loss every N steps."})
 
     def __post_init__(self):
@@ -153,6 +158,8 @@ def distill_hidden_states(
     texts = [text for text in texts if text and text.strip()]
     if not texts:
         raise ValueError("Recovery training needs at least one non-empty text.")
+    if args.recover_freeze_embeddings:  # given back after training (the student leaves as it came, trainable)
+        student.base_model.embeddings.requires_grad_(False)
     # Only the texts the steps will see are tokenised: cheap even for a large corpus.
     dataset = datasets.Dataset.from_dict({"text": texts}).shuffle(seed=seed)
     dataset = dataset.select(range(min(len(dataset), args.recover_steps * args.recover_batch_size)))
@@ -190,6 +197,8 @@ def distill_hidden_states(
         start = time.perf_counter()
         result = trainer.train()
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    if args.recover_freeze_embeddings:
+        student.base_model.embeddings.requires_grad_(True)
     return {
         "steps": result.global_step,
         "batch_size": args.recover_batch_size,
@@ -200,6 +209,7 @@ def distill_hidden_states(
         "max_length": args.recover_max_length,
         "warmup_ratio": args.recover_warmup_ratio,
         "weight_decay": args.recover_weight_decay,
+        "frozen_embeddings": args.recover_freeze_embeddings,
         "train_texts": len(texts),
         "first_logged_loss": losses[0] if losses else None,
         "last_logged_loss": losses[-1] if losses else None,
