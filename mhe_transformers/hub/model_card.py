@@ -343,7 +343,8 @@ def write_sentence_embedding_card(
         base_model=base_model or report.get("source"),
         hub_base_model=hub_base_model,
         report=report,
-        sentence_config=_read_json(checkpoint_dir / "sentence_bert_config.json") or {},
+        # the truncation sentence-transformers applies: the tokenizer's model_max_length, as the folder was saved
+        max_seq_length=(_read_json(checkpoint_dir / "tokenizer_config.json") or {}).get("model_max_length"),
         **_versions("feature-extraction"),
     )
     write_text_atomically(checkpoint_dir / "README.md", str(card) + "\n")
