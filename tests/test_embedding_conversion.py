@@ -179,3 +179,15 @@ def test_converted_folder_passes_the_push_checks_and_sends_its_module_files(conv
         "library_name: sentence-transformers", "library_name: transformers"))  # fmt: skip
     with pytest.raises(CheckpointError, match="library_name: sentence-transformers"):
         verify_checkpoint(broken)
+
+
+def test_a_folder_it_did_not_write_is_refused_before_anything_is_read(converted_folder, tmp_path, capsys):
+    source, _, _ = converted_folder
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("my notes")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_name_or_path", str(source), "--output_dir", str(foreign), "--overwrite_output_dir",
+              "--corpus_root", str(tmp_path / "no-corpus")])  # fmt: skip
+    assert exit_info.value.code == 2 and "did not write" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "my notes"
