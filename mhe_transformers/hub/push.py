@@ -36,8 +36,7 @@ from ..models.mhe.configuration_mhe import MHEConfig
 from ..models.mhe.modeling_mhe import AUTO_MAP
 from ..utils import cli
 from ..utils.secrets import is_secret_name
-from .model_card import TASKS, _read_json, parameter_counts, write_model_card
-from .model_card import SENTENCE_TASKS
+from .model_card import SENTENCE_TASKS, TASKS, _read_json, parameter_counts, write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +68,11 @@ OPTIONAL_FILES = (
     "predictions.tsv",
     "predictions.jsonl",
     "conversion_report.json",
-    # a sentence-transformers folder (modules.json present): its modules' own folders go too (`_module_files`)
+    # a sentence-transformers folder (modules.json present): its modules' own folders go too (`_module_folders`)
     "modules.json",
     "sentence_bert_config.json",
     "config_sentence_transformers.json",
 )
-SENTENCE_TASK = "sentence-similarity"  # the Hub's pipeline tag of a sentence-transformers model
 # Weights sharded by save_pretrained (with model.safetensors.index.json instead of model.safetensors).
 WEIGHT_SHARD_PATTERN = "model-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].safetensors"
 
