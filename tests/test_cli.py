@@ -39,6 +39,8 @@ CASES = {
     "benchmark_decode.py": Case("--compare_kernels", ("--micro", "--output_dir", "{file}/out")),
     "compare_attention.py": Case("--keep_checkpoints", ("--comparison", f"{MISSING}/compare.yaml")),
     "convert_mha_to_mhe.py": Case("--random_qkv", ("--model_name_or_path", MISSING, "--output_dir", "{out}")),
+    "convert_sentence_transformer.py": Case("--overwrite_output_dir", ("--model_name_or_path", MISSING,
+                                                                      "--output_dir", "{out}")),
     "demo.py": Case("--debug", ("--wordnet_dir", MISSING, "--data_dir", "{out}/data", "--output_dir", "{out}/demo")),
     "export_onnx.py": Case("--debug", ("--model_name_or_path", MISSING)),
     "export_sentence_transformer.py": Case("--normalize", ("--model_name_or_path", MISSING, "--output_dir", "{out}")),

@@ -177,6 +177,8 @@ def test_max_runs_and_max_minutes_stop_cleanly_and_dry_run_lists_what_is_missing
     pipeline = FakePipeline()
     assert len(main(["--comparison", str(path), "--max_runs", "2"], pipeline=pipeline)) == 2
     assert len([c for c in pipeline.calls if c[0] == "pretrain"]) == 2
+    progress = capsys.readouterr().err  # the job's bar: the runs it may start, counted as they finish
+    assert "toy runs: 100%" in progress and "2/2" in progress
     text = main(["--comparison", str(path), "--dry_run"])
     assert text.startswith("toy: 2 of 6 runs recorded") and "4 missing" in text and "base-mha-seed42" not in text
     assert "base-sha-seed42-" in text and "base-mhe_mul-seed43-" in text
@@ -195,9 +197,10 @@ def test_records_of_other_data_stop_the_comparison(toy, tmp_path, monkeypatch):
         run_comparison(load_config(toy(seeds=[42, 43])), FakePipeline())
 
 
-def test_jobs_run_side_by_side_in_their_own_processes(toy, tmp_path):
+def test_jobs_run_side_by_side_in_their_own_processes(toy, tmp_path, capsys):
     written = main(["--comparison", str(toy(jobs=2)), "--max_runs", "3"], pipeline=FakePipeline())
     assert len(written) == 3 and len(compare.read_records(tmp_path / "records" / "toy")) == 3
+    assert "3/3" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -335,6 +335,9 @@ def test_an_earlier_run_is_replaced_only_once_the_new_one_has_succeeded(tmp_path
     assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert Path(state["best_model_checkpoint"]).parent == output_dir.resolve()  # where the checkpoint now is
+    for checkpoint in output_dir.glob("checkpoint-*"):  # and so do the checkpoints' own states (a resume reads them)
+        best = json.loads((checkpoint / "trainer_state.json").read_text())["best_model_checkpoint"]
+        assert Path(best).parent == output_dir.resolve() and Path(best).is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     recorded = json.loads((output_dir / "training_args.json").read_text())["MHETrainingArguments"]["output_dir"]
     assert recorded == str(output_dir.resolve())
@@ -391,6 +394,25 @@ def test_no_file_or_log_of_a_run_holds_the_token(
         assert token not in captured.out + captured.err + caplog.text
     recorded = json.loads((finetuned / "training_args.json").read_text())["MHETrainingArguments"]
     assert recorded["hub_token"] in (None, "<redacted>")
+
+
+def test_a_token_typed_into_another_option_is_refused_before_anything_is_written(
+    tmp_path, capsys, tiny_corpus, tiny_tokenizer_dir
+):
+    from mhe_transformers.training import pretrain as pretraining
+
+    # Trainer pickles every argument into training_args.bin, where no redaction reaches: refuse, naming the option.
+    for option in ("--run_name", "--hub_model_id"):
+        with pytest.raises(SystemExit) as stopped:
+            pretraining.main(pretrain_argv(tmp_path / "run", tiny_corpus, tiny_tokenizer_dir, option, f"x-{TOKEN}"))
+        message = capsys.readouterr().err
+        assert stopped.value.code == 2 and f"{option} holds a secret" in message and TOKEN not in message
+    assert not (tmp_path / "run").exists()
+    # A mistyped option quoting the token: the usage error says which, without the token.
+    with pytest.raises(SystemExit):
+        pretraining.main(pretrain_argv(tmp_path / "run", tiny_corpus, tiny_tokenizer_dir, "--hub_tokn", TOKEN))
+    message = capsys.readouterr().err
+    assert "unrecognized arguments: --hub_tokn <redacted>" in message and TOKEN not in message
 
 
 def test_report_command_lines_and_cards_hold_no_token(tiny_pretrained_dir, tmp_path, monkeypatch):

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tqdm.auto import tqdm
 
 from ..models.mhe.configuration_mhe import ATTENTION_TYPES
 from ..utils.run_folder import (
@@ -693,8 +694,12 @@ def run_comparison(config: CompareConfig, pipeline: Pipeline | None = None, *, m
         return max_minutes is None or (time.time() - started + estimate) / 60 <= max_minutes
 
     written, count = [], 0
+    # One bar over the job's runs (Trainer's own bars are off in the comparison's recipes): its total is what the run
+    # count allows; a time budget may end the job earlier.
+    total = len(pending) if max_runs is None else min(max_runs, len(pending))
+    progress = tqdm(total=total, desc=f"{config.name} runs", unit="run", dynamic_ncols=True)
     # Held to the end: a second job of the same comparison (another session) is refused, naming this one.
-    with claim_output_dir(Path(config.runs_dir) / config.name, overwrite=True) as runs_folder:
+    with progress, claim_output_dir(Path(config.runs_dir) / config.name, overwrite=True) as runs_folder:
         runs_folder.mkdir(parents=True, exist_ok=True)
         write_marker(runs_folder)  # the per-run folders inside are the pipelines' own run folders
         if config.jobs == 1:
@@ -702,14 +707,15 @@ def run_comparison(config: CompareConfig, pipeline: Pipeline | None = None, *, m
                 arm, seed = pending.pop(0)
                 count += 1
                 written.append(run_and_record(config, pipeline, arm, seed, data, keep_checkpoints))
+                progress.update()
         else:
-            written = _run_in_processes(config, pipeline, pending, data, may_start, keep_checkpoints)
+            written = _run_in_processes(config, pipeline, pending, data, may_start, keep_checkpoints, progress)
     left = len(missing_runs(config))
     logger.info("%d run(s) recorded in %s; %d still missing.", len(written), config.records_path, left)
     return written
 
 
-def _run_in_processes(config, pipeline, pending, data, may_start, keep_checkpoints) -> list[str]:
+def _run_in_processes(config, pipeline, pending, data, may_start, keep_checkpoints, progress) -> list[str]:
     """`config.jobs` runs side by side, each in its own process with an equal share of the CPU threads (small
     models use several cores poorly); a new run starts when one ends and the budget allows. The first failure stops
     new starts, waits for the runs under way and is raised."""
@@ -730,6 +736,7 @@ def _run_in_processes(config, pipeline, pending, data, may_start, keep_checkpoin
             for future in done:
                 try:
                     written.append(future.result())
+                    progress.update()
                 except BaseException:
                     pending.clear()
                     concurrent.futures.wait(running)

@@ -40,6 +40,13 @@ TASKS = {
 }
 
 
+# A sentence-transformers folder (mhe_transformers.interop.embedding_conversion): the bare encoder, pooled by
+# sentence-transformers; its card is written by `write_sentence_embedding_card` from the conversion report.
+SENTENCE_TASK = "sentence-similarity"
+SENTENCE_TASKS = {SENTENCE_TASK: ("MHEModel", "AutoModel")}
+SENTENCE_TEMPLATE_PATH = Path(__file__).with_name("sentence_embedding_card_template.md.jinja")
+CONVERSION_REPORT = "conversion_report.json"
+
 # Trainer.save_metrics keys that describe the run's speed or size rather than the model's quality.
 NON_QUALITY_METRICS = {
     "runtime",
@@ -300,3 +307,45 @@ def _is_hub_id(name: str) -> bool:
 
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sentence-embedding model card (a converted sentence-transformers model)
+
+
+def write_sentence_embedding_card(
+    checkpoint_dir: str | os.PathLike, *, base_model: str | None = None, model_name: str | None = None,
+    license: str = "apache-2.0",
+) -> ModelCard:  # fmt: skip
+    """README.md for a sentence-transformers folder written by the sentence-embedding conversion, from its
+    conversion_report.json (every figure: agreement with the original per domain, the corpus, the recovery) and its
+    config (parameter counts); written atomically. `base_model`: the source's Hub id, named in the metadata."""
+    checkpoint_dir = Path(checkpoint_dir)
+    report = _read_json(checkpoint_dir / CONVERSION_REPORT)
+    if report is None or "similarity" not in report:
+        raise FileNotFoundError(f"{checkpoint_dir} has no {CONVERSION_REPORT} with similarity figures.")
+    config = MHEConfig.from_pretrained(checkpoint_dir)
+    model_name = model_name or checkpoint_dir.resolve().name
+    hub_base_model = base_model if base_model and _is_hub_id(base_model) else None
+    tags = ["mhe", config.attention_type, "custom_code", "sentence-transformers", "feature-extraction"]
+    card_data = ModelCardData(
+        language="en", library_name="sentence-transformers", license=license, tags=tags,
+        pipeline_tag=SENTENCE_TASK, base_model=hub_base_model,
+    )  # fmt: skip
+    counts = parameter_counts(config, "MHEModel")
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(SENTENCE_TEMPLATE_PATH),
+        model_name=model_name,
+        config=config,
+        counts=counts,
+        saved=counts["mha_total"] - counts["total"],
+        base_model=base_model or report.get("source"),
+        hub_base_model=hub_base_model,
+        report=report,
+        # the truncation sentence-transformers applies: the tokenizer's model_max_length, as the folder was saved
+        max_seq_length=(_read_json(checkpoint_dir / "tokenizer_config.json") or {}).get("model_max_length"),
+        **_versions("feature-extraction"),
+    )
+    write_text_atomically(checkpoint_dir / "README.md", str(card) + "\n")
+    return card

@@ -36,7 +36,7 @@ from ..models.mhe.configuration_mhe import MHEConfig
 from ..models.mhe.modeling_mhe import AUTO_MAP
 from ..utils import cli
 from ..utils.secrets import is_secret_name
-from .model_card import TASKS, _read_json, parameter_counts, write_model_card
+from .model_card import SENTENCE_TASKS, TASKS, _read_json, parameter_counts, write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,10 @@ OPTIONAL_FILES = (
     "predictions.tsv",
     "predictions.jsonl",
     "conversion_report.json",
+    # a sentence-transformers folder (modules.json present): its modules' own folders go too (`_module_folders`)
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
 )
 # Weights sharded by save_pretrained (with model.safetensors.index.json instead of model.safetensors).
 WEIGHT_SHARD_PATTERN = "model-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].safetensors"
@@ -104,10 +108,12 @@ def verify_checkpoint(checkpoint_dir: str | os.PathLike, task: str | None = None
     any token in its environment.
     """
     checkpoint_dir = Path(checkpoint_dir)
-    if task is not None and task not in TASKS:
-        raise CheckpointError(f"task must be one of {sorted(TASKS)}, got {task!r}.")
     if not checkpoint_dir.is_dir():
         raise CheckpointError(f"{checkpoint_dir} is not a directory.")
+    sentence_transformer = is_sentence_transformer(checkpoint_dir)
+    tasks = SENTENCE_TASKS if sentence_transformer else TASKS  # a sentence-transformers folder: sentence-similarity
+    if task is not None and task not in tasks:
+        raise CheckpointError(f"task must be one of {sorted(tasks)} for this folder, got {task!r}.")
     problems = _file_problems(checkpoint_dir)
     if not problems:
         problems += _code_problems(checkpoint_dir)
@@ -128,20 +134,23 @@ def verify_checkpoint(checkpoint_dir: str | os.PathLike, task: str | None = None
         problems.append(f"config.json has model_type {config.get('model_type')!r}, expected 'mhe'")
 
     architecture = (config.get("architectures") or [None])[0]
-    task_of_architecture = next((t for t, (arch, _) in TASKS.items() if arch == architecture), None)
+    task_of_architecture = next((t for t, (arch, _) in tasks.items() if arch == architecture), None)
     if config and task_of_architecture is None:
-        expected = [arch for arch, _ in TASKS.values()]
+        expected = [arch for arch, _ in tasks.values()]
         problems.append(f"config.json architectures is {architecture!r}; expected one of {expected}")
     if task is not None and task_of_architecture is not None and task != task_of_architecture:
-        problems.append(f"task {task!r} needs {TASKS[task][0]}, but the checkpoint holds {architecture}")
+        problems.append(f"task {task!r} needs {tasks[task][0]}, but the checkpoint holds {architecture}")
     task = task or task_of_architecture
 
     if (checkpoint_dir / "README.md").is_file() and config and task:
-        problems += _card_problems(checkpoint_dir / "README.md", task, config.get("attention_type"))
+        readme = checkpoint_dir / "README.md"
+        problems += _card_problems(readme, task, config.get("attention_type"), sentence_transformer)
     if problems:
         raise CheckpointError(f"{checkpoint_dir} is not ready to share:\n- " + "\n- ".join(problems))
 
-    _load_without_package(checkpoint_dir, TASKS[task][1])
+    _load_without_package(checkpoint_dir, tasks[task][1])
+    if sentence_transformer:
+        _load_sentence_transformer_without_package(checkpoint_dir)
     report = VerificationReport(checkpoint_dir, task, files_to_upload(checkpoint_dir))
     for warning in report.warnings:
         logger.warning(warning)
@@ -152,6 +161,7 @@ def _file_problems(checkpoint_dir: Path) -> list[str]:
     """Missing required files, and known files that are symlinks or not regular files: the upload sends regular
     files inside the folder only, so such a file would be missing on the Hub."""
     problems = [f"missing {name}" for name in REQUIRED_FILES if not os.path.lexists(checkpoint_dir / name)]
+    problems += _module_problems(checkpoint_dir)
     for path in sorted(checkpoint_dir.iterdir()):
         if not _is_shared(path.name):
             continue
@@ -159,6 +169,38 @@ def _file_problems(checkpoint_dir: Path) -> list[str]:
             problems.append(f"{path.name} is a symbolic link (to {os.readlink(path)}); copy the file itself in")
         elif not path.is_file():
             problems.append(f"{path.name} is not a regular file")
+    return problems
+
+
+def is_sentence_transformer(checkpoint_dir: str | os.PathLike) -> bool:
+    """Whether the folder is a sentence-transformers model (it has modules.json)."""
+    return (Path(checkpoint_dir) / "modules.json").is_file()
+
+
+def _module_folders(checkpoint_dir: Path) -> list[str]:
+    """The folders of a sentence-transformers model's modules (1_Pooling, ...), from modules.json; [] otherwise."""
+    if not is_sentence_transformer(checkpoint_dir):
+        return []
+    try:
+        modules = json.loads((checkpoint_dir / "modules.json").read_text(encoding="utf-8"))
+        return [module["path"] for module in modules if module.get("path")]
+    except (json.JSONDecodeError, TypeError, KeyError, AttributeError):
+        return []
+
+
+def _module_problems(checkpoint_dir: Path) -> list[str]:
+    """A module folder named by modules.json must be a real folder inside the checkpoint, of regular files."""
+    problems = []
+    for folder in _module_folders(checkpoint_dir):
+        path = checkpoint_dir / folder
+        if "/" in folder or folder.startswith(".") or path.is_symlink():
+            problems.append(f"modules.json names the module folder {folder!r}, which is not a folder of its own")
+        elif path.exists() and not path.is_dir():
+            problems.append(f"{folder} is not a folder")
+        else:
+            problems += [f"{folder}/{entry.name} is not a regular file (a symbolic link or a folder)"
+                         for entry in sorted(path.iterdir()) if entry.is_symlink() or not entry.is_file()
+                         ] if path.is_dir() else []  # fmt: skip
     return problems
 
 
@@ -178,17 +220,22 @@ def _code_problems(checkpoint_dir: Path) -> list[str]:
     ]
 
 
-def _card_problems(readme: Path, task: str, attention_type: str | None) -> list[str]:
+def _card_problems(
+    readme: Path, task: str, attention_type: str | None, sentence_transformer: bool = False
+) -> list[str]:
     try:
         data = ModelCard.load(readme).data
     except Exception as error:  # a card the Hub cannot parse is as bad as none
         return [f"README.md does not parse as a model card: {error}"]
     problems = []
-    if data.get("library_name") != "transformers":
-        problems.append("README.md metadata lacks library_name: transformers")
+    library = "sentence-transformers" if sentence_transformer else "transformers"
+    if data.get("library_name") != library:
+        problems.append(f"README.md metadata lacks library_name: {library}")
     if data.get("pipeline_tag") != task:
         problems.append(f"README.md metadata pipeline_tag is {data.get('pipeline_tag')!r}, expected {task!r}")
-    missing_tags = {"mhe", "custom_code", attention_type} - set(data.get("tags") or [])
+    wanted_tags = {"mhe", "custom_code", attention_type}
+    wanted_tags |= {"sentence-transformers"} if sentence_transformer else set()
+    missing_tags = wanted_tags - set(data.get("tags") or [])
     if missing_tags:
         problems.append(f"README.md metadata lacks the tags {sorted(missing_tags)}")
     return problems
@@ -222,7 +269,8 @@ model, info = getattr(transformers, auto_class_name).from_pretrained(
 loaded[auto_class_name] = f"{type(model).__module__}.{type(model).__name__}"
 with torch.no_grad():
     outputs = model.eval()(**tokenizer(["a small test sentence"], return_tensors="pt"))
-    logits = outputs.logits if "logits" in outputs else outputs.start_logits  # question answering: start/end
+    # question answering: start/end logits; the bare encoder (a sentence-transformers folder): its hidden states
+    logits = next(outputs[name] for name in ("logits", "start_logits", "last_hidden_state") if name in outputs)
 problems = [f"{kind}: {info[kind]}" for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[kind]]
 problems += [f"{name} came from {where}, not from the checkpoint's code" for name, where in loaded.items()
              if not where.startswith("transformers_modules")]
@@ -231,6 +279,21 @@ if not torch.isfinite(logits).all():
 if "mhe_transformers" in sys.modules:
     problems.append("mhe_transformers was imported")
 print("RESULT " + json.dumps({"loaded": loaded, "problems": problems}))
+"""
+
+
+_SENTENCE_TRANSFORMER_SCRIPT = """
+import json, sys
+import torch
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer(sys.argv[1], trust_remote_code=True, device="cpu")
+embeddings = model.encode(["a small test sentence", "another one, a little longer"], convert_to_tensor=True)
+problems = [] if torch.isfinite(embeddings).all() else ["the sentence embeddings are not finite"]
+problems += [f"{name} came from {type(module).__module__}" for name, module in (("model", model[0].auto_model),)
+             if not type(module).__module__.startswith("transformers_modules")]
+if "mhe_transformers" in sys.modules:
+    problems.append("mhe_transformers was imported")
+print("RESULT " + json.dumps({"problems": problems}))
 """
 
 
@@ -256,8 +319,13 @@ def run_without_package(code: str, *args: str, timeout: float = 300) -> subproce
         )
 
 
-def _load_without_package(checkpoint_dir: Path, auto_class_name: str) -> None:
-    process = run_without_package(_LOAD_SCRIPT, str(checkpoint_dir.resolve()), auto_class_name)
+def _load_sentence_transformer_without_package(checkpoint_dir: Path) -> None:
+    """`SentenceTransformer(folder, trust_remote_code=True)` in the fresh process: what a user of the folder does."""
+    _load_without_package(checkpoint_dir, "SentenceTransformer", _SENTENCE_TRANSFORMER_SCRIPT)
+
+
+def _load_without_package(checkpoint_dir: Path, auto_class_name: str, script: str = _LOAD_SCRIPT) -> None:
+    process = run_without_package(script, str(checkpoint_dir.resolve()), auto_class_name)
     lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
     if process.returncode != 0 or not lines:
         tail = "\n".join(process.stderr.strip().splitlines()[-15:])
@@ -276,13 +344,15 @@ def _load_without_package(checkpoint_dir: Path, auto_class_name: str) -> None:
 
 def files_to_upload(checkpoint_dir: str | os.PathLike) -> list[str]:
     """The files of `checkpoint_dir` a push sends, sorted: those of REQUIRED_FILES, OPTIONAL_FILES and weight shards
-    that are regular files (not symlinks) at the top of the folder. Everything else stays local."""
+    that are regular files (not symlinks) at the top of the folder, and in a sentence-transformers folder the regular
+    files of the module folders its modules.json names (1_Pooling/config.json). Everything else stays local."""
     checkpoint_dir = Path(checkpoint_dir)
-    return sorted(
-        path.name
-        for path in checkpoint_dir.iterdir()
-        if path.is_file() and not path.is_symlink() and _is_shared(path.name)
-    )
+    top = [path.name for path in checkpoint_dir.iterdir() if path.is_file() and not path.is_symlink()
+           and _is_shared(path.name)]  # fmt: skip
+    modules = [f"{folder}/{path.name}" for folder in _module_folders(checkpoint_dir)
+               if (checkpoint_dir / folder).is_dir() and not (checkpoint_dir / folder).is_symlink()
+               for path in (checkpoint_dir / folder).iterdir() if path.is_file() and not path.is_symlink()]  # fmt: skip
+    return sorted(top + modules)
 
 
 def push_checkpoint(

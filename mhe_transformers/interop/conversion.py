@@ -584,6 +584,33 @@ def evaluate_similarity(model, reference, tokenizer, evaluation: Evaluation) -> 
     return mean_cosine_similarity(model, reference, tokenizer, evaluation.texts, **kwargs)
 
 
+def conversion_report(
+    model_name_or_path, source: SourceCheckpoint, model: MHEPreTrainedModel, layer_reports: list[dict],
+    attention_type: str, max_alignment_iterations: int, random_qkv: bool = False,
+) -> dict:  # fmt: skip
+    """The report's description of the conversion: classes, parameter counts, the fit error per layer and mean."""
+
+    def mean_error(key: str) -> dict[str, float]:
+        return {
+            name: sum(layer[key][name] for layer in layer_reports) / len(layer_reports)
+            for name in ("query", "key", "value")
+        }
+
+    return {
+        "source": str(model_name_or_path),
+        "source_class": type(source.model).__name__,
+        "target_class": type(model).__name__,
+        "attention_type": attention_type,
+        "method": "per-head orthogonal alignment + exact least-squares fit, see docs/conversion.md",
+        "max_alignment_iterations": max_alignment_iterations,
+        "random_qkv": random_qkv,
+        "parameters": {"source": source.model.num_parameters(), "converted": model.num_parameters()},
+        "layers": layer_reports,
+        "mean_fit_error": mean_error("fit_error"),
+        "mean_unaligned_fit_error": mean_error("unaligned_fit_error"),
+    }
+
+
 def convert_checkpoint(
     model_name_or_path: str,
     output_dir: str | os.PathLike,
@@ -620,25 +647,9 @@ def convert_checkpoint(
         if random_qkv:
             model = with_random_qkv(model, seed)
 
-        def mean_error(key: str) -> dict[str, float]:
-            return {
-                name: sum(layer[key][name] for layer in layer_reports) / len(layer_reports)
-                for name in ("query", "key", "value")
-            }
-
-        report = {
-            "source": str(model_name_or_path),
-            "source_class": type(source.model).__name__,
-            "target_class": type(model).__name__,
-            "attention_type": attention_type,
-            "method": "per-head orthogonal alignment + exact least-squares fit, see docs/conversion.md",
-            "max_alignment_iterations": max_alignment_iterations,
-            "random_qkv": random_qkv,
-            "parameters": {"source": source.model.num_parameters(), "converted": model.num_parameters()},
-            "layers": layer_reports,
-            "mean_fit_error": mean_error("fit_error"),
-            "mean_unaligned_fit_error": mean_error("unaligned_fit_error"),
-        }
+        report = conversion_report(
+            model_name_or_path, source, model, layer_reports, attention_type, max_alignment_iterations, random_qkv
+        )
         reference = source.model
         if evaluation is not None:
             candidates = {"converted": model}

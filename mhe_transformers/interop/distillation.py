@@ -2,8 +2,14 @@
 """Recovery training after conversion: distil a teacher's hidden states into a student with `Trainer`.
 
 A converted MHE model keeps every weight of the original except the query/key/value projections, which are only
-least-squares fits (mhe_transformers.interop.conversion). Training the student to reproduce the original's hidden states
-on unlabelled text (mean squared error over real tokens) brings back what the fit lost, without any labels.
+least-squares fits (mhe_transformers.interop.conversion). Training the student to reproduce the original on
+unlabelled text brings back what the fit lost, without any labels. The loss has two terms:
+
+- hidden states: mean squared error over real tokens, of the last layer or of every layer;
+- the sentence embedding: 1 - cosine similarity between the two models' mean-pooled last hidden states (over real
+  tokens, as sentence-transformers pools all-MiniLM-L6-v2; the cosine is that of the normalised embeddings). This is
+  the quantity a sentence-embedding model is used for, so matching it teaches the teacher's geometry on any text
+  rather than the token states of the training register alone.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from dataclasses import dataclass, field
 
 import datasets
 import torch
-from transformers import DataCollatorWithPadding, PreTrainedModel, Trainer, TrainingArguments
+from transformers import DataCollatorWithPadding, PreTrainedModel, TrainingArguments
+
+from ..training.optimizer import MHETrainer
 
 DISTILLED_LAYERS = ("last", "all")
 
@@ -33,6 +41,21 @@ class RecoveryArguments:
         default="last",
         metadata={"help": "Hidden states to match: 'last' layer only, or 'all' layers.", "choices": DISTILLED_LAYERS},
     )
+    recover_hidden_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the hidden-state mean squared error in the loss (0: left out)."}
+    )
+    recover_embedding_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of 1 - cosine of the mean-pooled sentence embeddings in the loss (0: left out)."},
+    )
+    recover_weight_decay: float = field(
+        default=0.01, metadata={"help": "AdamW weight decay (never on head embeddings: training.optimizer)."}
+    )
+    recover_freeze_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Keep the input embeddings (word, position, token type, their LayerNorm) as converted: the "
+                  "original's, so words the training text lacks keep the representation the rest was trained on."},
+    )
     recover_logging_steps: int = field(default=25, metadata={"help": "Log the distillation loss every N steps."})
 
     def __post_init__(self):
@@ -47,6 +70,11 @@ class RecoveryArguments:
             raise ValueError(f"recover_warmup_ratio must be in [0, 1), got {self.recover_warmup_ratio}.")
         if self.recover_learning_rate <= 0:
             raise ValueError(f"recover_learning_rate must be positive, got {self.recover_learning_rate}.")
+        for name in ("recover_hidden_weight", "recover_embedding_weight", "recover_weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or positive, got {getattr(self, name)}.")
+        if self.recover_hidden_weight == 0 and self.recover_embedding_weight == 0:
+            raise ValueError("recover_hidden_weight and recover_embedding_weight are both 0: the loss would be 0.")
 
 
 def hidden_state_mse(
@@ -69,24 +97,48 @@ def hidden_state_mse(
     return torch.stack(losses).mean()
 
 
-class HiddenStateDistillationTrainer(Trainer):
-    """A Trainer whose loss is `hidden_state_mse` between the model being trained and a frozen teacher."""
+def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, seq, hidden) -> (batch, hidden): the mean over real tokens (sentence-transformers' mean pooling)."""
+    mask = attention_mask.unsqueeze(-1).to(states.dtype)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def embedding_cosine_loss(
+    student_states: torch.Tensor, teacher_states: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean over the batch of 1 - cos(mean-pooled student states, mean-pooled teacher states): 0 when every sentence
+    embedding points the teacher's way (the normalised embeddings then agree)."""
+    student, teacher = mean_pool(student_states, attention_mask), mean_pool(teacher_states, attention_mask)
+    return (1 - torch.nn.functional.cosine_similarity(student, teacher, dim=-1)).mean()
+
+
+class HiddenStateDistillationTrainer(MHETrainer):
+    """A Trainer whose loss is `hidden_weight * hidden_state_mse + embedding_weight * embedding_cosine_loss` between
+    the model being trained and a frozen teacher (weight decay as MHETrainer: never on head embeddings)."""
 
     # The loss is a mean over the batch's tokens: Trainer divides it by the gradient accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, teacher: PreTrainedModel, layers: str = "last", **kwargs):
+    def __init__(self, *args, teacher: PreTrainedModel, layers: str = "last", hidden_weight: float = 1.0,
+                 embedding_weight: float = 0.0, **kwargs):  # fmt: skip
         super().__init__(*args, **kwargs)
         # Only the student goes through accelerate; the teacher is frozen and just needs the same device.
         self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
-        self.layers = layers
+        self.layers, self.hidden_weight, self.embedding_weight = layers, hidden_weight, embedding_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         with torch.no_grad():
             # The base model skips the teacher's task head, which the loss does not read.
             teacher_states = self.teacher.base_model(**inputs, output_hidden_states=True).hidden_states
         outputs = model(**inputs, output_hidden_states=True)
-        loss = hidden_state_mse(outputs.hidden_states, teacher_states, inputs["attention_mask"], self.layers)
+        mask = inputs["attention_mask"]
+        loss = 0.0
+        if self.hidden_weight:
+            hidden_loss = hidden_state_mse(outputs.hidden_states, teacher_states, mask, self.layers)
+            loss = loss + self.hidden_weight * hidden_loss
+        if self.embedding_weight:
+            embedding_loss = embedding_cosine_loss(outputs.hidden_states[-1], teacher_states[-1], mask)
+            loss = loss + self.embedding_weight * embedding_loss
         return (loss, outputs) if return_outputs else loss
 
 
@@ -106,6 +158,8 @@ def distill_hidden_states(
     texts = [text for text in texts if text and text.strip()]
     if not texts:
         raise ValueError("Recovery training needs at least one non-empty text.")
+    if args.recover_freeze_embeddings:  # given back after training (the student leaves as it came, trainable)
+        student.base_model.embeddings.requires_grad_(False)
     # Only the texts the steps will see are tokenised: cheap even for a large corpus.
     dataset = datasets.Dataset.from_dict({"text": texts}).shuffle(seed=seed)
     dataset = dataset.select(range(min(len(dataset), args.recover_steps * args.recover_batch_size)))
@@ -121,7 +175,8 @@ def distill_hidden_states(
             per_device_train_batch_size=args.recover_batch_size,
             learning_rate=args.recover_learning_rate,
             warmup_steps=args.recover_warmup_ratio,
-            weight_decay=0.01,
+            weight_decay=args.recover_weight_decay,
+            train_sampling_strategy="group_by_length",  # batches of similar lengths: less padding, the same texts
             logging_steps=args.recover_logging_steps,
             save_strategy="no",
             report_to="none",
@@ -136,15 +191,25 @@ def distill_hidden_states(
             data_collator=DataCollatorWithPadding(tokenizer),  # pads on the right, as RoBERTa's positions need
             teacher=teacher,
             layers=args.recover_layers,
+            hidden_weight=args.recover_hidden_weight,
+            embedding_weight=args.recover_embedding_weight,
         )
         start = time.perf_counter()
         result = trainer.train()
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    if args.recover_freeze_embeddings:
+        student.base_model.embeddings.requires_grad_(True)
     return {
         "steps": result.global_step,
         "batch_size": args.recover_batch_size,
         "learning_rate": args.recover_learning_rate,
         "layers": args.recover_layers,
+        "hidden_weight": args.recover_hidden_weight,
+        "embedding_weight": args.recover_embedding_weight,
+        "max_length": args.recover_max_length,
+        "warmup_ratio": args.recover_warmup_ratio,
+        "weight_decay": args.recover_weight_decay,
+        "frozen_embeddings": args.recover_freeze_embeddings,
         "train_texts": len(texts),
         "first_logged_loss": losses[0] if losses else None,
         "last_logged_loss": losses[-1] if losses else None,

@@ -38,11 +38,18 @@ def save_sentence_transformer(
     """
     output_dir = Path(output_dir)
     with claim_output_dir(output_dir, overwrite_output_dir, inputs=[model_name_or_path]):  # held to the end
-        _save(model_name_or_path, output_dir, pooling, normalize, max_seq_length)
+        with atomic_directory(output_dir) as tmp_dir:
+            write_sentence_transformer(model_name_or_path, tmp_dir, pooling, normalize, max_seq_length)
     return output_dir
 
 
-def _save(model_name_or_path, output_dir: Path, pooling: str, normalize: bool, max_seq_length: int | None) -> None:
+def write_sentence_transformer(
+    model_name_or_path, target_dir: Path, pooling: str = "mean", normalize: bool = True,
+    max_seq_length: int | None = None,
+) -> None:  # fmt: skip
+    """Write the sentence-transformers model of the MHE encoder `model_name_or_path` into the existing folder
+    `target_dir` (not the checkpoint's own folder): the encoder's files at the top, modules.json, the pooling
+    config and sentence_bert_config.json; sentence-transformers' README.md, which a caller may replace."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules.normalize import Normalize
     from sentence_transformers.base.modules.transformer import Transformer
@@ -59,8 +66,7 @@ def _save(model_name_or_path, output_dir: Path, pooling: str, normalize: bool, m
     modules = [transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)]
     if normalize:
         modules.append(Normalize())
-    with atomic_directory(output_dir) as tmp_dir:
-        SentenceTransformer(modules=modules).save(str(tmp_dir))
+    SentenceTransformer(modules=modules).save(str(target_dir))
 
 
 @dataclass
@@ -94,4 +100,4 @@ def main(argv: Sequence[str] | None = None) -> Path:
     return output_dir
 
 
-__all__ = ["save_sentence_transformer", "main"]
+__all__ = ["save_sentence_transformer", "write_sentence_transformer", "main"]

@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from ..utils.secrets import is_secret_name, redact
 from .launch import check_local_path
 
 
@@ -57,7 +58,18 @@ class MHETrainingArguments(TrainingArguments):
             HubPush(self.hub_model_id, bool(self.hub_private_repo), self.hub_token) if self.push_to_hub else None
         )
         self.push_to_hub, self.hub_token = False, None
+        self._refuse_secrets_outside_the_token()
         super().__post_init__()
+
+    def _refuse_secrets_outside_the_token(self) -> None:
+        """Trainer pickles these arguments whole (`training_args.bin`): a Hub token typed into another option
+        (`--run_name hf_...`) would be written to disk, where `redact` never sees it. Refused, naming the option."""
+        known = [self.hub_push.token] if self.hub_push is not None and self.hub_push.token else []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name, None)
+            if isinstance(value, str) and value and redact(value, known) != value and not is_secret_name(field.name):
+                raise ValueError(f"--{field.name} holds a secret (a Hub token or a secret environment variable's "
+                                 "value); pass a token only with --hub_token or HF_TOKEN.")  # fmt: skip
 
     def to_dict(self):
         # The record says what the user asked for; the token is redacted as TrainingArguments.to_dict does.

@@ -484,6 +484,8 @@ def save_final_checkpoint(
                 base_model=base_model,
                 model_name=trainer.args.hub_model_id or output_dir.name,
             )
+        if folder.replaces_earlier_run:
+            _point_checkpoints_at(output_dir, folder.work_dir)
         logger.info("Saved the final checkpoint to %s", output_dir)
     trainer.accelerator.wait_for_everyone()
 
@@ -494,6 +496,17 @@ def save_final_checkpoint(
             output_dir, hub_push.repo_id or output_dir.name, private=hub_push.private, token=hub_push.token
         )
     return merge_metrics(metrics)
+
+
+def _point_checkpoints_at(output_dir: Path, work_dir: Path) -> None:
+    """The checkpoints moved in from the run's working folder (`.<name>.next`) name their best checkpoint there, in
+    their own trainer_state.json: name where it is now, so that a resume from one of them finds it."""
+    for state_file in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*/trainer_state.json"):
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        best = state.get("best_model_checkpoint")
+        if best and Path(best).is_relative_to(work_dir):
+            state["best_model_checkpoint"] = str(output_dir / Path(best).relative_to(work_dir))
+            write_json(state_file, state)
 
 
 @contextlib.contextmanager

