@@ -179,8 +179,7 @@ def distill_hidden_states(
             train_sampling_strategy="group_by_length",  # batches of similar lengths: less padding, the same texts
             logging_steps=args.recover_logging_steps,
             save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
+            report_to="none",  # Trainer's progress bar stays (disable_tqdm left to its default): the longest step
             seed=seed,
             label_names=[],
         )
