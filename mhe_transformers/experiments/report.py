@@ -332,8 +332,12 @@ def curves_figure(comparisons: Sequence[Comparison], path: Path) -> None:
         axes[0][0].text(0.5, 0.5, "No pretraining curves recorded yet", ha="center", va="center")
         axes[0][0].set_axis_off()
     for axis, (comparison, curves) in zip(axes[0], panels):
+        # One colour per attention type, one line style per group: a type's arms stay recognisable across groups.
+        types, groups = list(TYPE_NAMES), list(comparison.config.groups)
         for arm, (steps, losses, seeds) in curves.items():
-            axis.plot(steps, losses, label=f"{_arm_label(arm)} (n={seeds})", linewidth=1)
+            group, attention_type = arm.split("/")
+            axis.plot(steps, losses, label=f"{_arm_label(arm)} (n={seeds})", linewidth=1,
+                      color=f"C{types.index(attention_type)}", linestyle=("-", "--", ":", "-.")[groups.index(group) % 4])
         axis.set_title(comparison.config.name)
         axis.set_xlabel("step")
         axis.set_ylabel("training loss")
