@@ -397,16 +397,18 @@ def test_no_file_or_log_of_a_run_holds_the_token(
 
 
 def test_a_token_typed_into_another_option_is_refused_before_anything_is_written(
-    tmp_path, capsys, tiny_corpus, tiny_tokenizer_dir
+    tmp_path, capsys, monkeypatch, tiny_corpus, tiny_tokenizer_dir
 ):
     from mhe_transformers.training import pretrain as pretraining
 
     # Trainer pickles every argument into training_args.bin, where no redaction reaches: refuse, naming the option.
-    for option in ("--run_name", "--hub_model_id"):
+    environment_secret = "not-shaped-like-a-hub-token-0123"
+    monkeypatch.setenv("WANDB_API_KEY", environment_secret)
+    for option, secret in (("--run_name", TOKEN), ("--hub_model_id", TOKEN), ("--run_name", environment_secret)):
         with pytest.raises(SystemExit) as stopped:
-            pretraining.main(pretrain_argv(tmp_path / "run", tiny_corpus, tiny_tokenizer_dir, option, f"x-{TOKEN}"))
+            pretraining.main(pretrain_argv(tmp_path / "run", tiny_corpus, tiny_tokenizer_dir, option, f"x-{secret}"))
         message = capsys.readouterr().err
-        assert stopped.value.code == 2 and f"{option} holds a secret" in message and TOKEN not in message
+        assert stopped.value.code == 2 and f"{option} holds a secret" in message and secret not in message
     assert not (tmp_path / "run").exists()
     # A mistyped option quoting the token: the usage error says which, without the token.
     with pytest.raises(SystemExit):

@@ -11,7 +11,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from ..utils.secrets import is_secret_name, redact
+from ..utils.secrets import environment_secrets, is_secret_name, redact
 from .launch import check_local_path
 
 
@@ -64,7 +64,8 @@ class MHETrainingArguments(TrainingArguments):
     def _refuse_secrets_outside_the_token(self) -> None:
         """Trainer pickles these arguments whole (`training_args.bin`): a Hub token typed into another option
         (`--run_name hf_...`) would be written to disk, where `redact` never sees it. Refused, naming the option."""
-        known = [self.hub_push.token] if self.hub_push is not None and self.hub_push.token else []
+        token = self.hub_push.token if self.hub_push is not None else None
+        known = environment_secrets() + ([token] if token else [])
         for field in dataclasses.fields(self):
             value = getattr(self, field.name, None)
             if isinstance(value, str) and value and redact(value, known) != value and not is_secret_name(field.name):
