@@ -32,7 +32,10 @@ from mhe_transformers.interop.conversion import (
     convert_checkpoint,
     convert_model,
     fit_shared_projection,
+    layer_input_moments,
+    relative_error,
     split_heads,
+    squared_norm,
 )
 from mhe_transformers.interop.distillation import RecoveryArguments, distill_hidden_states, hidden_state_mse
 from mhe_transformers.utils.run_folder import OutputDirError
@@ -114,16 +117,29 @@ def batch(pad_token_id=0, seed=0):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def objective(heads, shared: SharedProjection, attention_type):
-    return float(((heads - shared.per_head(attention_type)) ** 2).sum())
+def objective(heads, shared: SharedProjection, attention_type, input_moment=None):
+    """sum_i ||heads_i - fitted_i||^2, Frobenius or in the norm weighted by the inputs' second moment G."""
+    difference = heads - shared.per_head(attention_type)
+    weighted = difference if input_moment is None else input_moment @ difference
+    return (difference * weighted).sum()
 
 
+def input_moment(hidden, generator, num_inputs=200):
+    """The second moment of `[x, 1]` for anisotropic inputs x (a few directions carry most of the variance)."""
+    scales = torch.logspace(1, -2, hidden, dtype=torch.float64)
+    inputs = torch.randn(num_inputs, hidden, generator=generator, dtype=torch.float64) * scales + 0.5
+    augmented = torch.cat([inputs, torch.ones(num_inputs, 1, dtype=torch.float64)], 1)
+    return augmented.T @ augmented / num_inputs
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["frobenius", "input-weighted"])
 @pytest.mark.parametrize("attention_type", ["mhe_mul", "mhe_add"])
-def test_fit_reaches_least_squares_optimum(attention_type):
+def test_fit_reaches_least_squares_optimum(attention_type, weighted):
     """No numerical optimiser, from any of several random starts, finds a lower objective than the closed form."""
     generator = torch.Generator().manual_seed(0)
     heads = torch.randn(4, 6, 3, generator=generator, dtype=torch.float64)
-    ours = objective(heads, fit_shared_projection(heads, attention_type), attention_type)
+    moment = input_moment(5, generator) if weighted else None
+    ours = float(objective(heads, fit_shared_projection(heads, attention_type, moment), attention_type, moment))
 
     best_numerical = float("inf")
     for _ in range(3):
@@ -134,7 +150,7 @@ def test_fit_reaches_least_squares_optimum(attention_type):
 
         def closure():
             optimizer.zero_grad()
-            loss = ((heads - SharedProjection(weight, embeddings).per_head(attention_type)) ** 2).sum()
+            loss = objective(heads, SharedProjection(weight, embeddings), attention_type, moment)
             loss.backward()
             return loss
 
@@ -144,6 +160,56 @@ def test_fit_reaches_least_squares_optimum(attention_type):
     assert ours > 1e-3  # random heads are not of MHE form: the test compares two non-trivial optima
     # The optimum is reached, not merely approached: the numerical solver ends at the same value.
     assert best_numerical == pytest.approx(ours, rel=1e-6)
+
+
+@pytest.mark.parametrize("attention_type", ["mhe_mul", "mhe_add"])
+def test_input_weighted_fit_with_identity_moment_is_the_plain_fit(attention_type):
+    heads = torch.randn(4, 6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    plain = fit_shared_projection(heads, attention_type)
+    identity = fit_shared_projection(heads, attention_type, torch.eye(6, dtype=torch.float64))
+    torch.testing.assert_close(identity.per_head(attention_type), plain.per_head(attention_type))
+
+
+@pytest.mark.parametrize("attention_type", ["mhe_mul", "mhe_add"])
+def test_input_weighted_alignment_fits_the_outputs_better_and_never_increases(attention_type):
+    """Weighting by the inputs trades weight error for output error on those inputs, which is what a layer computes;
+    the weighted alignment is still a descent, from the weighted fit at identity."""
+    generator = torch.Generator().manual_seed(2)
+    heads = [torch.randn(NUM_HEADS, 7, HEAD_DIM, generator=generator, dtype=torch.float64) for _ in range(3)]
+    projections = HeadProjections(*heads, torch.randn(NUM_HEADS, HEAD_DIM, 6, dtype=torch.float64))
+    moment = input_moment(6, generator)
+    objectives = []  # the weighted objective: sum over Q/K/V of (relative output error x ||heads||_G)^2
+    for max_iterations in (0, 1, 3, 20):
+        fit = align_and_fit(projections, attention_type, max_iterations, input_moment=moment)
+        objectives.append(sum(error**2 * squared_norm(getattr(projections, name), moment)
+                              for name, error in fit.output_fit_error.items()))  # fmt: skip
+    assert all(later <= earlier * (1 + 1e-9) for earlier, later in zip(objectives, objectives[1:]))
+    assert objectives[-1] < objectives[0]
+    plain = align_and_fit(projections, attention_type, max_iterations=0)
+    weighted = align_and_fit(projections, attention_type, max_iterations=0, input_moment=moment)
+    for name in ("query", "key", "value"):
+        plain_fitted = getattr(plain, name).per_head(attention_type)
+        assert weighted.output_fit_error[name] < relative_error(getattr(projections, name), plain_fitted, moment)
+        assert weighted.fit_error[name] > plain.fit_error[name]  # the weights themselves are fitted less well
+
+
+@torch.no_grad()
+def test_layer_input_moments_are_the_second_moments_of_each_layers_real_token_inputs():
+    bert = randomise(BertModel(tiny_bert_config())).eval()
+    tokenizer = tiny_tokenizer()
+    texts = ["the cat sat on the mat", "a dog", "the small red cat sleeps on it"]
+    moments = layer_input_moments(bert, tokenizer, texts, batch_size=2)  # padded batches of different lengths
+    assert len(moments) == bert.config.num_hidden_layers
+    inputs = [[] for _ in moments]
+    for text in texts:  # one text at a time: no padding at all
+        states = bert(**tokenizer(text, return_tensors="pt"), output_hidden_states=True).hidden_states
+        for layer, state in enumerate(states[:-1]):
+            inputs[layer].append(state[0].double())
+    for moment, layer_inputs in zip(moments, inputs):
+        x = torch.cat(layer_inputs)
+        x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+        torch.testing.assert_close(moment, x.T @ x / len(x), atol=1e-5, rtol=1e-5)
+        assert moment[-1, -1] == 1.0
 
 
 @pytest.mark.parametrize("attention_type", ["mhe_mul", "mhe_add"])

@@ -110,7 +110,7 @@ def converted_folder(tmp_path_factory):
         "--model_name_or_path", str(source), "--output_dir", str(output_dir), "--corpus_root", str(root),
         "--eval_sentences_per_domain", "6", "--train_sentences_per_domain", "40", "--max_seq_length", "24",
         "--recover_steps", "4", "--recover_batch_size", "8", "--recover_embedding_weight", "1",
-        "--base_model", "sentence-transformers/all-MiniLM-L6-v2",
+        "--fit_sentences", "30", "--base_model", "sentence-transformers/all-MiniLM-L6-v2",
     ])  # fmt: skip
     return source, output_dir, report
 
@@ -129,6 +129,8 @@ def test_report_has_every_domain_before_and_after_recovery(converted_folder):
                                          "description": "the King James Bible", "heldout_sentences": 6}  # fmt: skip
     assert report["corpus"]["fortunes"]["train_sentences"] == 40
     assert report["recovery"]["steps"] == 4 and report["eval_split"] == "test"
+    # The input-weighted fit ran: each layer reports its heads' output error on the measured inputs.
+    assert report["fit_sentences"] == 30 and all(0 < error < 1 for error in report["mean_output_fit_error"].values())
     results = json.loads((output_dir / "all_results.json").read_text())
     assert results["test_heldout_overall_cosine"] == report["similarity"]["recovered"]["heldout"]["overall"]["cosine"]
     assert "test_converted_in_domain_wordnet_spearman" in results

@@ -113,40 +113,65 @@ class SharedProjection:
         return heads
 
 
-def fit_shared_projection(heads: torch.Tensor, attention_type: str) -> SharedProjection:
-    """The least-squares optimum of `sum_i ||heads[i] - fitted_i||_F^2` over the MHE projections of `attention_type`.
+def fit_shared_projection(
+    heads: torch.Tensor, attention_type: str, input_moment: torch.Tensor | None = None
+) -> SharedProjection:
+    """The least-squares optimum of `sum_i ||heads[i] - fitted_i||^2` over the MHE projections of `attention_type`.
 
+    The norm is the Frobenius norm, or with `input_moment` G (the second moment `X^T X / n` of the layer's inputs
+    `X = [x, 1]`, shape (hidden + 1, hidden + 1)) the input-weighted norm `||A||_G^2 = trace(A^T G A)`: the mean
+    squared error of the fitted heads' outputs on those inputs, so directions the layer's inputs actually take count
+    and unused ones do not.
     MUL: the objective splits over columns j: `||M_j - w_j e_j^T||^2` with
     `M_j = [heads[0][:, j], ..., heads[n-1][:, j]]` of shape (hidden + 1, heads): a best rank-1 approximation, solved
-    exactly by M_j's top singular pair (Eckart-Young). Alternating least squares converges to the same point; this
-    is its fixed point in one step. The scale between w_j and e_j is free: e_j is set to root-mean-square 1 and
+    exactly by M_j's top singular pair (Eckart-Young; in the G-norm, of `G^(1/2) M_j`: the top eigenvector r of
+    `M_j^T G M_j` and `w_j = M_j r`). The scale between w_j and e_j is free: e_j is set to root-mean-square 1 and
     positive sum (like MUL's initialisation near 1).
-    ADD: `W = mean_i W_i` for the weight rows; the bias rows are matched exactly with `b = mean_i b_i`, `e_i = b_i - b`.
+    ADD: `W = mean_i W_i` (the embeddings' mean is absorbed into the bias row, so they are centred); head i's
+    embedding is the least-squares coefficient of `D_i = W_i - W` on the bias row `u`: `e_i = D_i^T G u / u^T G u`,
+    which is D_i's bias row, `b_i - mean_i b_i`, in the Frobenius norm (G = I): the biases are then reproduced exactly.
     """
     num_heads = heads.shape[0]
     if attention_type == "mhe_add":
         weight = heads.mean(0)
-        return SharedProjection(weight, heads[:, -1] - weight[-1])
+        deviations = heads - weight
+        if input_moment is None:
+            return SharedProjection(weight, deviations[:, -1])
+        return SharedProjection(weight, deviations.transpose(1, 2) @ input_moment[:, -1] / input_moment[-1, -1])
     columns = heads.permute(2, 1, 0).contiguous()  # (head_dim, hidden + 1, heads): M_j for every column j
-    # Top right singular vector of M_j = top eigenvector of the small (heads x heads) Gram matrix M_j^T M_j.
-    _, eigenvectors = torch.linalg.eigh(columns.transpose(1, 2) @ columns)
+    # Top right singular vector of M_j = top eigenvector of the small (heads x heads) Gram matrix M_j^T (G) M_j.
+    _, eigenvectors = torch.linalg.eigh(columns.transpose(1, 2) @ weighted(columns, input_moment))
     right = eigenvectors[..., -1]  # (head_dim, heads), unit norm
-    left = (columns @ right[..., None])[..., 0]  # (head_dim, hidden + 1) = sigma_1 u_1
+    left = (columns @ right[..., None])[..., 0]  # (head_dim, hidden + 1): M_j r, the best w_j for that e_j
     sign = torch.where(right.sum(-1, keepdim=True) < 0, -1.0, 1.0).to(right)
     scale = sign * num_heads**0.5
     return SharedProjection(weight=(left / scale).T, head_embeddings=(right * scale).T)
 
 
-def orthogonal_procrustes(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The orthogonal R minimising ||source @ R - target||_F, batched over the leading dimension: U V^T from
-    the SVD of source^T target (Schönemann 1966)."""
-    u, _, vh = torch.linalg.svd(source.transpose(-1, -2) @ target)
+def orthogonal_procrustes(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], input_moment: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The orthogonal R minimising `sum ||source @ R - target||^2` over the (source, target) pairs (Frobenius, or
+    the G-norm of fit_shared_projection), batched over the leading (head) dimension: U V^T from the SVD of
+    `sum source^T G target` (Schönemann 1966)."""
+    cross = sum(source.transpose(-1, -2) @ weighted(target, input_moment) for source, target in pairs)
+    u, _, vh = torch.linalg.svd(cross)
     return u @ vh
 
 
-def relative_error(heads: torch.Tensor, fitted: torch.Tensor) -> float:
-    """||heads - fitted||_F / ||heads||_F over all heads together."""
-    return float(torch.linalg.vector_norm(heads - fitted) / torch.linalg.vector_norm(heads))
+def weighted(heads: torch.Tensor, input_moment: torch.Tensor | None) -> torch.Tensor:
+    """G @ heads (heads itself in the Frobenius norm, G = I)."""
+    return heads if input_moment is None else input_moment @ heads
+
+
+def squared_norm(heads: torch.Tensor, input_moment: torch.Tensor | None = None) -> float:
+    """sum over heads of `||heads_i||^2`, Frobenius or in the G-norm (`trace(H^T G H)`)."""
+    return float((heads * weighted(heads, input_moment)).sum())
+
+
+def relative_error(heads: torch.Tensor, fitted: torch.Tensor, input_moment: torch.Tensor | None = None) -> float:
+    """||heads - fitted|| / ||heads|| over all heads together (Frobenius, or in the G-norm)."""
+    return (squared_norm(heads - fitted, input_moment) / squared_norm(heads, input_moment)) ** 0.5
 
 
 @dataclass
@@ -155,19 +180,26 @@ class LayerFit:
     key: SharedProjection
     value: SharedProjection
     aligned: HeadProjections  # the original heads in the aligned bases: the same function as the original layer
-    fit_error: dict[str, float]  # relative error of the final fit, for query / key / value
+    fit_error: dict[str, float]  # relative error of the final fit's weights, for query / key / value
     unaligned_fit_error: dict[str, float]  # the same fit without alignment (iteration 0), for comparison
     iterations: int
+    # With an input moment: the relative error of the heads' outputs on the layer's inputs (what the fit minimised).
+    output_fit_error: dict[str, float] | None = None
 
 
 def align_and_fit(
-    projections: HeadProjections, attention_type: str, max_iterations: int = 100, tolerance: float = 1e-7
+    projections: HeadProjections,
+    attention_type: str,
+    max_iterations: int = 100,
+    tolerance: float = 1e-7,
+    input_moment: torch.Tensor | None = None,
 ) -> LayerFit:
     """Choose each head's basis and fit the MHE projections jointly, by block coordinate descent on
 
         sum_i ||W_i^Q R_i - fit^Q_i||^2 + ||W_i^K R_i - fit^K_i||^2 + ||W_i^V S_i - fit^V_i||^2
 
-    over orthogonal R_i, S_i and the MHE projections. Query and key share R_i: `(x W_i^Q R_i)(x W_i^K R_i)^T` keeps
+    over orthogonal R_i, S_i and the MHE projections (Frobenius norms, or with `input_moment` the input-weighted
+    norm of fit_shared_projection). Query and key share R_i: `(x W_i^Q R_i)(x W_i^K R_i)^T` keeps
     every attention logit, and `S_i^T` is applied to head i's rows of the output projection, which keeps the layer's
     output (R^-T = R for orthogonal R). Each step is an exact minimisation (`fit_shared_projection` given the bases,
     `orthogonal_procrustes` given the fit), so the objective never increases; starting from the identity, the result
@@ -177,6 +209,7 @@ def align_and_fit(
     check_attention_type(attention_type)
     query, key, value = projections.query, projections.key, projections.value
     num_heads, _, head_dim = query.shape
+    moment = None if input_moment is None else input_moment.to(query.dtype)
     identity = torch.eye(head_dim, dtype=query.dtype).expand(num_heads, head_dim, head_dim)
     rotation_qk, rotation_v = identity, identity
     unaligned_fit_error, previous_objective, iterations = None, float("inf"), 0
@@ -186,21 +219,22 @@ def align_and_fit(
     try:
         while True:
             aligned = {"query": query @ rotation_qk, "key": key @ rotation_qk, "value": value @ rotation_v}
-            shared = {name: fit_shared_projection(heads, attention_type) for name, heads in aligned.items()}
+            shared = {name: fit_shared_projection(heads, attention_type, moment) for name, heads in aligned.items()}
             fitted = {name: shared[name].per_head(attention_type) for name in aligned}
             errors = {name: relative_error(aligned[name], fitted[name]) for name in aligned}
             unaligned_fit_error = unaligned_fit_error or errors
-            objective = sum(float(((aligned[name] - fitted[name]) ** 2).sum()) for name in aligned)
+            objective = sum(squared_norm(aligned[name] - fitted[name], moment) for name in aligned)
             converged = objective >= previous_objective * (1 - tolerance)
             if converged or iterations == max_iterations:
                 break
             previous_objective, iterations = objective, iterations + 1
-            rotation_qk = orthogonal_procrustes(
-                torch.cat([query, key], dim=1), torch.cat([fitted["query"], fitted["key"]], dim=1)
-            )
-            rotation_v = orthogonal_procrustes(value, fitted["value"])
+            rotation_qk = orthogonal_procrustes([(query, fitted["query"]), (key, fitted["key"])], moment)
+            rotation_v = orthogonal_procrustes([(value, fitted["value"])], moment)
     finally:
         torch.set_num_threads(num_threads)
+    output_fit_error = None
+    if moment is not None:
+        output_fit_error = {name: relative_error(aligned[name], fitted[name], moment) for name in aligned}
     return LayerFit(
         query=shared["query"],
         key=shared["key"],
@@ -211,6 +245,7 @@ def align_and_fit(
         fit_error=errors,
         unaligned_fit_error=unaligned_fit_error,
         iterations=iterations,
+        output_fit_error=output_fit_error,
     )
 
 
@@ -372,11 +407,13 @@ def convert_model(
     attention_type: str,
     target_class: type[MHEPreTrainedModel] | None = None,
     max_iterations: int = 100,
+    input_moments: Sequence[torch.Tensor] | None = None,
 ) -> tuple[MHEPreTrainedModel, list[dict]]:
     """Build the MHE model equivalent of `source` (a BERT or RoBERTa model with or without a task head).
 
     Returns the model (in eval mode) and one dict per layer with the relative fit errors. `target_class` defaults to
-    the MHE class of the source's head.
+    the MHE class of the source's head. `input_moments` (one per layer, from `layer_input_moments`) weights each
+    layer's fit by the inputs it sees; without them every weight counts alike.
     """
     config = mhe_config_from(source.config, attention_type)
     if target_class is None:
@@ -393,6 +430,8 @@ def convert_model(
         state[name].copy_(tensor)
 
     num_heads = config.num_attention_heads
+    if input_moments is not None and len(input_moments) != config.num_hidden_layers:
+        raise ConversionError(f"{len(input_moments)} input moments for {config.num_hidden_layers} layers.")
     layer_reports = []
     for i, (source_layer, target_layer) in enumerate(zip(source.base_model.encoder.layer, base.layers)):
         source_attention = source_layer.attention
@@ -403,7 +442,8 @@ def convert_model(
             source_attention.output.dense,
             num_heads,
         )
-        fit = align_and_fit(projections, attention_type, max_iterations)
+        moment = None if input_moments is None else input_moments[i]
+        fit = align_and_fit(projections, attention_type, max_iterations, input_moment=moment)
         attention = target_layer.attention
         for name in ("query", "key", "value"):
             shared: SharedProjection = getattr(fit, name)
@@ -420,10 +460,34 @@ def convert_model(
                 "unaligned_fit_error": fit.unaligned_fit_error,
                 "alignment_iterations": fit.iterations,
             }
+            | ({} if fit.output_fit_error is None else {"output_fit_error": fit.output_fit_error})
         )
     if config.tie_word_embeddings and isinstance(target, MHEForMaskedLM):
         target.tie_weights()
     return target, layer_reports
+
+
+@torch.no_grad()
+def layer_input_moments(
+    source: PreTrainedModel, tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 32
+) -> list[torch.Tensor]:
+    """Per layer of `source`, the second moment `X^T X / n` (float64) of its attention inputs `X = [x, 1]` over the
+    real tokens of `texts`: the weights of the input-weighted fit (`fit_shared_projection`). In a BERT-family
+    (post-LayerNorm) encoder, layer i's attention reads `hidden_states[i]`."""
+    if not texts:
+        raise ConversionError("The input-weighted fit needs at least one text to measure the layers' inputs on.")
+    source = source.eval()
+    sums, count = None, 0
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(list(texts[start : start + batch_size]), truncation=True, max_length=max_length,
+                          padding=True, return_tensors="pt")  # fmt: skip
+        states = source.base_model(**batch, output_hidden_states=True).hidden_states[:-1]
+        real = batch["attention_mask"].bool()
+        inputs = [torch.nn.functional.pad(state[real].double(), (0, 1), value=1.0) for state in states]
+        moments = [x.T @ x for x in inputs]
+        sums = moments if sums is None else [total + moment for total, moment in zip(sums, moments)]
+        count += int(real.sum())
+    return [total / count for total in sums]
 
 
 def task_of(architecture: str) -> str:
@@ -608,7 +672,7 @@ def conversion_report(
         "layers": layer_reports,
         "mean_fit_error": mean_error("fit_error"),
         "mean_unaligned_fit_error": mean_error("unaligned_fit_error"),
-    }
+    } | ({"mean_output_fit_error": mean_error("output_fit_error")} if "output_fit_error" in layer_reports[0] else {})
 
 
 def convert_checkpoint(

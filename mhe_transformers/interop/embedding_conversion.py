@@ -15,6 +15,7 @@ on, so that the test sentences are scored once, with the recipe chosen.
 from __future__ import annotations
 
 import json
+import random
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,7 @@ from ..models.mhe.configuration_mhe import MHE_TYPES
 from ..models.mhe.modeling_mhe import MHEModel
 from ..utils import cli
 from ..utils.run_folder import atomic_directory, check_output_dir, claim_output_dir, write_json
-from .conversion import REPORT_NAME, convert_model, conversion_report, load_source
+from .conversion import REPORT_NAME, convert_model, conversion_report, layer_input_moments, load_source
 from .distillation import RecoveryArguments, distill_hidden_states
 from .embedding_evaluation import evaluate_domains
 from .sentence_transformer import write_sentence_transformer
@@ -42,6 +43,11 @@ class EmbeddingConversionArguments:
         metadata={"help": "The source's Hub id for the model card, e.g. sentence-transformers/all-MiniLM-L6-v2."},
     )
     max_alignment_iterations: int = field(default=100, metadata={"help": "Alignment/fit alternations per layer."})
+    fit_sentences: int = field(
+        default=0,
+        metadata={"help": "Training sentences whose layer inputs weight the least-squares fit (0: every weight counts "
+                  "alike; docs/conversion.md)."},
+    )
     train_sentences_per_domain: int = field(
         default=10_000, metadata={"help": "Training sentences sampled (seeded) from each training domain."}
     )
@@ -58,6 +64,10 @@ class EmbeddingConversionArguments:
     )
     overwrite_output_dir: bool = field(default=False)
     seed: int = field(default=0)
+
+    def __post_init__(self):
+        if self.fit_sentences < 0:
+            raise ValueError(f"fit_sentences must be 0 (unweighted fit) or positive, got {self.fit_sentences}.")
 
 
 def read_corpus(args: EmbeddingConversionArguments) -> dict:
@@ -110,14 +120,21 @@ def convert_sentence_embedder(args: EmbeddingConversionArguments, recovery: Reco
     with claim_output_dir(output_dir, args.overwrite_output_dir, inputs=[args.model_name_or_path]):
         source = load_source(args.model_name_or_path, args.attention_type, task="base")
         corpus = read_corpus(args)
-        model, layers = convert_model(source.model, args.attention_type, MHEModel, args.max_alignment_iterations)
+        texts = [sentence for sentences in corpus["train"].values() for sentence in sentences]
+        moments = None
+        if args.fit_sentences:
+            fit_texts = random.Random(args.seed).sample(texts, min(args.fit_sentences, len(texts)))
+            moments = layer_input_moments(source.model, source.tokenizer, fit_texts, recovery.recover_max_length)
+        model, layers = convert_model(
+            source.model, args.attention_type, MHEModel, args.max_alignment_iterations, input_moments=moments
+        )
         report = conversion_report(args.model_name_or_path, source, model, layers, args.attention_type,
                                    args.max_alignment_iterations)  # fmt: skip
+        report["fit_sentences"] = args.fit_sentences
         report["corpus"] = corpus_summary(corpus)
         report["eval_split"] = args.eval_split
         report["similarity"] = {"converted": evaluate(model, source.model, source.tokenizer, corpus, args)}
         if recovery.recover_steps > 0:
-            texts = [sentence for sentences in corpus["train"].values() for sentence in sentences]
             report["recovery"] = distill_hidden_states(
                 model, source.model, source.tokenizer, texts, recovery, args.seed
             )
