@@ -194,3 +194,11 @@ def test_a_folder_it_did_not_write_is_refused_before_anything_is_read(converted_
               "--corpus_root", str(tmp_path / "no-corpus")])  # fmt: skip
     assert exit_info.value.code == 2 and "did not write" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "my notes"
+
+
+def test_a_negative_fit_sentence_count_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_name_or_path", str(tmp_path / "source"), "--output_dir", str(tmp_path / "out"),
+              "--fit_sentences", "-1"])  # fmt: skip
+    assert exit_info.value.code == 2 and "fit_sentences must be 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
