@@ -2,6 +2,7 @@
 sentence-transformers folder (offline round trip against the MHE model + mean pooling + normalisation), its card and
 the verified push, on a tiny BERT and tiny fake Debian corpora."""
 
+import copy
 import json
 import shutil
 
@@ -14,6 +15,7 @@ from mhe_transformers.hub.push import CheckpointError, files_to_upload, push_che
 from mhe_transformers.interop.conversion import REPORT_NAME, convert_model
 from mhe_transformers.interop.distillation import (
     RecoveryArguments,
+    attention_map_kl,
     distill_hidden_states,
     embedding_cosine_loss,
     mean_pool,
@@ -56,8 +58,48 @@ def test_embedding_distillation_lowers_the_embedding_loss_alone():
     summary = distill_hidden_states(student, teacher, tokenizer, TEXTS, args)
     assert summary["embedding_weight"] == 1 and summary["hidden_weight"] == 0
     assert loss() < 0.5 * before
-    with pytest.raises(ValueError, match="both 0"):
+    with pytest.raises(ValueError, match="all 0"):
         RecoveryArguments(recover_hidden_weight=0, recover_embedding_weight=0)
+
+
+def test_attention_map_kl_is_the_mean_over_real_queries_of_each_heads_kl():
+    teacher = torch.softmax(torch.randn(2, 3, 4, 4), dim=-1)
+    student = torch.softmax(torch.randn(2, 3, 4, 4), dim=-1)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    assert float(attention_map_kl([teacher], [teacher], mask)) == pytest.approx(0.0, abs=1e-6)
+    per_query = torch.nn.functional.kl_div(student.log(), teacher, reduction="none").sum(-1)  # (batch, head, query)
+    expected = torch.cat([per_query[0].flatten(), per_query[1, :, :2].flatten()]).mean()
+    torch.testing.assert_close(attention_map_kl([student], [teacher], mask), expected)
+    garbage = student.clone()
+    garbage[1, :, 2:] = torch.softmax(torch.randn(3, 2, 4), dim=-1)  # padded queries: never read
+    torch.testing.assert_close(attention_map_kl([garbage], [teacher], mask), expected)
+    with pytest.raises(ValueError, match="number of heads"):
+        attention_map_kl([student[:, :2]], [teacher], mask)
+
+
+def test_attention_distillation_brings_the_students_maps_to_the_teachers():
+    teacher = randomise(BertModel(tiny_bert_config()))
+    student, _ = convert_model(teacher, "mhe_mul")
+    tokenizer = tiny_tokenizer()
+    inputs = tokenizer(TEXTS[:5], padding=True, return_tensors="pt")
+
+    def kl():
+        with torch.no_grad():
+            student.eval()
+            eager_teacher = copy.deepcopy(teacher)
+            eager_teacher.set_attn_implementation("eager")  # sdpa returns no maps
+            return float(attention_map_kl(student(**inputs, output_attentions=True).attentions,
+                                          eager_teacher.eval()(**inputs, output_attentions=True).attentions,
+                                          inputs["attention_mask"]))
+
+    before = kl()
+    attention = teacher.config._attn_implementation
+    args = RecoveryArguments(recover_steps=25, recover_learning_rate=3e-3, recover_batch_size=8, recover_warmup_ratio=0,
+                             recover_hidden_weight=0, recover_attention_weight=1)  # fmt: skip
+    summary = distill_hidden_states(student, teacher, tokenizer, TEXTS, args)
+    assert summary["attention_weight"] == 1 and summary["embedding_weight"] == 0
+    assert kl() < 0.75 * before
+    assert teacher.config._attn_implementation == attention  # the teacher is given back as it came
 
 
 def test_frozen_embeddings_stay_the_originals_while_the_rest_trains():

@@ -9,7 +9,10 @@ unlabelled text brings back what the fit lost, without any labels. The loss has 
 - the sentence embedding: 1 - cosine similarity between the two models' mean-pooled last hidden states (over real
   tokens, as sentence-transformers pools all-MiniLM-L6-v2; the cosine is that of the normalised embeddings). This is
   the quantity a sentence-embedding model is used for, so matching it teaches the teacher's geometry on any text
-  rather than the token states of the training register alone.
+  rather than the token states of the training register alone;
+- optionally the attention maps (MiniLM's self-attention distillation): KL(teacher || student) between each head's
+  attention distribution, head h of the student against head h of the teacher (the conversion keeps the heads'
+  order). The fitted query/key projections are what the conversion loses, and this term targets them directly.
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ class RecoveryArguments:
         default=0.0,
         metadata={"help": "Weight of 1 - cosine of the mean-pooled sentence embeddings in the loss (0: left out)."},
     )
+    recover_attention_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the attention-map KL(teacher || student), per head, in the loss (0: left out). "
+                  "Both models then run eager attention, which returns the maps."},
+    )
     recover_weight_decay: float = field(
         default=0.01, metadata={"help": "AdamW weight decay (never on head embeddings: training.optimizer)."}
     )
@@ -70,11 +78,13 @@ class RecoveryArguments:
             raise ValueError(f"recover_warmup_ratio must be in [0, 1), got {self.recover_warmup_ratio}.")
         if self.recover_learning_rate <= 0:
             raise ValueError(f"recover_learning_rate must be positive, got {self.recover_learning_rate}.")
-        for name in ("recover_hidden_weight", "recover_embedding_weight", "recover_weight_decay"):
+        for name in ("recover_hidden_weight", "recover_embedding_weight", "recover_attention_weight",
+                     "recover_weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or positive, got {getattr(self, name)}.")
-        if self.recover_hidden_weight == 0 and self.recover_embedding_weight == 0:
-            raise ValueError("recover_hidden_weight and recover_embedding_weight are both 0: the loss would be 0.")
+        if self.recover_hidden_weight == 0 and self.recover_embedding_weight == 0 and self.recover_attention_weight == 0:
+            raise ValueError("recover_hidden_weight, recover_embedding_weight and recover_attention_weight are all 0: "
+                             "the loss would be 0.")
 
 
 def hidden_state_mse(
@@ -112,25 +122,51 @@ def embedding_cosine_loss(
     return (1 - torch.nn.functional.cosine_similarity(student, teacher, dim=-1)).mean()
 
 
+def attention_map_kl(
+    student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor], attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """KL(teacher || student) between attention distributions, averaged over layers, heads and real query tokens.
+
+    The maps are the models' `attentions` outputs, one (batch, heads, query, key) tensor per layer; padded keys have
+    probability 0 in both, so they add nothing, and padded queries are left out by `attention_mask`.
+    """
+    if len(student_maps) != len(teacher_maps):
+        raise ValueError(f"The student has {len(student_maps)} attention maps, the teacher {len(teacher_maps)}.")
+    queries = attention_mask[:, None, :].to(student_maps[0].dtype)  # (batch, 1, query): broadcast over heads
+    losses = []
+    for student, teacher in zip(student_maps, teacher_maps):
+        if student.shape != teacher.shape:
+            raise ValueError(f"Attention maps differ in shape: student {tuple(student.shape)}, teacher "
+                             f"{tuple(teacher.shape)} (the same number of heads is needed).")
+        tiny = torch.finfo(student.dtype).tiny  # log(0) guard: a zero probability times any log is 0 here
+        per_query = (teacher * (teacher.clamp_min(tiny).log() - student.clamp_min(tiny).log())).sum(-1)
+        losses.append((per_query * queries).sum() / (queries.sum() * student.shape[1]))
+    return torch.stack(losses).mean()
+
+
 class HiddenStateDistillationTrainer(MHETrainer):
-    """A Trainer whose loss is `hidden_weight * hidden_state_mse + embedding_weight * embedding_cosine_loss` between
-    the model being trained and a frozen teacher (weight decay as MHETrainer: never on head embeddings)."""
+    """A Trainer whose loss is `hidden_weight * hidden_state_mse + embedding_weight * embedding_cosine_loss +
+    attention_weight * attention_map_kl` between the model being trained and a frozen teacher (weight decay as
+    MHETrainer: never on head embeddings)."""
 
     # The loss is a mean over the batch's tokens: Trainer divides it by the gradient accumulation steps.
     loss_is_scaled_for_ga = False
 
     def __init__(self, *args, teacher: PreTrainedModel, layers: str = "last", hidden_weight: float = 1.0,
-                 embedding_weight: float = 0.0, **kwargs):  # fmt: skip
+                 embedding_weight: float = 0.0, attention_weight: float = 0.0, **kwargs):  # fmt: skip
         super().__init__(*args, **kwargs)
         # Only the student goes through accelerate; the teacher is frozen and just needs the same device.
         self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
         self.layers, self.hidden_weight, self.embedding_weight = layers, hidden_weight, embedding_weight
+        self.attention_weight = attention_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        maps = bool(self.attention_weight)
         with torch.no_grad():
             # The base model skips the teacher's task head, which the loss does not read.
-            teacher_states = self.teacher.base_model(**inputs, output_hidden_states=True).hidden_states
-        outputs = model(**inputs, output_hidden_states=True)
+            teacher_outputs = self.teacher.base_model(**inputs, output_hidden_states=True, output_attentions=maps)
+        teacher_states = teacher_outputs.hidden_states
+        outputs = model(**inputs, output_hidden_states=True, output_attentions=maps)
         mask = inputs["attention_mask"]
         loss = 0.0
         if self.hidden_weight:
@@ -139,6 +175,9 @@ class HiddenStateDistillationTrainer(MHETrainer):
         if self.embedding_weight:
             embedding_loss = embedding_cosine_loss(outputs.hidden_states[-1], teacher_states[-1], mask)
             loss = loss + self.embedding_weight * embedding_loss
+        if self.attention_weight:
+            attention_loss = attention_map_kl(outputs.attentions, teacher_outputs.attentions, mask)
+            loss = loss + self.attention_weight * attention_loss
         return (loss, outputs) if return_outputs else loss
 
 
@@ -160,6 +199,9 @@ def distill_hidden_states(
         raise ValueError("Recovery training needs at least one non-empty text.")
     if args.recover_freeze_embeddings:  # given back after training (the student leaves as it came, trainable)
         student.base_model.embeddings.requires_grad_(False)
+    teacher_attention = teacher.config._attn_implementation
+    if args.recover_attention_weight:  # sdpa forms no attention maps; given back after training
+        teacher.set_attn_implementation("eager")
     # Only the texts the steps will see are tokenised: cheap even for a large corpus.
     dataset = datasets.Dataset.from_dict({"text": texts}).shuffle(seed=seed)
     dataset = dataset.select(range(min(len(dataset), args.recover_steps * args.recover_batch_size)))
@@ -192,12 +234,14 @@ def distill_hidden_states(
             layers=args.recover_layers,
             hidden_weight=args.recover_hidden_weight,
             embedding_weight=args.recover_embedding_weight,
+            attention_weight=args.recover_attention_weight,
         )
         start = time.perf_counter()
         result = trainer.train()
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     if args.recover_freeze_embeddings:
         student.base_model.embeddings.requires_grad_(True)
+    teacher.set_attn_implementation(teacher_attention)
     return {
         "steps": result.global_step,
         "batch_size": args.recover_batch_size,
@@ -205,6 +249,7 @@ def distill_hidden_states(
         "layers": args.recover_layers,
         "hidden_weight": args.recover_hidden_weight,
         "embedding_weight": args.recover_embedding_weight,
+        "attention_weight": args.recover_attention_weight,
         "max_length": args.recover_max_length,
         "warmup_ratio": args.recover_warmup_ratio,
         "weight_decay": args.recover_weight_decay,
