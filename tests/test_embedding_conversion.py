@@ -102,6 +102,27 @@ def test_attention_distillation_brings_the_students_maps_to_the_teachers():
     assert teacher.config._attn_implementation == attention  # the teacher is given back as it came
 
 
+def test_attention_maps_are_matched_without_the_students_attention_dropout():
+    # The maps a model returns in training are dropped out (zeroed entries): matched as they are, the KL would be
+    # dominated by dropout. With dropout off while the maps are matched, the first training loss is the eval KL.
+    teacher = randomise(BertModel(tiny_bert_config(attention_probs_dropout_prob=0.5)))
+    student, _ = convert_model(teacher, "mhe_mul")
+    tokenizer = tiny_tokenizer()
+    inputs = tokenizer(TEXTS[:8], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        eager_teacher = copy.deepcopy(teacher)
+        eager_teacher.set_attn_implementation("eager")
+        expected = float(attention_map_kl(student.eval()(**inputs, output_attentions=True).attentions,
+                                          eager_teacher.eval()(**inputs, output_attentions=True).attentions,
+                                          inputs["attention_mask"]))
+    args = RecoveryArguments(recover_steps=1, recover_learning_rate=1e-12, recover_batch_size=8, recover_warmup_ratio=0,
+                             recover_hidden_weight=0, recover_attention_weight=1, recover_logging_steps=1)  # fmt: skip
+    summary = distill_hidden_states(student, teacher, tokenizer, TEXTS[:8], args)
+    assert summary["first_logged_loss"] == pytest.approx(expected, rel=1e-3)
+    assert {module.attention_dropout for module in student.modules()
+            if isinstance(getattr(module, "attention_dropout", None), float)} == {0.5}  # given back  # fmt: skip
+
+
 def test_frozen_embeddings_stay_the_originals_while_the_rest_trains():
     teacher = randomise(BertModel(tiny_bert_config()))
     student, _ = convert_model(teacher, "mhe_mul")

@@ -200,8 +200,15 @@ def distill_hidden_states(
     if args.recover_freeze_embeddings:  # given back after training (the student leaves as it came, trainable)
         student.base_model.embeddings.requires_grad_(False)
     teacher_attention = teacher.config._attn_implementation
-    if args.recover_attention_weight:  # sdpa forms no attention maps; given back after training
-        teacher.set_attn_implementation("eager")
+    # Attention modules whose probability dropout is switched off while their maps are matched (given back after):
+    # the maps a model returns are the dropped-out ones, and a KL against maps with zeroed entries measures dropout.
+    map_dropout = {}
+    if args.recover_attention_weight:
+        teacher.set_attn_implementation("eager")  # sdpa forms no attention maps; given back after training
+        map_dropout = {module: module.attention_dropout for module in student.modules()
+                       if isinstance(getattr(module, "attention_dropout", None), float)}  # fmt: skip
+        for module in map_dropout:
+            module.attention_dropout = 0.0
     # Only the texts the steps will see are tokenised: cheap even for a large corpus.
     dataset = datasets.Dataset.from_dict({"text": texts}).shuffle(seed=seed)
     dataset = dataset.select(range(min(len(dataset), args.recover_steps * args.recover_batch_size)))
@@ -242,6 +249,8 @@ def distill_hidden_states(
     if args.recover_freeze_embeddings:
         student.base_model.embeddings.requires_grad_(True)
     teacher.set_attn_implementation(teacher_attention)
+    for module, probability in map_dropout.items():
+        module.attention_dropout = probability
     return {
         "steps": result.global_step,
         "batch_size": args.recover_batch_size,
