@@ -17,6 +17,7 @@ unlabelled text brings back what the fit lost, without any labels. The loss has 
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Sequence
@@ -82,7 +83,8 @@ class RecoveryArguments:
                      "recover_weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or positive, got {getattr(self, name)}.")
-        if self.recover_hidden_weight == 0 and self.recover_embedding_weight == 0 and self.recover_attention_weight == 0:
+        weights = (self.recover_hidden_weight, self.recover_embedding_weight, self.recover_attention_weight)
+        if not any(weights):
             raise ValueError("recover_hidden_weight, recover_embedding_weight and recover_attention_weight are all 0: "
                              "the loss would be 0.")
 
@@ -181,6 +183,35 @@ class HiddenStateDistillationTrainer(MHETrainer):
         return (loss, outputs) if return_outputs else loss
 
 
+@contextlib.contextmanager
+def recovery_setup(student: PreTrainedModel, teacher: PreTrainedModel, args: RecoveryArguments):
+    """The two models as the recovery trains them, given back as they came afterwards (also after an error).
+
+    With `recover_freeze_embeddings` the student's input embeddings are frozen. With the attention-map term the
+    teacher computes its attention eagerly (sdpa forms no maps) and the student's attention-probability dropout is
+    off: the maps a model returns are the dropped-out ones, and a KL against zeroed entries would measure dropout.
+    """
+    teacher_attention = teacher.config._attn_implementation
+    map_dropout = {}
+    if args.recover_freeze_embeddings:
+        student.base_model.embeddings.requires_grad_(False)
+    if args.recover_attention_weight:
+        teacher.set_attn_implementation("eager")
+        map_dropout = {module: module.attention_dropout for module in student.modules()
+                       if isinstance(getattr(module, "attention_dropout", None), float)}  # fmt: skip
+        for module in map_dropout:
+            module.attention_dropout = 0.0
+    try:
+        yield
+    finally:
+        if args.recover_freeze_embeddings:
+            student.base_model.embeddings.requires_grad_(True)
+        if teacher.config._attn_implementation != teacher_attention:
+            teacher.set_attn_implementation(teacher_attention)
+        for module, probability in map_dropout.items():
+            module.attention_dropout = probability
+
+
 def distill_hidden_states(
     student: PreTrainedModel,
     teacher: PreTrainedModel,
@@ -197,18 +228,6 @@ def distill_hidden_states(
     texts = [text for text in texts if text and text.strip()]
     if not texts:
         raise ValueError("Recovery training needs at least one non-empty text.")
-    if args.recover_freeze_embeddings:  # given back after training (the student leaves as it came, trainable)
-        student.base_model.embeddings.requires_grad_(False)
-    teacher_attention = teacher.config._attn_implementation
-    # Attention modules whose probability dropout is switched off while their maps are matched (given back after):
-    # the maps a model returns are the dropped-out ones, and a KL against maps with zeroed entries measures dropout.
-    map_dropout = {}
-    if args.recover_attention_weight:
-        teacher.set_attn_implementation("eager")  # sdpa forms no attention maps; given back after training
-        map_dropout = {module: module.attention_dropout for module in student.modules()
-                       if isinstance(getattr(module, "attention_dropout", None), float)}  # fmt: skip
-        for module in map_dropout:
-            module.attention_dropout = 0.0
     # Only the texts the steps will see are tokenised: cheap even for a large corpus.
     dataset = datasets.Dataset.from_dict({"text": texts}).shuffle(seed=seed)
     dataset = dataset.select(range(min(len(dataset), args.recover_steps * args.recover_batch_size)))
@@ -217,7 +236,7 @@ def distill_hidden_states(
         batched=True,
         remove_columns=["text"],
     )
-    with tempfile.TemporaryDirectory(prefix="mhe-recovery-") as output_dir:
+    with tempfile.TemporaryDirectory(prefix="mhe-recovery-") as output_dir, recovery_setup(student, teacher, args):
         training_args = TrainingArguments(
             output_dir=output_dir,
             max_steps=args.recover_steps,
@@ -246,11 +265,6 @@ def distill_hidden_states(
         start = time.perf_counter()
         result = trainer.train()
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    if args.recover_freeze_embeddings:
-        student.base_model.embeddings.requires_grad_(True)
-    teacher.set_attn_implementation(teacher_attention)
-    for module, probability in map_dropout.items():
-        module.attention_dropout = probability
     return {
         "steps": result.global_step,
         "batch_size": args.recover_batch_size,
