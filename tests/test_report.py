@@ -55,8 +55,9 @@ def test_partial_records_give_n_per_cell_primary_endpoints_and_identical_rebuild
     # Parameter counts come from the runs' (fake: hidden 32, 4 heads, 2 layers) checkpoints.
     assert rows["main/mha"].split(" | ")[1] == f"{2 * attention_parameter_formula('mha', 32, 4, 8):,}"
     assert rows["matched/mha"].split(" | ")[1] == f"{2 * attention_parameter_formula('mha', 32, 4, 6):,}"
-    # Primary endpoints: every one with 2 seeds, Holm-adjusted over those present; a sentence each.
-    assert text.count("Holm-adjusted p = ") == 8
+    # Primary endpoints: every one with 2 of its 3 planned seeds, Holm-adjusted over those present in the table; a
+    # sentence each that claims nothing before every planned seed is recorded.
+    assert text.count(" from 2 of 3 seeds: interim, no claim.") == 8 and "below MHA" not in text
     assert "MHE-MUL's task PRR against MHA is " in text and "MHE-ADD's masked-LM PRR against MHA (matched) is" in text
     # Curves: the mean over each arm's seeds of the logged losses (FakePipeline logs 6.0 then 5.0, every run).
     main_comparison = next(c for c in report.load(folder, folder / "records") if c.config.name == "main")
@@ -91,3 +92,18 @@ def test_the_shipped_report_builds_from_the_committed_records(tmp_path):
     assert page.read_bytes() == (REPO_ROOT / "docs/results/comparison.md").read_bytes()
     assert figure.read_bytes() == (REPO_ROOT / "docs/results/prr.png").read_bytes()
     assert (tmp_path / "curves.png").read_bytes() == (REPO_ROOT / "docs/results/curves.png").read_bytes()
+
+
+def test_an_endpoint_is_claimed_only_when_complete_holm_significant_and_its_interval_excludes_1():
+    below = {"estimate": 0.95, "low": 0.93, "high": 0.97}
+    assert report.endpoint_sentence("MHE-MUL", "task", "MHA", below, 8, 8, 0.004) == (
+        "MHE-MUL's task PRR against MHA is 0.950 [0.930, 0.970], Holm-adjusted p = 0.0040: below MHA.")
+    assert report.endpoint_sentence("MHE-MUL", "task", "MHA", below, 3, 8, 0.004) == (
+        "MHE-MUL's task PRR against MHA is 0.950 [0.930, 0.970] from 3 of 8 seeds: interim, no claim.")
+    assert report.endpoint_sentence("MHE-MUL", "task", "MHA", below, 8, 8, 0.08).endswith(
+        "Holm-adjusted p = 0.0800: no difference shown.")  # the interval alone is not enough
+    across = {"estimate": 0.99, "low": 0.97, "high": 1.01}
+    assert report.endpoint_sentence("MHE-ADD", "masked-LM", "MHA", across, 8, 8, 0.01).endswith(
+        "no difference shown.")  # a p-value alone is not enough either
+    above = {"estimate": 1.02, "low": 1.01, "high": 1.03}
+    assert report.endpoint_sentence("X", "task", "MHA", above, 8, 8, 0.01).endswith(": above MHA.")

@@ -1,5 +1,5 @@
 """The comparison's statistics (mhe_transformers/experiments/statistics.py): PRR, its bootstrap over seeds and
-items, paired differences, Holm's adjustment, the generated sentences and the design stage's choice."""
+items, paired differences, Holm's adjustment and the design stage's choice."""
 
 import math
 
@@ -11,7 +11,6 @@ from mhe_transformers.experiments.statistics import (
     compare_arms,
     holm,
     lower_is_better,
-    prr_sentence,
     retention,
 )
 
@@ -93,14 +92,6 @@ def test_a_perplexity_prr_is_the_reference_over_the_arm():
     assert result["prr"]["estimate"] == pytest.approx(reference / arm) and result["prr"]["estimate"] < 1
     assert lower_is_better("perplexity") and lower_is_better("eval_loss") and not lower_is_better("test_accuracy")
     assert retention(125.0, 100.0, "perplexity") == pytest.approx(0.8) and math.isnan(retention(1.0, 0.0, "accuracy"))
-
-
-def test_sentences_follow_the_interval():
-    below = prr_sentence("MHE-MUL", "task", "MHA", {"estimate": 0.95, "low": 0.93, "high": 0.97})
-    assert below == "MHE-MUL's task PRR against MHA is 0.950 [0.930, 0.970]; the interval excludes 1: below MHA."
-    across = prr_sentence("MHE-ADD", "masked-LM", "MHA", {"estimate": 0.99, "low": 0.97, "high": 1.01})
-    assert across.endswith("the interval includes 1: no difference shown.")
-    assert prr_sentence("X", "task", "MHA", {"estimate": 1.02, "low": 1.01, "high": 1.03}).endswith("above MHA.")
 
 
 def test_the_design_choice_is_the_best_mean_selection_score_on_validation():

@@ -190,6 +190,9 @@ def primary_endpoints(comparison: Comparison) -> list[str]:
                 if result is not None and len(result["seeds"]) > 1:
                     p_values[name] = result["prr"]["p"]
     adjusted = statistics.holm(p_values)
+    planned = {}  # arm -> the seeds its config plans
+    for arm, seed in comparison.config.runs():
+        planned.setdefault(arm.name, set()).add(seed)
     lines = ["| endpoint | PRR [95% CI] | per-seed PRR (min–max) | difference [95% CI] | n seeds | p | Holm p |",
              "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     sentences = []
@@ -203,11 +206,25 @@ def primary_endpoints(comparison: Comparison) -> list[str]:
         difference = statistics.interval_text(result["difference"], digits=4)
         lines.append(f"| {name} | {statistics.interval_text(result['prr'])} | {per_seed} | {difference} | "
                      f"{len(result['seeds'])} | {p} | {holm} |")  # fmt: skip
-        sentence = statistics.prr_sentence(_arm_label(arm), what, _arm_label(reference), result["prr"])
-        if name in adjusted:
-            sentence += f" Holm-adjusted p = {adjusted[name]:.4f}" + (" (< 0.05)." if adjusted[name] < 0.05 else ".")
-        sentences.append(sentence)
+        seeds = planned.get(arm, set()) | planned.get(reference, set())
+        sentences.append(endpoint_sentence(_arm_label(arm), what, _arm_label(reference), result["prr"],
+                                           len(result["seeds"]), len(seeds), adjusted.get(name)))  # fmt: skip
     return lines + (["", " ".join(sentences)] if sentences else [])
+
+
+def endpoint_sentence(subject: str, what: str, reference: str, interval: dict, seeds: int, planned: int,
+                      holm_p: float | None) -> str:  # fmt: skip
+    """A primary endpoint in words, by the pre-registered rule: a difference is claimed only once every planned
+    seed is recorded, where the Holm-adjusted p-value is below 0.05 and the interval excludes 1."""
+    head = f"{subject}'s {what} PRR against {reference} is {statistics.interval_text(interval)}"
+    if seeds < planned:
+        return f"{head} from {seeds} of {planned} seeds: interim, no claim."
+    excludes = not interval["low"] <= 1.0 <= interval["high"]
+    if holm_p is not None and holm_p < 0.05 and excludes:
+        side = "below" if interval["high"] < 1 else "above"
+        return f"{head}, Holm-adjusted p = {holm_p:.4f}: {side} {reference}."
+    holm = f"Holm-adjusted p = {holm_p:.4f}" if holm_p is not None else "no p-value"
+    return f"{head}, {holm}: no difference shown."
 
 
 def _arm_label(arm: str) -> str:

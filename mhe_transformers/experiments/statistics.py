@@ -156,18 +156,6 @@ def interval_text(interval: Mapping[str, float], digits: int = 3) -> str:
     return f"{interval['estimate']:.{digits}f} [{interval['low']:.{digits}f}, {interval['high']:.{digits}f}]"
 
 
-def prr_sentence(subject: str, what: str, reference: str, interval: Mapping[str, float]) -> str:
-    """A sentence generated from the numbers: the PRR with its interval and what the interval says about 1."""
-    if not math.isfinite(interval["low"]) or interval["low"] == interval["high"]:
-        verdict = "no interval (one seed, no items): nothing shown"
-    elif interval["low"] <= 1.0 <= interval["high"]:
-        verdict = "the interval includes 1: no difference shown"
-    else:
-        verdict = "the interval excludes 1: " + ("below" if interval["high"] < 1 else "above") + f" {reference}"
-    return f"{subject}'s {what} PRR against {reference} is {interval_text(interval)}; {verdict}."
-
-
-
 def selection_score(record: Mapping[str, Any]) -> float:
     """What the design stage maximises on validation: the mean of the tasks' validation scores and the held-out
     masked-LM validation accuracy (one number per run; test is never used)."""
@@ -190,6 +178,6 @@ def best_on_validation(records: Sequence[Mapping[str, Any]], option: str, among:
 
 
 __all__ = [
-    "best_on_validation", "compare_arms", "holm", "interval_text", "lower_is_better", "prr_sentence", "retention",
+    "best_on_validation", "compare_arms", "holm", "interval_text", "lower_is_better", "retention",
     "selection_score",
 ]
