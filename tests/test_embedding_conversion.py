@@ -77,28 +77,30 @@ def test_attention_map_kl_is_the_mean_over_real_queries_of_each_heads_kl():
         attention_map_kl([student[:, :2]], [teacher], mask)
 
 
+def eval_attention_kl(student, teacher, inputs) -> float:
+    """attention_map_kl of the two models in eval mode (no dropout), the teacher's maps from an eager copy (sdpa
+    returns none; the teacher itself stays as it is)."""
+    eager_teacher = copy.deepcopy(teacher)
+    eager_teacher.set_attn_implementation("eager")
+    with torch.no_grad():
+        return float(attention_map_kl(student.eval()(**inputs, output_attentions=True).attentions,
+                                      eager_teacher.eval()(**inputs, output_attentions=True).attentions,
+                                      inputs["attention_mask"]))
+
+
 def test_attention_distillation_brings_the_students_maps_to_the_teachers():
     teacher = randomise(BertModel(tiny_bert_config()))
     student, _ = convert_model(teacher, "mhe_mul")
     tokenizer = tiny_tokenizer()
     inputs = tokenizer(TEXTS[:5], padding=True, return_tensors="pt")
 
-    def kl():
-        with torch.no_grad():
-            student.eval()
-            eager_teacher = copy.deepcopy(teacher)
-            eager_teacher.set_attn_implementation("eager")  # sdpa returns no maps
-            return float(attention_map_kl(student(**inputs, output_attentions=True).attentions,
-                                          eager_teacher.eval()(**inputs, output_attentions=True).attentions,
-                                          inputs["attention_mask"]))
-
-    before = kl()
+    before = eval_attention_kl(student, teacher, inputs)
     attention = teacher.config._attn_implementation
     args = RecoveryArguments(recover_steps=25, recover_learning_rate=3e-3, recover_batch_size=8, recover_warmup_ratio=0,
                              recover_hidden_weight=0, recover_attention_weight=1)  # fmt: skip
     summary = distill_hidden_states(student, teacher, tokenizer, TEXTS, args)
     assert summary["attention_weight"] == 1 and summary["embedding_weight"] == 0
-    assert kl() < 0.75 * before
+    assert eval_attention_kl(student, teacher, inputs) < 0.75 * before
     assert teacher.config._attn_implementation == attention  # the teacher is given back as it came
 
 
@@ -109,12 +111,7 @@ def test_attention_maps_are_matched_without_the_students_attention_dropout():
     student, _ = convert_model(teacher, "mhe_mul")
     tokenizer = tiny_tokenizer()
     inputs = tokenizer(TEXTS[:8], padding=True, return_tensors="pt")
-    with torch.no_grad():
-        eager_teacher = copy.deepcopy(teacher)
-        eager_teacher.set_attn_implementation("eager")
-        expected = float(attention_map_kl(student.eval()(**inputs, output_attentions=True).attentions,
-                                          eager_teacher.eval()(**inputs, output_attentions=True).attentions,
-                                          inputs["attention_mask"]))
+    expected = eval_attention_kl(student, teacher, inputs)
     args = RecoveryArguments(recover_steps=1, recover_learning_rate=1e-12, recover_batch_size=8, recover_warmup_ratio=0,
                              recover_hidden_weight=0, recover_attention_weight=1, recover_logging_steps=1)  # fmt: skip
     summary = distill_hidden_states(student, teacher, tokenizer, TEXTS[:8], args)
