@@ -14,6 +14,13 @@ STAMP := $(VENV)/.installed
 DEMO_DATA := data/wordnet
 DEMO_OUTPUT := outputs/demo
 BENCHMARK_OUTPUT := outputs/benchmark/cpu
+# The settings of docs/results/speed-memory.md, each a run into outputs/benchmark/<setting> whose benchmark.json is
+# committed as docs/results/records/benchmark/<setting>.json (the page is then built by `make report`).
+BENCHMARK_SETTINGS := cpu-base-128 cpu-small cpu-base-512
+BENCHMARK_ARGS_cpu-base-128 := --sizes base --seq_lens 128 --repeats 5
+BENCHMARK_ARGS_cpu-small := --sizes small --seq_lens 128 512 --repeats 5
+BENCHMARK_ARGS_cpu-base-512 := --sizes base --seq_lens 512 --repeats 3
+BENCHMARK_RECORDS := docs/results/records/benchmark
 DECODE_OUTPUT := outputs/benchmark-decode/cpu-base-2048
 # The compare targets' checkpoints (runs_dir of configs/compare/*.yaml) and the data and tokenizers they prepare
 # (their `prepare:` folders; all of WordNet goes to $(DEMO_DATA)). Their records under docs/results/records/ are
@@ -23,7 +30,7 @@ MINILM_TYPES ?= mhe_mul
 MINILM_OUTPUT := outputs/minilm
 MINILM_OUTPUTS := $(foreach type,mhe_mul mhe_add,$(MINILM_OUTPUT)-$(type))
 MAKE_OUTPUTS := $(VENV) .pytest_cache $(DEMO_DATA) $(DEMO_OUTPUT) $(BENCHMARK_OUTPUT) $(DECODE_OUTPUT) \
-	$(COMPARE_OUTPUTS) $(MINILM_OUTPUTS)
+	$(addprefix outputs/benchmark/,$(BENCHMARK_SETTINGS)) $(COMPARE_OUTPUTS) $(MINILM_OUTPUTS)
 
 .PHONY: install test demo benchmark benchmark-decode compare compare-clm clean
 
@@ -51,6 +58,14 @@ demo: $(STAMP)
 # `make benchmark BENCHMARK_ARGS="--sizes base --seq_lens 128"` for the headline setting only.
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py --output_dir $(BENCHMARK_OUTPUT) --overwrite_output_dir true $(BENCHMARK_ARGS)
+
+# The three settings of docs/results/speed-memory.md (about 37 minutes on an idle 2-core CPU: run nothing else), each
+# run's benchmark.json copied to $(BENCHMARK_RECORDS)/<setting>.json once the run has finished; then `make report`.
+.PHONY: benchmark-records $(addprefix benchmark-record-,$(BENCHMARK_SETTINGS))
+benchmark-records: $(addprefix benchmark-record-,$(BENCHMARK_SETTINGS))
+$(addprefix benchmark-record-,$(BENCHMARK_SETTINGS)): benchmark-record-%: $(STAMP)
+	$(PY) scripts/benchmark.py $(BENCHMARK_ARGS_$*) --output_dir outputs/benchmark/$* --overwrite_output_dir true
+	mkdir -p $(BENCHMARK_RECORDS) && cp outputs/benchmark/$*/benchmark.json $(BENCHMARK_RECORDS)/$*.json
 
 # Decode tokens/s (dynamic cache, static cache, static cache + torch.compile; each next to its bytes-moved limit) and
 # key/value-cache size of every attention type against GPT2LMHeadModel, BERT-base dims, batch 8, context 2048, the

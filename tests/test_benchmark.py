@@ -142,3 +142,40 @@ def test_disable_tqdm_turns_the_progress_bar_off(tmp_path, capsys):
         "--output_dir", str(tmp_path / "bench"),
     ])  # fmt: skip
     assert "benchmark:" not in capsys.readouterr().err
+
+
+def test_the_speed_page_and_figure_are_built_from_the_committed_records_alone(tmp_path):
+    """`make report`'s speed part: every record's rows in one table and one figure, the hand-written head kept, the
+    same records giving the same bytes; a file that is not a benchmark report is named, not skipped."""
+    from mhe_transformers.experiments.benchmark import write_records_page
+    from mhe_transformers.experiments.report import GENERATED_MARKER
+
+    records = tmp_path / "records"
+    records.mkdir()
+    for seq_len in (8, 16):
+        benchmark_main([
+            "--micro", "--vocab_size", "128", "--seq_lens", str(seq_len), "--batch_size", "2", "--repeats", "2",
+            "--warmup", "0", "--attention_types", "mha", "mhe_mul", "--disable_tqdm", "true",
+            "--output_dir", str(tmp_path / f"bench-{seq_len}"),
+        ])  # fmt: skip
+        (records / f"micro-{seq_len}.json").write_bytes((tmp_path / f"bench-{seq_len}" / "benchmark.json").read_bytes())
+    page, figure = tmp_path / "speed-memory.md", tmp_path / "speed.png"
+    page.write_text(f"# Speed\n\nHand-written prose.\n\n{GENERATED_MARKER}\n\nan old table\n")
+    write_records_page(records, page, figure, GENERATED_MARKER)
+    text = page.read_text()
+    assert text.startswith("# Speed\n\nHand-written prose.\n\n" + GENERATED_MARKER) and "an old table" not in text
+    for seq_len in (8, 16):
+        result = json.loads((records / f"micro-{seq_len}.json").read_text())
+        assert result["environment"]["command"] in text
+        for row in result["speed"]:
+            ratio = row["train"]["speed_ratio"]
+            assert f"| micro | {seq_len} | {row['attention_type']} | {row['flop_ratio_bert_over_ours']:.3f} |" in text
+            assert f"{ratio:.3f} [" in text
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(speed.png)" in text
+    first = (page.read_bytes(), figure.read_bytes())
+    write_records_page(records, page, figure, GENERATED_MARKER)
+    assert (page.read_bytes(), figure.read_bytes()) == first
+
+    (records / "notes.json").write_text('{"speed": []}')
+    with pytest.raises(ValueError, match="notes.json: not a benchmark.json"):
+        write_records_page(records, page, figure, GENERATED_MARKER)

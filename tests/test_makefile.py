@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU 
 
 MAKEFILE = (REPO_ROOT / "Makefile").read_text()
 COMPARISONS = re.search(r"^COMPARISONS := (.*)$", MAKEFILE, re.M).group(1).split()
-WRITING_TARGETS = ("demo", "benchmark", "benchmark-decode", "convert-minilm", *(f"compare-{c}" for c in COMPARISONS))
+WRITING_TARGETS = ("demo", "benchmark", "benchmark-records", "benchmark-decode", "convert-minilm", *(f"compare-{c}" for c in COMPARISONS))
 
 
 def dry_run(*targets: str, cwd: Path = REPO_ROOT) -> str:

@@ -6,7 +6,7 @@ import shutil
 import pytest
 from test_compare import FakePipeline, write_comparison
 
-from mhe_transformers.experiments import compare, report
+from mhe_transformers.experiments import benchmark, compare, report
 from mhe_transformers.models.mhe.parameter_counts import attention_parameter_formula
 
 
@@ -92,6 +92,13 @@ def test_the_shipped_report_builds_from_the_committed_records(tmp_path):
     assert page.read_bytes() == (REPO_ROOT / "docs/results/comparison.md").read_bytes()
     assert figure.read_bytes() == (REPO_ROOT / "docs/results/prr.png").read_bytes()
     assert (tmp_path / "curves.png").read_bytes() == (REPO_ROOT / "docs/results/curves.png").read_bytes()
+    # The speed page and figure, from the committed benchmark records (`make benchmark-records`).
+    speed_page, speed_figure = tmp_path / "speed-memory.md", tmp_path / "speed.png"
+    shutil.copy(REPO_ROOT / "docs/results/speed-memory.md", speed_page)
+    benchmark.write_records_page(REPO_ROOT / "docs/results/records/benchmark", speed_page, speed_figure,
+                                 report.GENERATED_MARKER)  # fmt: skip
+    assert speed_page.read_bytes() == (REPO_ROOT / "docs/results/speed-memory.md").read_bytes()
+    assert speed_figure.read_bytes() == (REPO_ROOT / "docs/results/speed.png").read_bytes()
 
 
 def test_an_endpoint_is_claimed_only_when_complete_holm_significant_and_its_interval_excludes_1():

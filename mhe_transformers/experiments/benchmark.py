@@ -37,6 +37,7 @@ either model.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import statistics
@@ -553,8 +554,82 @@ def plot(results: dict, path: Path) -> None:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3 * columns, fontsize="small", frameon=False)
     fig.tight_layout(rect=(0, 0.12 / rows_count, 1, 1))
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, metadata={"Software": None})  # no version string: the same data, the same bytes
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The committed records and the page built from them (`make benchmark-records`, then `make report`)
+# ---------------------------------------------------------------------------------------------------------------
+
+SPEED_MODES = {"forward": "forward", "train": "fwd+bwd"}  # the record's mode -> the page's column name
+
+
+def load_records(records_dir: str | Path) -> list[dict]:
+    """The committed benchmark reports (`<setting>.json`, each the benchmark.json of one run), by file name."""
+    records = []
+    for path in sorted(Path(records_dir).glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not {"environment", "settings", "speed"} <= set(record):
+            raise ValueError(f"{path}: not a benchmark.json (needs environment, settings and speed).")
+        records.append(record)
+    return records
+
+
+def records_markdown(records: Sequence[dict]) -> str:
+    """The speed and memory table of every committed record, the machine and command of each, and the figure."""
+    if not records:
+        return "No benchmark records yet: `make benchmark-records` on an idle machine, then `make report`.\n"
+    lines = ["Measured by (each run alone on the machine; load average at start and end of the run):", ""]
+    for record in records:
+        env, settings = record["environment"], record["settings"]
+        lines.append(
+            f"- `{env['command']}`: {env['date']}; {env['cpu']} ({env['cpu_count']} CPUs, {env['torch_threads']} "
+            f"torch threads), Python {env['python']}, torch {env['torch']}, transformers {env['transformers']}; "
+            f"{settings['repeats']} repeats; load average {env['load_average_start']} -> {env['load_average_end']}"
+        )
+    lines += [
+        "",
+        "Speed: median over repeats of BERT's step time (the steps just before and after) / ours [quartiles], above 1 ="
+        " faster. FLOP limit: BERT's matmul FLOPs / ours. Memory: peak-memory ratio, below 1 = less than BERT. tok/s:"
+        " ours (BERT's).",
+        "",
+    ]
+    modes = [mode for mode in SPEED_MODES if all(mode in record["settings"]["modes"] for record in records)]
+    header = ["size", "seq", "attention", "FLOP limit"]
+    for mode in modes:
+        header += [f"{SPEED_MODES[mode]} speed", f"{SPEED_MODES[mode]} tok/s", f"{SPEED_MODES[mode]} peak MiB",
+                   f"{SPEED_MODES[mode]} memory"]  # fmt: skip
+    lines += ["| " + " | ".join(header) + " |", "|---|---:|---|" + "---:|" * (len(header) - 3)]
+    for row in (row for record in records for row in record["speed"]):
+        cells = [row["size"], str(row["seq_len"]), row["attention_type"], f"{row['flop_ratio_bert_over_ours']:.3f}"]
+        for mode in modes:
+            m = row[mode]
+            cells += [
+                f"{m['speed_ratio']:.3f} {_quartiles(m['speed_ratios'])}".strip(),
+                f"{m['tokens_per_s']:,.0f} ({m['bert_tokens_per_s']:,.0f})",
+                f"{_mib(m['peak_memory_bytes'])} ({_mib(m['bert_peak_memory_bytes'])})",
+                "-" if m["memory_ratio"] is None else f"{m['memory_ratio']:.3f}",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_records_page(records_dir: str | Path, page: str | Path, figure_path: str | Path, marker: str) -> str:
+    """Rewrite `page` below `marker` (the hand-written part above is kept) from the records, and draw every
+    record's speed rows in one figure (`plot`). Returns the generated part."""
+    records = load_records(records_dir)
+    generated = records_markdown(records)
+    if records:
+        modes = [mode for mode in MODES if all(mode in record["settings"]["modes"] for record in records)]
+        plot({"settings": {"modes": modes}, "speed": [row for record in records for row in record["speed"]]},
+             Path(figure_path))  # fmt: skip
+        generated += f"\n![speed and memory ratios against BertModel]({Path(figure_path).name})\n"
+    page = Path(page)
+    head = page.read_text(encoding="utf-8") if page.is_file() else "# Speed and memory against BertModel\n\n"
+    head = head.split(marker)[0].rstrip("\n") + "\n\n" + marker + "\n\n"
+    page.write_text(head + generated, encoding="utf-8")
+    return generated
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -583,5 +658,8 @@ __all__ = [
     "peak_step_memory",
     "time_alternately",
     "run_benchmark",
+    "load_records",
+    "records_markdown",
+    "write_records_page",
     "main",
 ]
