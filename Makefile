@@ -59,7 +59,7 @@ demo: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py --output_dir $(BENCHMARK_OUTPUT) --overwrite_output_dir true $(BENCHMARK_ARGS)
 
-# The three settings of docs/results/speed-memory.md (about 37 minutes on an idle 2-core CPU: run nothing else), each
+# The three settings of docs/results/speed-memory.md (26 minutes on an idle 2-core CPU: run nothing else), each
 # run's benchmark.json copied to $(BENCHMARK_RECORDS)/<setting>.json once the run has finished; then `make report`.
 .PHONY: benchmark-records $(addprefix benchmark-record-,$(BENCHMARK_SETTINGS))
 benchmark-records: $(addprefix benchmark-record-,$(BENCHMARK_SETTINGS))
