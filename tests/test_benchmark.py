@@ -179,3 +179,6 @@ def test_the_speed_page_and_figure_are_built_from_the_committed_records_alone(tm
     (records / "notes.json").write_text('{"speed": []}')
     with pytest.raises(ValueError, match="notes.json: not a benchmark.json"):
         write_records_page(records, page, figure, GENERATED_MARKER)
+    (records / "notes.json").write_text('{"speed": [')  # a copy cut short
+    with pytest.raises(ValueError, match="notes.json: not valid JSON"):
+        write_records_page(records, page, figure, GENERATED_MARKER)

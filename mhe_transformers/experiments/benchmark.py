@@ -569,8 +569,11 @@ def load_records(records_dir: str | Path) -> list[dict]:
     """The committed benchmark reports (`<setting>.json`, each the benchmark.json of one run), by file name."""
     records = []
     for path in sorted(Path(records_dir).glob("*.json")):
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if not {"environment", "settings", "speed"} <= set(record):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error}).") from None
+        if not isinstance(record, dict) or not {"environment", "settings", "speed"} <= set(record):
             raise ValueError(f"{path}: not a benchmark.json (needs environment, settings and speed).")
         records.append(record)
     return records
