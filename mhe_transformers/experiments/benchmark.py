@@ -583,7 +583,7 @@ def records_markdown(records: Sequence[dict]) -> str:
     """The speed and memory table of every committed record, the machine and command of each, and the figure."""
     if not records:
         return "No benchmark records yet: `make benchmark-records` on an idle machine, then `make report`.\n"
-    lines = ["Measured by (each run alone on the machine; load average at start and end of the run):", ""]
+    lines = ["The runs (the load average at start and end of each says how busy the machine was):", ""]
     for record in records:
         env, settings = record["environment"], record["settings"]
         lines.append(
