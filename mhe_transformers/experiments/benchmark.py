@@ -562,7 +562,7 @@ def plot(results: dict, path: Path) -> None:
 # The committed records and the page built from them (`make benchmark-records`, then `make report`)
 # ---------------------------------------------------------------------------------------------------------------
 
-SPEED_MODES = {"forward": "forward", "train": "fwd+bwd"}  # the record's mode -> the page's column name
+MODE_LABELS = {"forward": "forward", "train": "fwd+bwd"}  # a mode of MODES -> the speed page's column name
 
 
 def load_records(records_dir: str | Path) -> list[dict]:
@@ -577,6 +577,11 @@ def load_records(records_dir: str | Path) -> list[dict]:
             raise ValueError(f"{path}: not a benchmark.json (needs environment, settings and speed).")
         records.append(record)
     return records
+
+
+def common_modes(records: Sequence[dict]) -> list[str]:
+    """The modes (of MODES, in its order) that every record measured: the columns the page and figure can show."""
+    return [mode for mode in MODES if all(mode in record["settings"]["modes"] for record in records)]
 
 
 def records_markdown(records: Sequence[dict]) -> str:
@@ -598,11 +603,11 @@ def records_markdown(records: Sequence[dict]) -> str:
         " ours (BERT's).",
         "",
     ]
-    modes = [mode for mode in SPEED_MODES if all(mode in record["settings"]["modes"] for record in records)]
+    modes = common_modes(records)
     header = ["size", "seq", "attention", "FLOP limit"]
     for mode in modes:
-        header += [f"{SPEED_MODES[mode]} speed", f"{SPEED_MODES[mode]} tok/s", f"{SPEED_MODES[mode]} peak MiB",
-                   f"{SPEED_MODES[mode]} memory"]  # fmt: skip
+        label = MODE_LABELS[mode]
+        header += [f"{label} speed", f"{label} tok/s", f"{label} peak MiB", f"{label} memory"]
     lines += ["| " + " | ".join(header) + " |", "|---|---:|---|" + "---:|" * (len(header) - 3)]
     for row in (row for record in records for row in record["speed"]):
         cells = [row["size"], str(row["seq_len"]), row["attention_type"], f"{row['flop_ratio_bert_over_ours']:.3f}"]
@@ -624,9 +629,8 @@ def write_records_page(records_dir: str | Path, page: str | Path, figure_path: s
     records = load_records(records_dir)
     generated = records_markdown(records)
     if records:
-        modes = [mode for mode in MODES if all(mode in record["settings"]["modes"] for record in records)]
-        plot({"settings": {"modes": modes}, "speed": [row for record in records for row in record["speed"]]},
-             Path(figure_path))  # fmt: skip
+        rows = [row for record in records for row in record["speed"]]
+        plot({"settings": {"modes": common_modes(records)}, "speed": rows}, Path(figure_path))
         generated += f"\n![speed and memory ratios against BertModel]({Path(figure_path).name})\n"
     page = Path(page)
     head = page.read_text(encoding="utf-8") if page.is_file() else "# Speed and memory against BertModel\n\n"
