@@ -145,6 +145,41 @@ def test_static_cache_allocated_ahead_has_the_shared_head_shape(attention_type):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("attention_type", ["mhe_mul", "mhe_add", "mqa", "gqa"])
+def test_compiled_decoding_reads_the_shared_cache_in_place(attention_type):
+    """Under torch.compile, Transformers' sdpa copies the key/value cache once per query head (repeat_kv) when one
+    token is decoded; the model packs the query heads itself instead, so no tensor of the traced step has the shape of
+    a per-query-head cache (which made compiled MHE-MUL decode 4x slower than eager)."""
+    reason = compile_unavailable()
+    if reason:
+        pytest.skip(reason)
+    import torch._dynamo
+
+    model = make_model(attention_type, "sdpa")
+    batch, length = IDS.shape[0], IDS.shape[1] + 2
+    shapes = []
+
+    def record_shapes(graph_module, example_inputs):  # a dynamo backend that keeps the traced graph's tensor shapes
+        for node in graph_module.graph.nodes:
+            value = node.meta.get("example_value")
+            if isinstance(value, torch.Tensor):
+                shapes.append(tuple(value.shape))
+        return graph_module.forward
+
+    with torch.no_grad():
+        static = StaticCache(config=model.config, max_cache_len=length)
+        out = model(IDS, cache=static)
+        torch._dynamo.reset()
+        compiled = torch.compile(model.forward, backend=record_shapes, fullgraph=True, dynamic=False)
+        position = torch.full((batch, 1), IDS.shape[1])
+        step = compiled(input_ids=out.logits[:, -1:].argmax(-1), position_ids=position, cache=static)
+    assert torch.isfinite(step.logits).all()
+    cache_shape = (batch, CACHED_KV_HEADS[attention_type], length, HEAD_DIM)
+    per_query_head = (batch, CONFIG["num_attention_heads"], length, HEAD_DIM)
+    assert cache_shape in shapes  # the trace read the cache itself
+    assert per_query_head not in shapes
+
+
 def test_compiled_forward_with_a_static_cache_matches_eager_decoding():
     reason = compile_unavailable()
     if reason:

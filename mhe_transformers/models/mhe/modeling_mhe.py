@@ -160,6 +160,31 @@ def eager_attention_forward(
     return attn_output.transpose(1, 2).contiguous(), attn_weights
 
 
+def sdpa_decode_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """sdpa for one new token against a cache with fewer key/value heads than query heads (MHE, MQA, GQA): the query
+    heads of each key/value head are laid along the query axis, (b, n, 1, d) -> (b, g, n / g, d), so the cache is read
+    in place. Transformers' sdpa packs so only outside torch.compile; compiled, it copies the cache n / g times
+    (repeat_kv) at every step, which made compiled MHE-MUL decode 4x slower than eager (docs/results/decoding.md)."""
+    batch, num_heads, _, head_dim = query.shape
+    kv_heads = key.shape[1]
+    query = query.reshape(batch, kv_heads, num_heads // kv_heads, head_dim)
+    if attention_mask is not None and attention_mask.shape[1] != 1:  # a mask per query head: packed the same way
+        attention_mask = attention_mask.reshape(attention_mask.shape[0], kv_heads, num_heads // kv_heads, -1)
+    attn_output = nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling
+    )
+    return attn_output.reshape(batch, num_heads, 1, head_dim).transpose(1, 2), None
+
+
 class MHEAttention(nn.Module):
     """Self-attention of every type in `MHEConfig.attention_type`, through Transformers' attention interface.
 
@@ -280,6 +305,8 @@ class MHEAttention(nn.Module):
                 query.shape[2], kwargs.get("position_ids"), query.device
             ).to(query.dtype)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        if implementation == "sdpa" and query.shape[2] == 1 and self.num_key_value_groups > 1 and cache is not None:
+            attention_interface = sdpa_decode_attention  # one token per step: reads the shared cache in place
         attn_output, attn_weights = attention_interface(
             self,
             query,
