@@ -30,7 +30,7 @@ Reported, as ratios ours / GPT-2 (GPT-2 decoding with the same kind of cache) wh
 of running the same attention that Transformers would otherwise pick: `repeat_kv` (copy the cache once per query
 head at every step, then multi-head attention, as `eager` and `sdpa` do without `enable_gqa`) and `enable_gqa`
 (torch's grouped sdpa). The default path lays the query heads of one key/value head along the query axis of one
-attention, (batch, n, 1, d) -> (batch, g, n / g, d), and reads the cache once (`sdpa` and `eager`).
+attention, (batch, n, 1, d) -> (batch, g, n / g, d), and reads the cache once (`sdpa` and `eager`, compiled or not).
 
 Timing: every model in the same process; for each kind of cache, each repeat runs GPT-2, then each of ours with a
 GPT-2 run after it (R a R b R ..., the order rotated at each repeat); a model's speed ratio in a repeat is the mean
