@@ -248,6 +248,27 @@ def test_shipped_configs_parse_with_the_pipelines_parsers(name, tmp_path):
         assert {k: options.get(k) for k in compare.POSITION_KEYS if k in options} == setting
 
 
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_arm_builds_its_model(name, tiny_tokenizer_dir):
+    # The model each run pretrains, built as the pretraining builds it (a decoder for the causal track): a position
+    # setting the model does not implement fails here, not minutes into a comparison job.
+    from transformers import AutoTokenizer
+
+    from mhe_transformers.training import pretrain
+
+    config = load_config(REPO_ROOT / "configs/compare" / f"{name}.yaml")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    for arm in config.arms():
+        values = compare.pretrain_values(config, arm)
+        model_args = pretrain.ModelArguments(model_config=str(REPO_ROOT / values["model_config"]),
+                                             attention_type=arm.attention_type,
+                                             config_overrides=values["config_overrides"])  # fmt: skip
+        data_args = pretrain.DataArguments(objective=config.objective)
+        model = pretrain.build_model(model_args, data_args, tokenizer)
+        assert model.config.is_decoder == (config.objective == "clm")
+        assert model.config.position_embedding_type == compare.POSITION_SETTINGS[arm.position]["position_embedding_type"]
+
+
 def test_the_shipped_stages_have_the_planned_sizes():
     configs = {name: load_config(REPO_ROOT / "configs/compare" / f"{name}.yaml") for name in SHIPPED}
     ablation = configs["ablation"]
