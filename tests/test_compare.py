@@ -82,7 +82,7 @@ class FakePipeline(compare.Pipeline):
         return {"test_accuracy": accuracy, "eval_accuracy": accuracy - 0.01}
 
 
-def write_comparison(folder: Path, data_dir: Path, **changes) -> Path:
+def write_comparison(folder: Path, data_dir: Path, tokenizer_dir: Path, **changes) -> Path:
     """A small comparison config in `folder` (records in folder/records, checkpoints in folder/runs)."""
     task_args = {"train_file": str(data_dir / "train.jsonl"), "validation_file": str(data_dir / "validation.jsonl"),
                  "test_file": str(data_dir / "test.jsonl"), "label_list_file": str(data_dir / "labels.json"),
@@ -92,7 +92,8 @@ def write_comparison(folder: Path, data_dir: Path, **changes) -> Path:
         "records_dir": str(folder / "records"), "estimated_minutes_per_run": 1.0,
         "groups": {"base": {"types": ["mha", "mhe_mul", "sha"], "position": "absolute"}},
         "pretrain": {"config": "configs/pretrain/wordnet-tiny.yaml",
-                     "args": {"model_config": "configs/model/tiny.json", "max_steps": 2}},
+                     "args": {"model_config": "configs/model/tiny.json", "tokenizer_name": str(tokenizer_dir),
+                              "max_steps": 2}},
         "finetune": {name: {"config": "configs/finetune/wordnet-supersense.yaml", "metric": "accuracy",
                             "args": dict(task_args)} for name in ("first", "second")},
         **changes,
@@ -104,8 +105,8 @@ def write_comparison(folder: Path, data_dir: Path, **changes) -> Path:
 
 
 @pytest.fixture
-def toy(tmp_path, tiny_classification_dir):
-    return lambda **changes: write_comparison(tmp_path, tiny_classification_dir, **changes)
+def toy(tmp_path, tiny_classification_dir, tiny_tokenizer_dir):
+    return lambda **changes: write_comparison(tmp_path, tiny_classification_dir, tiny_tokenizer_dir, **changes)
 
 
 def test_every_run_writes_one_small_whitelisted_record_and_a_rerun_skips_it(toy, tmp_path):
@@ -159,7 +160,8 @@ def test_run_keys_change_with_the_recipe_and_not_with_logging(toy, tmp_path):
     assert run_key(changed, changed.arms()[1], 42) != key
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text((REPO_ROOT / "configs/pretrain/wordnet-tiny.yaml").read_text() + "\n# a comment\n")
-    pretrain = {"config": str(recipe), "args": {"model_config": "configs/model/tiny.json", "max_steps": 2}}
+    toy_args = yaml.safe_load(toy().read_text())["pretrain"]["args"]
+    pretrain = {"config": str(recipe), "args": toy_args}
     assert run_key(load_config(toy(pretrain=pretrain)), arm, 42) == key  # same content, other file
     # defaults the comparison always replaces (folder, type, seed, model to fine-tune) are no part of the key
     recipe.write_text(recipe.read_text().replace("output_dir: outputs/pretrain-{attention_type}", "output_dir: o")
@@ -168,7 +170,7 @@ def test_run_keys_change_with_the_recipe_and_not_with_logging(toy, tmp_path):
     recipe.write_text(recipe.read_text() + "mlm_probability: 0.15\n")
     assert run_key(load_config(toy(pretrain=pretrain)), arm, 42) != key
     pretrain = {"config": "configs/pretrain/wordnet-tiny.yaml",
-                "args": {"model_config": "configs/model/tiny.json", "max_steps": 2, "logging_steps": 7}}
+                "args": {**toy_args, "logging_steps": 7}}
     assert run_key(load_config(toy(pretrain=pretrain)), arm, 42) == key
 
 
@@ -224,6 +226,18 @@ def test_bad_configs_fail_before_anything_runs(toy, changes, message):
     assert pipeline.calls == []
 
 
+def test_an_arm_whose_model_cannot_be_built_fails_before_anything_runs_and_is_named(toy, tiny_tokenizer_dir):
+    # The relative bias is implemented for encoders only: a causal comparison asking for it must stop at the check,
+    # naming the arm, not fail in each run's pretraining an hour later.
+    pipeline = FakePipeline()
+    pretrain = {"config": "configs/pretrain/wordnet-clm-tiny.yaml",
+                "args": {"model_config": "configs/model/tiny.json", "tokenizer_name": str(tiny_tokenizer_dir)}}
+    path = toy(pretrain=pretrain, groups={"base": {"types": ["mha", "mhe_mul"], "position": "shared_bias"}})
+    with pytest.raises(ValueError, match=r"arm base/mha: position_embedding_type='relative_bias' is implemented for enc"):
+        main(["--comparison", str(path)], pipeline=pipeline)
+    assert pipeline.calls == []
+
+
 def test_the_command_line_takes_the_project_style(toy):
     with pytest.raises(SystemExit) as exit_info:
         main(["--comparison", str(toy()), "--max_runs", "0"])
@@ -234,10 +248,10 @@ SHIPPED = ("ablation", "lr-grid", "main", "long", "causal")
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_configs_parse_with_the_pipelines_parsers(name, tmp_path):
+def test_shipped_configs_parse_with_the_pipelines_parsers(name, tmp_path, tiny_tokenizer_dir):
     config = load_config(REPO_ROOT / "configs/compare" / f"{name}.yaml")
     assert config.name == name
-    paths = {key: str(tmp_path / key) for key in compare.PLACEHOLDERS}
+    paths = {key: str(tmp_path / key) for key in compare.PLACEHOLDERS} | {"tokenizer_dir": str(tiny_tokenizer_dir)}
     compare.check_arguments(config, paths)
     for arm in config.arms():
         argv = compare.pretrain_argv(config, arm, 42, tmp_path, paths)
@@ -393,12 +407,14 @@ def test_prepared_data_is_reused_when_fresh_and_rebuilt_when_its_inputs_or_files
     assert os.path.isfile(tmp_path / "tok" / "tokenizer.json")
 
 
-def test_the_gpu_config_parses_and_scores_glue_validation_without_items(tmp_path):
+def test_the_gpu_config_parses_and_scores_glue_validation_without_items(tmp_path, tiny_tokenizer_dir):
     config = load_config(REPO_ROOT / "configs/compare/glue-base.yaml")
     assert len(config.tasks) == 8 and config.stage == "design" and not config.evaluation["text"]
     assert compare.finetune_values(config, config.tasks[0])["do_predict"] is False  # no local files: validation only
-    # bf16 is refused by TrainingArguments on a CPU-only machine: check the rest.
+    # bf16 is refused by TrainingArguments on a CPU-only machine, and the Hub tokenizer is out of reach: check the
+    # rest, the base-size models built with a local tokenizer.
     config.pretrain_args.pop("bf16")
+    config.pretrain_args["tokenizer_name"] = str(tiny_tokenizer_dir)
     for task in config.tasks:
         task.args.pop("bf16")
     compare.check_arguments(config, {})

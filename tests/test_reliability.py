@@ -184,21 +184,22 @@ def test_redact_hides_every_kind_of_secret(monkeypatch):
                               "nested": [{"api_key": REDACTED, "text": f"hub_token: {REDACTED}\nlr: 0.1"}]}  # fmt: skip
 
 
-def test_comparison_records_never_hold_a_token(tmp_path, tiny_classification_dir):
+def test_comparison_records_never_hold_a_token(tmp_path, tiny_classification_dir, tiny_tokenizer_dir):
     from test_compare import FakePipeline, write_comparison
 
     from mhe_transformers.experiments import compare
 
     recipe = {"config": "configs/pretrain/wordnet-tiny.yaml",
-              "args": {"model_config": "configs/model/tiny.json", "max_steps": 2, "hub_token": TOKEN}}  # fmt: skip
-    path = write_comparison(tmp_path, tiny_classification_dir, seeds=[42], pretrain=recipe)
+              "args": {"model_config": "configs/model/tiny.json", "tokenizer_name": str(tiny_tokenizer_dir),
+                       "max_steps": 2, "hub_token": TOKEN}}  # fmt: skip
+    path = write_comparison(tmp_path, tiny_classification_dir, tiny_tokenizer_dir, seeds=[42], pretrain=recipe)
     written = compare.main(["--comparison", str(path), "--max_runs", "1", "--keep_checkpoints", "true"],
                            pipeline=FakePipeline())  # fmt: skip
     assert len(written) == 1
     assert [str(p) for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".yaml" and TOKEN in p.read_text(
         errors="replace")] == []  # fmt: skip
     # The token is no part of what defines a run: another token, the same run key.
-    other = write_comparison(tmp_path / "other", tiny_classification_dir, seeds=[42],
+    other = write_comparison(tmp_path / "other", tiny_classification_dir, tiny_tokenizer_dir, seeds=[42],
                              pretrain={**recipe, "args": {**recipe["args"], "hub_token": "hf_another"}})  # fmt: skip
     config, other_config = compare.load_config(path), compare.load_config(other)
     assert compare.run_key(config, config.arms()[0], 42) == compare.run_key(other_config, other_config.arms()[0], 42)
@@ -354,12 +355,14 @@ def test_a_symlinked_output_folder_with_overwrite_gives_a_clear_error(tmp_path, 
     assert (target / "result.txt").read_text() == "1"
 
 
-def test_a_comparison_never_writes_into_or_deletes_a_run_folder_of_the_users_own(tmp_path, tiny_classification_dir):
+def test_a_comparison_never_writes_into_or_deletes_a_run_folder_of_the_users_own(
+    tmp_path, tiny_classification_dir, tiny_tokenizer_dir
+):
     from test_compare import FakePipeline, write_comparison
 
     from mhe_transformers.experiments import compare
 
-    config = compare.load_config(write_comparison(tmp_path, tiny_classification_dir, seeds=[42]))
+    config = compare.load_config(write_comparison(tmp_path, tiny_classification_dir, tiny_tokenizer_dir, seeds=[42]))
     arm, seed = compare.missing_runs(config)[0]
     users = foreign_folder(Path(config.runs_dir) / config.name / compare.run_key(config, arm, seed))
     with pytest.raises(OutputDirError, match="did not write"):

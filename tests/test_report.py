@@ -11,12 +11,12 @@ from mhe_transformers.models.mhe.parameter_counts import attention_parameter_for
 
 
 @pytest.fixture
-def folder(tmp_path, tiny_classification_dir):
+def folder(tmp_path, tiny_classification_dir, tiny_tokenizer_dir):
     """A configs folder with a toy design stage and a toy main comparison (final), records in folder/records."""
-    write_comparison(tmp_path, tiny_classification_dir, name="ablation", seeds=[42, 43],
+    write_comparison(tmp_path, tiny_classification_dir, tiny_tokenizer_dir, name="ablation", seeds=[42, 43],
                      groups={"absolute": {"types": ["mha", "mhe_mul"], "position": "absolute"},
                              "shared_bias": {"types": ["mha", "mhe_mul"], "position": "absolute"}})  # fmt: skip
-    write_comparison(tmp_path, tiny_classification_dir, name="main", stage="final", seeds=[42, 43, 44],
+    write_comparison(tmp_path, tiny_classification_dir, tiny_tokenizer_dir, name="main", stage="final", seeds=[42, 43, 44],
                      groups={"main": {"types": ["mha", "mhe_mul", "mhe_add"], "position": "absolute"},
                              "matched": {"types": ["mha"], "position": "absolute", "model": {"head_dim": 6},
                                          "reference": "main"}})  # fmt: skip

@@ -414,14 +414,25 @@ def finetune_argv(config: CompareConfig, task: TaskConfig, model_dir: Path, seed
 
 
 def check_arguments(config: CompareConfig, paths: dict[str, str]) -> None:
-    """Parse every arm's arguments as the pipelines will, so that a typo fails now, not after an hour."""
+    """Parse every arm's arguments as the pipelines will, and build every new arm's model as the pretraining does
+    (on the meta device: no memory, no weights), so that a typo or a setting the model does not implement fails now,
+    naming the arm, not after an hour."""
+    import torch
+
     from ..training import finetune as finetuning
     from ..training import loop
     from ..training import pretrain as pretraining
 
     check_dir = Path(config.runs_dir) / "check"
     for arm in config.arms():
-        loop.parse_args(pretraining.ARGUMENT_CLASSES, pretrain_argv(config, arm, config.seeds[0], check_dir, paths))
+        argv = pretrain_argv(config, arm, config.seeds[0], check_dir, paths)
+        model_args, data_args, _ = loop.parse_args(pretraining.ARGUMENT_CLASSES, argv)
+        if model_args.model_config:
+            try:
+                with torch.device("meta"):
+                    pretraining.build_model(model_args, data_args, loop.load_tokenizer(model_args))
+            except ValueError as error:
+                raise ValueError(f"Comparison {config.name}, arm {arm.name}: {error}") from error
     for task in config.tasks:
         loop.parse_args(finetuning.ARGUMENT_CLASSES, finetune_argv(config, task, check_dir, 0, check_dir, paths))
 
