@@ -101,7 +101,7 @@ clean:
 # project dependency) to MHE-MUL, recover it by distillation on English text of four domains read from Debian packages
 # (installed here when missing and run as root), score it against the original on five held-out domains, and save it
 # as a sentence-transformers model with its card, ready for scripts/push_to_hub.py (docs/results/minilm.md).
-# MINILM_TYPES="mhe_mul mhe_add" converts both types; MINILM_ARGS replaces the recipe. About 27 minutes per type
+# MINILM_TYPES="mhe_mul mhe_add" converts both types; MINILM_ARGS replaces the recipe. About 25 minutes per type
 # with two threads on an idle 2-core CPU.
 MINILM_ARGS ?= --recover_steps 3800 --recover_batch_size 32 --recover_learning_rate 1e-3 --recover_max_length 64 \
 	--recover_embedding_weight 1 --recover_hidden_weight 1 --recover_layers all --recover_freeze_embeddings \
