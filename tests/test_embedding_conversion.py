@@ -4,7 +4,9 @@ the verified push, on a tiny BERT and tiny fake Debian corpora."""
 
 import copy
 import json
+import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +14,12 @@ from transformers import AutoModel, AutoTokenizer, BertModel
 
 from mhe_transformers.hub.model_card import SENTENCE_TASK
 from mhe_transformers.hub.push import CheckpointError, files_to_upload, push_checkpoint, verify_checkpoint
+from mhe_transformers.interop import distillation
 from mhe_transformers.interop.conversion import REPORT_NAME, convert_model
 from mhe_transformers.interop.distillation import (
     RecoveryArguments,
     attention_map_kl,
+    bfloat16_is_native,
     distill_hidden_states,
     embedding_cosine_loss,
     hidden_state_mse,
@@ -23,6 +27,7 @@ from mhe_transformers.interop.distillation import (
 )
 from mhe_transformers.interop.embedding_conversion import main
 from mhe_transformers.interop.embedding_evaluation import agreement, evaluate_domains, sentence_pairs
+from mhe_transformers.utils.cli import UsageError, parse_args
 from test_conversion import TEXTS, randomise, save_checkpoint, tiny_bert_config, tiny_tokenizer
 from test_corpora import make_fake_root
 from test_hub import RecordingApi
@@ -158,6 +163,44 @@ def test_bf16_recovery_trains_the_student_in_bfloat16_against_float32_targets():
     assert output_dtypes == {"student": {torch.bfloat16}, "teacher": {torch.float32}}
     assert summary["bf16"] and summary["steps"] == 2
     assert {parameter.dtype for parameter in student.parameters()} == {torch.float32}  # float32 master weights
+
+
+def test_bf16_by_default_only_where_the_hardware_computes_it(monkeypatch):
+    # Emulated bfloat16 (an AVX2-only CPU) is several times slower than float32: the default must not pick it there.
+    for native in (True, False):
+        monkeypatch.setattr(distillation, "bfloat16_is_native", lambda native=native: native)
+        (args,) = parse_args((RecoveryArguments,), ["--recover_steps", "1"])
+        assert args.recover_bf16 is native  # resolved at parse time: training_args.json records what ran
+        (args,) = parse_args((RecoveryArguments,), ["--recover_bf16", "false"])
+        assert args.recover_bf16 is False
+        (args,) = parse_args((RecoveryArguments,), ["--recover_bf16"])
+        assert args.recover_bf16 is True
+    with pytest.raises(UsageError, match="recover_bf16"):
+        parse_args((RecoveryArguments,), ["--recover_bf16", "auto"])
+
+
+def test_the_bfloat16_probe_agrees_with_the_cpu_flags():
+    cpuinfo = Path("/proc/cpuinfo")
+    if torch.cuda.is_available() or not cpuinfo.is_file():
+        pytest.skip("the probe asks the GPU, or the CPU flags are not readable here")
+    flags = set(cpuinfo.read_text().split())
+    if "avx512_bf16" in flags:
+        assert bfloat16_is_native()
+    elif "amx_tile" not in flags:  # (AMX also needs the kernel's permission, which the flags do not show)
+        assert not bfloat16_is_native()
+
+
+def test_bf16_where_it_is_emulated_is_honoured_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(distillation, "bfloat16_is_native", lambda: False)
+    teacher = randomise(BertModel(tiny_bert_config()))
+    student, _ = convert_model(teacher, "mhe_mul")
+    for bf16 in (True, False):
+        caplog.clear()
+        args = RecoveryArguments(recover_steps=1, recover_batch_size=4, recover_bf16=bf16)
+        with caplog.at_level(logging.WARNING, logger=distillation.__name__):
+            summary = distill_hidden_states(student, teacher, tiny_tokenizer(), TEXTS[:4], args)
+        assert summary["bf16"] is bf16
+        assert ("--recover_bf16 true on hardware without bfloat16 arithmetic" in caplog.text) is bf16
 
 
 def test_frozen_embeddings_stay_the_originals_while_the_rest_trains():
