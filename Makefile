@@ -103,7 +103,7 @@ clean:
 # as a sentence-transformers model with its card, ready for scripts/push_to_hub.py (docs/results/minilm.md).
 # MINILM_TYPES="mhe_mul mhe_add" converts both types; MINILM_ARGS replaces the recipe. About 25 minutes per type
 # with two threads on an idle 2-core CPU with AVX512-BF16 (the student then trains under bfloat16 autocast, the
-# default of --recover_bf16 where the hardware computes bfloat16; float32 elsewhere: docs/results/minilm.md).
+# default of --recover_bf16 where the hardware computes bfloat16), about 41 with AVX2 only (float32; minilm.md).
 MINILM_ARGS ?= --recover_steps 3800 --recover_batch_size 32 --recover_learning_rate 1e-3 --recover_max_length 64 \
 	--recover_embedding_weight 1 --recover_hidden_weight 1 --recover_layers all --recover_freeze_embeddings \
 	--recover_attention_weight 1 --recover_dropout false --train_sentences_per_domain 32000 \
